@@ -1,0 +1,32 @@
+//! Command line of the `api` binary.
+
+use clap::{Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(name = "api", version, about = "Task Shop HTTP API")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the HTTP server (the default).
+    Serve,
+    /// Apply pending database migrations (embedded in the binary).
+    Migrate,
+    /// Insert idempotent demo data: an admin and a few users (refused in production).
+    Seed,
+    /// Create an admin account, or make an existing account an admin. Idempotent.
+    CreateAdmin {
+        #[arg(long)]
+        email: String,
+        /// Used only when the account does not exist yet.
+        #[arg(long, env = "ADMIN_PASSWORD", hide_env_values = true)]
+        password: String,
+        #[arg(long, default_value = "Administrator")]
+        name: String,
+    },
+    /// Exit 0 when `GET /health/live` on API_ADDR answers 200 (for container health checks).
+    Healthcheck,
+}

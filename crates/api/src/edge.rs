@@ -1,0 +1,161 @@
+//! The outermost middleware: request ids, panic containment and problem+json for every error.
+//!
+//! - Every response carries `X-Request-Id`: the client's value when it is a sane token
+//!   (1–128 chars of `[A-Za-z0-9._-]`), otherwise a fresh UUIDv7. The id is also available to
+//!   error bodies through the [`REQUEST_ID`] task-local and is recorded on the request's log span.
+//! - A panic in a handler becomes a 500 problem body instead of a dropped connection.
+//! - Any 4xx/5xx that is not already `application/problem+json` (actix's own 404/405/413…) is
+//!   replaced by the generic problem for its status, so clients see one error format.
+
+use std::{panic::AssertUnwindSafe, time::Instant};
+
+use actix_web::{
+    Error, HttpMessage, HttpResponse, ResponseError,
+    body::{BoxBody, MessageBody},
+    dev::{ServiceRequest, ServiceResponse},
+    http::header::{self, HeaderName, HeaderValue},
+    middleware::Next,
+};
+use futures_util::FutureExt;
+use tracing::Instrument;
+
+use crate::error::{PROBLEM_JSON, Problem, REQUEST_ID};
+
+pub const REQUEST_ID_HEADER: HeaderName = HeaderName::from_static("x-request-id");
+
+/// The request id, stored in request extensions for handlers that want it (audit events).
+#[derive(Debug, Clone)]
+pub struct RequestId(pub String);
+
+fn valid_request_id(v: &str) -> bool {
+    (1..=128).contains(&v.len())
+        && v.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+}
+
+pub async fn edge(
+    req: ServiceRequest,
+    next: Next<impl MessageBody + 'static>,
+) -> Result<ServiceResponse<BoxBody>, Error> {
+    let id = req
+        .headers()
+        .get(&REQUEST_ID_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| valid_request_id(v))
+        .map_or_else(|| uuid::Uuid::now_v7().to_string(), str::to_owned);
+    req.extensions_mut().insert(RequestId(id.clone()));
+    let method = req.method().clone();
+    let span = tracing::info_span!("request", request.id = %id, http.method = %method);
+    let started = Instant::now();
+
+    let outcome = REQUEST_ID
+        .scope(
+            id.clone(),
+            AssertUnwindSafe(next.call(req)).catch_unwind().instrument(span.clone()),
+        )
+        .await;
+
+    let res = match outcome {
+        Ok(Ok(res)) => res.map_into_boxed_body(),
+        // The request was consumed by the inner service, so these two cases cannot build a
+        // `ServiceResponse`; they return an error that renders the same problem body and header.
+        Ok(Err(err)) => {
+            return Err(EdgeError {
+                inner: Some(err),
+                request_id: id,
+            }
+            .into());
+        }
+        Err(_panic) => {
+            tracing::error!(parent: &span, "handler panicked");
+            return Err(EdgeError {
+                inner: None,
+                request_id: id,
+            }
+            .into());
+        }
+    };
+
+    let status = res.status();
+    let route = res.request().match_pattern().unwrap_or_else(|| "<unmatched>".into());
+    tracing::debug!(
+        parent: &span,
+        http.route = %route,
+        http.status = status.as_u16(),
+        latency_ms = started.elapsed().as_secs_f64() * 1000.0,
+        "request finished"
+    );
+    let (req, res) = res.into_parts();
+    Ok(ServiceResponse::new(req, finish(res, &id)))
+}
+
+/// Replaces a non-problem error body with the generic problem for its status, and sets the
+/// `X-Request-Id` header.
+fn finish(res: HttpResponse<BoxBody>, id: &str) -> HttpResponse<BoxBody> {
+    let status = res.status();
+    let mut res = if (status.is_client_error() || status.is_server_error()) && !is_problem(res.headers()) {
+        let mut replacement = REQUEST_ID
+            .sync_scope(id.to_owned(), || Problem::for_status(status))
+            .into_response();
+        // Keep headers that matter to clients (Allow on 405, Retry-After, WWW-Authenticate).
+        for name in [header::ALLOW, header::RETRY_AFTER, header::WWW_AUTHENTICATE] {
+            if let Some(v) = res.headers().get(&name) {
+                replacement.headers_mut().insert(name.clone(), v.clone());
+            }
+        }
+        replacement
+    } else {
+        res
+    };
+    if let Ok(v) = HeaderValue::from_str(id) {
+        res.headers_mut().insert(REQUEST_ID_HEADER, v);
+    }
+    res
+}
+
+/// An error escaping the inner service, or a panic (`inner: None`), rendered as problem+json.
+#[derive(Debug)]
+struct EdgeError {
+    inner: Option<Error>,
+    request_id: String,
+}
+
+impl std::fmt::Display for EdgeError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.inner {
+            Some(e) => write!(f, "{e}"),
+            None => f.write_str("handler panicked"),
+        }
+    }
+}
+
+impl ResponseError for EdgeError {
+    fn error_response(&self) -> HttpResponse<BoxBody> {
+        let res = match &self.inner {
+            Some(e) => REQUEST_ID.sync_scope(self.request_id.clone(), || e.error_response()),
+            None => HttpResponse::InternalServerError().finish(),
+        };
+        finish(res, &self.request_id)
+    }
+}
+
+fn is_problem(headers: &actix_web::http::header::HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with(PROBLEM_JSON))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::valid_request_id;
+
+    #[test]
+    fn request_id_validation() {
+        assert!(valid_request_id("abc-123_x.y"));
+        assert!(!valid_request_id(""));
+        assert!(!valid_request_id("has space"));
+        assert!(!valid_request_id("new\nline"));
+        assert!(!valid_request_id(&"a".repeat(129)));
+    }
+}

@@ -1,0 +1,227 @@
+//! `ApiError`: the one error type of the HTTP layer, rendered as RFC 9457 `application/problem+json`.
+//!
+//! Which error to use where:
+//! - input that fails parsing or validation → [`ApiError::Validation`] (422, field errors);
+//! - a syntactically broken request (bad JSON) → [`ApiError::BadRequest`] (400);
+//! - missing/invalid credentials → [`ApiError::Unauthorized`] (401); valid but not allowed → 403;
+//! - another user's resource, or a missing one → [`ApiError::NotFound`] (404: never reveal which);
+//! - a unique constraint → [`ApiError::Conflict`] (409) with a stable `code`;
+//! - Postgres or Redis unreachable → [`ApiError::Unavailable`] (503);
+//! - anything else → [`ApiError::Internal`]: logged once here, answered as an opaque 500.
+
+use actix_web::{
+    HttpResponse, ResponseError,
+    http::{StatusCode, header},
+};
+use db::DbError;
+use domain::{DomainError, FieldError};
+use serde::Serialize;
+
+tokio::task_local! {
+    /// The current request's id, set by the edge middleware for the whole handler future, so
+    /// every problem body can carry it without threading the request through every error.
+    pub static REQUEST_ID: String;
+}
+
+pub fn current_request_id() -> String {
+    REQUEST_ID.try_with(Clone::clone).unwrap_or_default()
+}
+
+pub const PROBLEM_JSON: &str = "application/problem+json";
+
+/// The RFC 9457 problem body.
+#[derive(Debug, Serialize, serde::Deserialize, utoipa::ToSchema)]
+pub struct Problem {
+    /// A URI reference naming the problem type: `/problems/{code}`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub title: String,
+    pub status: u16,
+    pub detail: String,
+    /// Stable machine-readable code, e.g. `validation_failed`, `email_taken`, `invalid_credentials`.
+    pub code: String,
+    /// Field-level errors (validation failures only).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub errors: Vec<FieldError>,
+    pub request_id: String,
+}
+
+impl Problem {
+    pub fn new(status: StatusCode, code: &str, detail: impl Into<String>) -> Self {
+        Self {
+            kind: format!("/problems/{code}"),
+            title: status.canonical_reason().unwrap_or("Error").to_owned(),
+            status: status.as_u16(),
+            detail: detail.into(),
+            code: code.to_owned(),
+            errors: Vec::new(),
+            request_id: current_request_id(),
+        }
+    }
+
+    pub fn into_response(self) -> HttpResponse {
+        let status = StatusCode::from_u16(self.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        HttpResponse::build(status)
+            .insert_header((header::CONTENT_TYPE, PROBLEM_JSON))
+            .insert_header((header::CACHE_CONTROL, "no-store"))
+            .json(self)
+    }
+
+    /// The generic problem for a status produced outside our handlers (404 route, 405 method…).
+    pub fn for_status(status: StatusCode) -> Self {
+        let (code, detail) = match status.as_u16() {
+            400 => ("bad_request", "The request could not be understood."),
+            401 => ("unauthorized", "Authentication is required."),
+            403 => ("forbidden", "You are not allowed to do this."),
+            404 => ("not_found", "No resource at this address."),
+            405 => ("method_not_allowed", "This method is not allowed on this resource."),
+            406 => ("not_acceptable", "The requested representation is not available."),
+            408 => ("request_timeout", "The request took too long to arrive."),
+            413 => ("payload_too_large", "The request body is too large."),
+            414 => ("uri_too_long", "The request URI is too long."),
+            415 => ("unsupported_media_type", "The request body must be application/json."),
+            431 => ("headers_too_large", "The request headers are too large."),
+            s if s >= 500 => ("internal_error", "An unexpected error occurred."),
+            _ => ("error", "The request failed."),
+        };
+        Self::new(status, code, detail)
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("validation failed")]
+    Validation(Vec<FieldError>),
+    #[error("bad request: {detail}")]
+    BadRequest { code: &'static str, detail: String },
+    #[error("unauthorized: {code}")]
+    Unauthorized { code: &'static str, detail: &'static str },
+    #[error("forbidden")]
+    Forbidden { code: &'static str, detail: &'static str },
+    #[error("not found")]
+    NotFound,
+    #[error("conflict: {code}")]
+    Conflict { code: &'static str, detail: String },
+    #[error("payload too large")]
+    PayloadTooLarge,
+    #[error("unsupported media type")]
+    UnsupportedMediaType,
+    #[error("service unavailable: {0}")]
+    Unavailable(String),
+    #[error(transparent)]
+    Internal(#[from] anyhow::Error),
+}
+
+pub type ApiResult<T> = Result<T, ApiError>;
+
+impl ApiError {
+    pub fn unauthorized() -> Self {
+        Self::Unauthorized {
+            code: "unauthorized",
+            detail: "A valid access token is required.",
+        }
+    }
+
+    pub fn invalid_token() -> Self {
+        Self::Unauthorized {
+            code: "invalid_token",
+            detail: "The token is invalid, expired or revoked.",
+        }
+    }
+
+    pub fn field(field: &str, message: impl Into<String>) -> Self {
+        Self::Validation(vec![FieldError::new(field, message)])
+    }
+
+    pub fn internal(e: impl Into<anyhow::Error>) -> Self {
+        Self::Internal(e.into())
+    }
+
+    fn problem(&self) -> Problem {
+        match self {
+            Self::Validation(errors) => {
+                let mut p = Problem::new(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "validation_failed",
+                    "One or more fields are invalid.",
+                );
+                p.errors = errors.clone();
+                p
+            }
+            Self::BadRequest { code, detail } => Problem::new(StatusCode::BAD_REQUEST, code, detail.clone()),
+            Self::Unauthorized { code, detail } => Problem::new(StatusCode::UNAUTHORIZED, code, *detail),
+            Self::Forbidden { code, detail } => Problem::new(StatusCode::FORBIDDEN, code, *detail),
+            Self::NotFound => Problem::new(StatusCode::NOT_FOUND, "not_found", "The resource does not exist."),
+            Self::Conflict { code, detail } => Problem::new(StatusCode::CONFLICT, code, detail.clone()),
+            Self::PayloadTooLarge => Problem::for_status(StatusCode::PAYLOAD_TOO_LARGE),
+            Self::UnsupportedMediaType => Problem::for_status(StatusCode::UNSUPPORTED_MEDIA_TYPE),
+            Self::Unavailable(_) => Problem::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "service_unavailable",
+                "A backing service is temporarily unavailable; retry shortly.",
+            ),
+            Self::Internal(_) => Problem::for_status(StatusCode::INTERNAL_SERVER_ERROR),
+        }
+    }
+}
+
+impl ResponseError for ApiError {
+    fn status_code(&self) -> StatusCode {
+        StatusCode::from_u16(self.problem().status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        match self {
+            Self::Internal(e) => tracing::error!(error = ?e, "internal error"),
+            Self::Unavailable(e) => tracing::warn!(error = %e, "dependency unavailable"),
+            _ => {}
+        }
+        let mut res = self.problem().into_response();
+        if matches!(self, Self::Unavailable(_)) {
+            res.headers_mut()
+                .insert(header::RETRY_AFTER, header::HeaderValue::from_static("5"));
+        }
+        if matches!(self, Self::Unauthorized { .. }) {
+            res.headers_mut()
+                .insert(header::WWW_AUTHENTICATE, header::HeaderValue::from_static("Bearer"));
+        }
+        res
+    }
+}
+
+impl From<DomainError> for ApiError {
+    fn from(e: DomainError) -> Self {
+        match e {
+            DomainError::Validation(errors) => Self::Validation(errors),
+        }
+    }
+}
+
+impl From<DbError> for ApiError {
+    fn from(e: DbError) -> Self {
+        match e {
+            DbError::NotFound => Self::NotFound,
+            DbError::UniqueViolation { constraint } => {
+                tracing::debug!(%constraint, "unmapped unique violation");
+                Self::Conflict {
+                    code: "conflict",
+                    detail: "A conflicting record already exists.".into(),
+                }
+            }
+            DbError::Unavailable(msg) => Self::Unavailable(msg),
+            other => Self::Internal(other.into()),
+        }
+    }
+}
+
+impl From<auth::password::HashError> for ApiError {
+    fn from(e: auth::password::HashError) -> Self {
+        Self::Internal(e.into())
+    }
+}
+
+impl From<diesel::result::Error> for ApiError {
+    fn from(e: diesel::result::Error) -> Self {
+        DbError::from(e).into()
+    }
+}

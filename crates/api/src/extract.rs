@@ -1,0 +1,290 @@
+//! Request extractors: validated JSON bodies and query strings, the authenticated user, and the
+//! client's metadata. Every rejection is an [`ApiError`], so it renders as problem+json.
+
+use std::{future::Future, pin::Pin};
+
+use actix_web::{
+    FromRequest, HttpMessage, HttpRequest,
+    dev::Payload,
+    http::header,
+    web::{self, Bytes},
+};
+use db::users::User;
+use domain::{FieldError, Role};
+use garde::Validate;
+use serde::de::DeserializeOwned;
+use uuid::Uuid;
+
+use crate::{edge::RequestId, error::ApiError, state::AppState};
+
+/// The largest JSON body accepted by default (api.md: 64 KiB).
+pub const JSON_LIMIT: usize = 64 * 1024;
+
+fn garde_errors(report: &garde::Report) -> Vec<FieldError> {
+    report
+        .iter()
+        .map(|(path, error)| {
+            let field = path.to_string();
+            FieldError::new(
+                if field.is_empty() { "body".into() } else { field },
+                error.message().to_string(),
+            )
+        })
+        .collect()
+}
+
+fn deserialize_error<E: std::fmt::Display>(err: serde_path_to_error::Error<E>) -> FieldError {
+    let path = err.path().to_string();
+    let inner = err.inner().to_string();
+    // serde_path_to_error already includes an unknown field in the path; a missing field is
+    // reported at its parent, with the name only in the message.
+    let missing = inner
+        .strip_prefix("missing field `")
+        .and_then(|rest| rest.split('`').next());
+    let field = match (missing, path.as_str()) {
+        (Some(name), "." | "") => name.to_owned(),
+        (Some(name), parent) => format!("{parent}.{name}"),
+        (None, "." | "") => "body".to_owned(),
+        (None, p) => p.to_owned(),
+    };
+    // Drop serde_json's " at line 1 column 12" suffix: positions mean nothing to API clients.
+    let message = inner.split(" at line ").next().unwrap_or(&inner).to_owned();
+    FieldError::new(field, message)
+}
+
+/// A JSON body: `Content-Type: application/json` (or `+json`), at most [`JSON_LIMIT`] bytes,
+/// well-formed (else 400), matching `T` with no unknown fields (else 422 naming the field), and
+/// passing `T`'s garde rules (else 422 with every failing field).
+#[derive(Debug)]
+pub struct ValidJson<T>(pub T);
+
+impl<T> FromRequest for ValidJson<T>
+where
+    T: DeserializeOwned + Validate + 'static,
+    T::Context: Default,
+{
+    type Error = ApiError;
+    type Future = Pin<Box<dyn Future<Output = Result<Self, ApiError>>>>;
+
+    fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
+        let content_type_ok = req
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split(';').next())
+            .map(|mime| {
+                let mime = mime.trim().to_ascii_lowercase();
+                mime == "application/json" || (mime.starts_with("application/") && mime.ends_with("+json"))
+            })
+            .unwrap_or(false);
+        let body = Bytes::from_request(req, payload);
+        Box::pin(async move {
+            if !content_type_ok {
+                return Err(ApiError::UnsupportedMediaType);
+            }
+            let bytes = body
+                .await
+                .map_err(|e| match e.as_response_error().status_code().as_u16() {
+                    413 => ApiError::PayloadTooLarge,
+                    _ => ApiError::BadRequest {
+                        code: "bad_request",
+                        detail: "The request body could not be read.".into(),
+                    },
+                })?;
+            // Well-formedness first (one cheap pass), so syntax errors are 400 whatever the shape.
+            serde_json::from_slice::<serde::de::IgnoredAny>(&bytes).map_err(|_| ApiError::BadRequest {
+                code: "malformed_json",
+                detail: "The request body is not valid JSON.".into(),
+            })?;
+            let mut de = serde_json::Deserializer::from_slice(&bytes);
+            let value: T = serde_path_to_error::deserialize(&mut de)
+                .map_err(|err| ApiError::Validation(vec![deserialize_error(err)]))?;
+            value.validate().map_err(|r| ApiError::Validation(garde_errors(&r)))?;
+            Ok(ValidJson(value))
+        })
+    }
+}
+
+/// A query string deserialised into `T` (unknown parameters rejected) and validated with garde.
+/// Any failure is a 422 naming the parameter.
+#[derive(Debug)]
+pub struct ValidQuery<T>(pub T);
+
+impl<T> FromRequest for ValidQuery<T>
+where
+    T: DeserializeOwned + Validate + 'static,
+    T::Context: Default,
+{
+    type Error = ApiError;
+    type Future = std::future::Ready<Result<Self, ApiError>>;
+
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        let parsed = (|| {
+            let de = serde_urlencoded::Deserializer::new(form_urlencoded::parse(req.query_string().as_bytes()));
+            let value: T = serde_path_to_error::deserialize(de)
+                .map_err(|err| ApiError::Validation(vec![deserialize_error(err)]))?;
+            value.validate().map_err(|r| ApiError::Validation(garde_errors(&r)))?;
+            Ok(ValidQuery(value))
+        })();
+        std::future::ready(parsed)
+    }
+}
+
+/// A UUID path segment; anything else is a 422 naming the parameter.
+#[derive(Debug, Clone, Copy)]
+pub struct IdPath(pub Uuid);
+
+impl FromRequest for IdPath {
+    type Error = ApiError;
+    type Future = std::future::Ready<Result<Self, ApiError>>;
+
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        let raw = req.match_info().get("id").unwrap_or_default();
+        std::future::ready(
+            Uuid::try_parse(raw)
+                .map(IdPath)
+                .map_err(|_| ApiError::field("id", "must be a UUID")),
+        )
+    }
+}
+
+/// Who is calling: the socket peer address and the User-Agent (truncated), for sessions and audit.
+#[derive(Debug, Clone)]
+pub struct ClientMeta {
+    pub ip: Option<String>,
+    pub user_agent: Option<String>,
+    pub request_id: String,
+}
+
+impl FromRequest for ClientMeta {
+    type Error = ApiError;
+    type Future = std::future::Ready<Result<Self, ApiError>>;
+
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        let user_agent = req
+            .headers()
+            .get(header::USER_AGENT)
+            .and_then(|v| v.to_str().ok())
+            .map(|ua| ua.chars().take(512).collect::<String>());
+        let request_id = req
+            .extensions()
+            .get::<RequestId>()
+            .map(|r| r.0.clone())
+            .unwrap_or_default();
+        std::future::ready(Ok(Self {
+            ip: req.peer_addr().map(|a| a.ip().to_string()),
+            user_agent,
+            request_id,
+        }))
+    }
+}
+
+/// An authenticated caller: a valid access token whose session is live and whose account exists.
+///
+/// The session check is one primary-key join per request, so a revoked session's access tokens
+/// stop working at once, not at their expiry. The user row is current (role changes apply at once).
+#[derive(Debug, Clone)]
+pub struct AuthUser {
+    pub user: User,
+    pub session_id: Uuid,
+}
+
+impl AuthUser {
+    pub fn id(&self) -> Uuid {
+        self.user.id
+    }
+
+    pub fn role(&self) -> Role {
+        self.user.role.parse().unwrap_or(Role::User)
+    }
+}
+
+fn bearer(req: &HttpRequest) -> Option<String> {
+    let value = req.headers().get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| token.trim().to_owned())
+        .filter(|t| !t.is_empty())
+}
+
+impl FromRequest for AuthUser {
+    type Error = ApiError;
+    type Future = Pin<Box<dyn Future<Output = Result<Self, ApiError>>>>;
+
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        let state = req.app_data::<web::Data<AppState>>().cloned();
+        let token = bearer(req);
+        Box::pin(async move {
+            let state = state.ok_or_else(|| ApiError::internal(anyhow::anyhow!("AppState missing")))?;
+            let token = token.ok_or_else(ApiError::unauthorized)?;
+            let claims = state.tokens.verify(&token).map_err(|_| ApiError::invalid_token())?;
+            let mut conn = state.db.get().await.map_err(db::DbError::from)?;
+            let (session, user) = db::sessions::find_live_with_user(&mut conn, claims.sid)
+                .await?
+                .filter(|(_, user)| user.id == claims.sub)
+                .ok_or_else(ApiError::invalid_token)?;
+            Ok(AuthUser {
+                user,
+                session_id: session.id,
+            })
+        })
+    }
+}
+
+/// An authenticated admin; any other authenticated caller gets 403.
+#[derive(Debug, Clone)]
+pub struct AdminUser(pub AuthUser);
+
+impl FromRequest for AdminUser {
+    type Error = ApiError;
+    type Future = Pin<Box<dyn Future<Output = Result<Self, ApiError>>>>;
+
+    fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
+        let auth = AuthUser::from_request(req, payload);
+        Box::pin(async move {
+            let user = auth.await?;
+            if user.role() != Role::Admin {
+                return Err(ApiError::Forbidden {
+                    code: "forbidden",
+                    detail: "This action needs the admin role.",
+                });
+            }
+            Ok(AdminUser(user))
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde::Deserialize;
+
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    #[allow(dead_code)]
+    struct Body {
+        email: String,
+        nested: Option<Nested>,
+    }
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    #[allow(dead_code)]
+    struct Nested {
+        n: u8,
+    }
+
+    fn err(json: &str) -> FieldError {
+        let mut de = serde_json::Deserializer::from_str(json);
+        deserialize_error(serde_path_to_error::deserialize::<_, Body>(&mut de).unwrap_err())
+    }
+
+    #[test]
+    fn names_the_offending_field() {
+        assert_eq!(err(r#"{"email":"a","role":"admin"}"#).field, "role");
+        assert_eq!(err(r#"{}"#).field, "email");
+        assert_eq!(err(r#"{"email":5}"#).field, "email");
+        assert_eq!(err(r#"{"email":"a","nested":{"n":300}}"#).field, "nested.n");
+        assert!(!err(r#"{"email":5}"#).message.contains("line"));
+    }
+}

@@ -1,0 +1,200 @@
+//! `/v1/auth/*`: sign-up, login, refresh, logout and the caller's sessions.
+
+use actix_web::{HttpResponse, http::header, web};
+use chrono::{DateTime, Utc};
+use garde::Validate;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+use uuid::Uuid;
+
+use crate::{
+    dto::UserResponse,
+    error::{ApiResult, Problem},
+    extract::{AuthUser, ClientMeta, IdPath, ValidJson},
+    services::{self, auth::NewAccount},
+    state::AppState,
+    validate::{self, parsed},
+};
+use domain::{Email, Password, Role, UserName};
+
+#[derive(Debug, Deserialize, Validate, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SignupRequest {
+    /// Compared case-insensitively; stored lower-cased.
+    #[garde(custom(validate::email))]
+    #[schema(example = "ada@example.com")]
+    pub email: String,
+    /// 8 to 72 bytes (bcrypt's limit; longer passwords are rejected, never truncated).
+    #[garde(custom(validate::password))]
+    #[schema(example = "correct horse battery staple", min_length = 8, max_length = 72)]
+    pub password: String,
+    #[garde(custom(validate::name))]
+    #[schema(example = "Ada Lovelace", min_length = 1, max_length = 100)]
+    pub name: String,
+}
+
+#[derive(Debug, Deserialize, Validate, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LoginRequest {
+    #[garde(length(max = 320))]
+    pub email: String,
+    #[garde(length(max = 1024))]
+    pub password: String,
+}
+
+#[derive(Debug, Deserialize, Validate, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RefreshRequest {
+    #[garde(length(min = 1, max = 256))]
+    pub refresh_token: String,
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct TokenResponse {
+    /// JWT access token; send as `Authorization: Bearer …`.
+    pub access_token: String,
+    /// Opaque refresh token; single use (each refresh returns a new one).
+    pub refresh_token: String,
+    /// Always `Bearer`.
+    pub token_type: String,
+    /// Access-token lifetime in seconds.
+    pub expires_in: i64,
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct SignupResponse {
+    pub user: UserResponse,
+    #[serde(flatten)]
+    pub tokens: TokenResponse,
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct SessionResponse {
+    pub id: Uuid,
+    pub created_at: DateTime<Utc>,
+    pub last_used_at: DateTime<Utc>,
+    pub expires_at: DateTime<Utc>,
+    pub user_agent: Option<String>,
+    pub ip: Option<String>,
+    /// True for the session of the access token making this request.
+    pub current: bool,
+}
+
+impl From<services::auth::Tokens> for TokenResponse {
+    fn from(t: services::auth::Tokens) -> Self {
+        Self {
+            access_token: t.access_token,
+            refresh_token: t.refresh_token,
+            token_type: "Bearer".into(),
+            expires_in: t.expires_in,
+        }
+    }
+}
+
+fn no_store(status: actix_web::http::StatusCode) -> actix_web::HttpResponseBuilder {
+    let mut b = HttpResponse::build(status);
+    b.insert_header((header::CACHE_CONTROL, "no-store"));
+    b
+}
+
+/// Create an account and a first session.
+#[utoipa::path(post, path = "/v1/auth/signup", tag = "auth", request_body = SignupRequest, responses(
+    (status = 201, body = SignupResponse),
+    (status = 409, body = Problem, content_type = "application/problem+json", description = "`email_taken`"),
+    (status = 422, body = Problem, content_type = "application/problem+json", description = "`validation_failed`: bad e-mail, weak or over-long password, unknown field"),
+    (status = 400, body = Problem, content_type = "application/problem+json", description = "`malformed_json`"),
+    (status = 415, body = Problem, content_type = "application/problem+json"),
+))]
+pub async fn signup(
+    state: web::Data<AppState>,
+    meta: ClientMeta,
+    ValidJson(body): ValidJson<SignupRequest>,
+) -> ApiResult<HttpResponse> {
+    let account = NewAccount {
+        email: parsed(Email::parse(&body.email))?,
+        password: parsed(Password::parse(body.password, "password"))?,
+        name: parsed(UserName::parse(&body.name))?,
+        role: Role::User,
+    };
+    let (user, tokens) = services::auth::signup(&state, account, &meta).await?;
+    Ok(no_store(actix_web::http::StatusCode::CREATED).json(SignupResponse {
+        user: user.into(),
+        tokens: tokens.into(),
+    }))
+}
+
+/// Exchange e-mail and password for a token pair (a new session).
+#[utoipa::path(post, path = "/v1/auth/login", tag = "auth", request_body = LoginRequest, responses(
+    (status = 200, body = TokenResponse),
+    (status = 401, body = Problem, content_type = "application/problem+json", description = "`invalid_credentials` (same for an unknown e-mail)"),
+    (status = 422, body = Problem, content_type = "application/problem+json"),
+))]
+pub async fn login(
+    state: web::Data<AppState>,
+    meta: ClientMeta,
+    ValidJson(body): ValidJson<LoginRequest>,
+) -> ApiResult<HttpResponse> {
+    let tokens = services::auth::login(&state, &body.email, &body.password, &meta).await?;
+    Ok(no_store(actix_web::http::StatusCode::OK).json(TokenResponse::from(tokens)))
+}
+
+/// Rotate a refresh token. Presenting an already-used token revokes its whole session.
+#[utoipa::path(post, path = "/v1/auth/refresh", tag = "auth", request_body = RefreshRequest, responses(
+    (status = 200, body = TokenResponse),
+    (status = 401, body = Problem, content_type = "application/problem+json", description = "`invalid_token`: unknown, expired, revoked or re-used token"),
+))]
+pub async fn refresh(
+    state: web::Data<AppState>,
+    ValidJson(body): ValidJson<RefreshRequest>,
+) -> ApiResult<HttpResponse> {
+    let tokens = services::auth::refresh(&state, &body.refresh_token).await?;
+    Ok(no_store(actix_web::http::StatusCode::OK).json(TokenResponse::from(tokens)))
+}
+
+/// Revoke the session of a refresh token. Always 204 (idempotent; unknown tokens are ignored).
+#[utoipa::path(post, path = "/v1/auth/logout", tag = "auth", request_body = RefreshRequest, responses(
+    (status = 204, description = "Session revoked"),
+    (status = 422, body = Problem, content_type = "application/problem+json"),
+))]
+pub async fn logout(state: web::Data<AppState>, ValidJson(body): ValidJson<RefreshRequest>) -> ApiResult<HttpResponse> {
+    services::auth::logout(&state, &body.refresh_token).await?;
+    Ok(HttpResponse::NoContent().finish())
+}
+
+/// The caller's live sessions, newest first.
+#[utoipa::path(get, path = "/v1/auth/sessions", tag = "auth", security(("bearer" = [])), responses(
+    (status = 200, body = Vec<SessionResponse>),
+    (status = 401, body = Problem, content_type = "application/problem+json"),
+))]
+pub async fn list_sessions(state: web::Data<AppState>, me: AuthUser) -> ApiResult<HttpResponse> {
+    let mut conn = state.db.get().await.map_err(db::DbError::from)?;
+    let sessions = db::sessions::list_live(&mut conn, me.id()).await?;
+    let body: Vec<SessionResponse> = sessions
+        .into_iter()
+        .map(|s| SessionResponse {
+            current: s.id == me.session_id,
+            id: s.id,
+            created_at: s.created_at,
+            last_used_at: s.last_used_at,
+            expires_at: s.expires_at,
+            user_agent: s.user_agent,
+            ip: s.ip,
+        })
+        .collect();
+    Ok(no_store(actix_web::http::StatusCode::OK).json(body))
+}
+
+/// Revoke one of the caller's sessions (another user's session is a 404).
+#[utoipa::path(delete, path = "/v1/auth/sessions/{id}", tag = "auth", security(("bearer" = [])),
+    params(("id" = Uuid, Path, description = "Session id")), responses(
+    (status = 204, description = "Revoked"),
+    (status = 401, body = Problem, content_type = "application/problem+json"),
+    (status = 404, body = Problem, content_type = "application/problem+json"),
+))]
+pub async fn revoke_session(state: web::Data<AppState>, me: AuthUser, IdPath(id): IdPath) -> ApiResult<HttpResponse> {
+    let mut conn = state.db.get().await.map_err(db::DbError::from)?;
+    if !db::sessions::revoke(&mut conn, id, Some(me.id()), db::sessions::RevokeReason::UserRevoked).await? {
+        return Err(crate::error::ApiError::NotFound);
+    }
+    Ok(HttpResponse::NoContent().finish())
+}

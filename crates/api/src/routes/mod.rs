@@ -1,0 +1,37 @@
+//! The route table: every path the API serves, in one place.
+
+use actix_web::web;
+
+pub mod auth;
+pub mod health;
+pub mod users;
+
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.service(web::resource("/health/live").route(web::get().to(health::live)))
+        .service(web::resource("/health/ready").route(web::get().to(health::ready)))
+        .service(
+            web::scope("/v1")
+                .service(web::resource("/auth/signup").route(web::post().to(auth::signup)))
+                .service(web::resource("/auth/login").route(web::post().to(auth::login)))
+                .service(web::resource("/auth/refresh").route(web::post().to(auth::refresh)))
+                .service(web::resource("/auth/logout").route(web::post().to(auth::logout)))
+                .service(web::resource("/auth/sessions").route(web::get().to(auth::list_sessions)))
+                .service(web::resource("/auth/sessions/{id}").route(web::delete().to(auth::revoke_session)))
+                .service(
+                    web::resource("/users/me")
+                        .route(web::get().to(users::get_me))
+                        .route(web::patch().to(users::patch_me)),
+                )
+                .service(
+                    web::resource("/users")
+                        .route(web::get().to(users::list))
+                        .route(web::post().to(users::create)),
+                )
+                .service(
+                    web::resource("/users/{id}")
+                        .route(web::get().to(users::get))
+                        .route(web::patch().to(users::update))
+                        .route(web::delete().to(users::delete)),
+                ),
+        );
+}

@@ -1,0 +1,201 @@
+//! `/v1/users/*`: the caller's profile and user administration (admins only).
+
+use actix_web::{HttpResponse, web};
+use garde::Validate;
+use serde::Deserialize;
+use utoipa::{IntoParams, ToSchema};
+
+use crate::{
+    dto::{Page, UserResponse},
+    error::{ApiError, ApiResult, Problem},
+    extract::{AdminUser, AuthUser, IdPath, ValidJson, ValidQuery},
+    services::{
+        self,
+        auth::NewAccount,
+        users::{PasswordChange, UserCursor},
+    },
+    state::AppState,
+    validate::{self, parsed},
+};
+use domain::{Cursor, Email, Limit, Password, Role, UserName};
+
+/// Profile changes. `role`, `email`, `id` and `email_verified` are not accepted here (422).
+#[derive(Debug, Deserialize, Validate, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateMeRequest {
+    #[garde(custom(validate::opt_name))]
+    pub name: Option<String>,
+    /// New password (8–72 bytes); requires `current_password`. Revokes your other sessions.
+    #[garde(custom(validate::opt_password))]
+    pub password: Option<String>,
+    #[garde(length(max = 1024))]
+    pub current_password: Option<String>,
+}
+
+#[derive(Debug, Deserialize, Validate, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateUserRequest {
+    #[garde(custom(validate::email))]
+    pub email: String,
+    #[garde(custom(validate::password))]
+    pub password: String,
+    #[garde(custom(validate::name))]
+    pub name: String,
+    /// Defaults to `user`.
+    #[garde(skip)]
+    pub role: Option<Role>,
+}
+
+#[derive(Debug, Deserialize, Validate, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AdminUpdateUserRequest {
+    #[garde(custom(validate::opt_name))]
+    pub name: Option<String>,
+    #[garde(skip)]
+    pub role: Option<Role>,
+}
+
+#[derive(Debug, Deserialize, Validate, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct ListUsersQuery {
+    /// Case-insensitive prefix of the e-mail or the name.
+    #[garde(length(min = 1, max = 100))]
+    pub q: Option<String>,
+    /// 1–100, default 20.
+    #[garde(range(min = 1, max = 100))]
+    pub limit: Option<i64>,
+    /// Opaque cursor from a previous page's `next_cursor`.
+    #[garde(length(max = 512))]
+    pub cursor: Option<String>,
+}
+
+/// Your own profile.
+#[utoipa::path(get, path = "/v1/users/me", tag = "users", security(("bearer" = [])), responses(
+    (status = 200, body = UserResponse),
+    (status = 401, body = Problem, content_type = "application/problem+json"),
+))]
+pub async fn get_me(me: AuthUser) -> HttpResponse {
+    HttpResponse::Ok().json(UserResponse::from(me.user))
+}
+
+/// Change your name and/or password.
+#[utoipa::path(patch, path = "/v1/users/me", tag = "users", security(("bearer" = [])), request_body = UpdateMeRequest, responses(
+    (status = 200, body = UserResponse),
+    (status = 401, body = Problem, content_type = "application/problem+json"),
+    (status = 403, body = Problem, content_type = "application/problem+json", description = "`invalid_current_password`"),
+    (status = 422, body = Problem, content_type = "application/problem+json", description = "Invalid field, unknown field (e.g. `role`), or `password` without `current_password`"),
+))]
+pub async fn patch_me(
+    state: web::Data<AppState>,
+    me: AuthUser,
+    ValidJson(body): ValidJson<UpdateMeRequest>,
+) -> ApiResult<HttpResponse> {
+    let name = body.name.as_deref().map(UserName::parse).transpose()?;
+    let password = match (body.password, body.current_password) {
+        (None, _) => None,
+        (Some(_), None) => {
+            return Err(ApiError::field(
+                "current_password",
+                "is required to change the password",
+            ));
+        }
+        (Some(new), Some(current)) => Some(PasswordChange {
+            current,
+            new: parsed(Password::parse(new, "password"))?,
+        }),
+    };
+    let user = services::users::update_me(&state, &me, name, password).await?;
+    Ok(HttpResponse::Ok().json(UserResponse::from(user)))
+}
+
+/// List live users in creation order (admin).
+#[utoipa::path(get, path = "/v1/users", tag = "users", security(("bearer" = [])), params(ListUsersQuery), responses(
+    (status = 200, body = Page<UserResponse>),
+    (status = 401, body = Problem, content_type = "application/problem+json"),
+    (status = 403, body = Problem, content_type = "application/problem+json"),
+    (status = 422, body = Problem, content_type = "application/problem+json", description = "Bad `limit`, `q` or a tampered `cursor`"),
+))]
+pub async fn list(
+    state: web::Data<AppState>,
+    _admin: AdminUser,
+    ValidQuery(query): ValidQuery<ListUsersQuery>,
+) -> ApiResult<HttpResponse> {
+    let limit = Limit::parse(query.limit)?;
+    let after = query
+        .cursor
+        .as_deref()
+        .map(Cursor::decode::<UserCursor>)
+        .transpose()?
+        .map(|c| c.id);
+    let (users, next) = services::users::list(&state, query.q.as_deref(), after, limit).await?;
+    Ok(HttpResponse::Ok().json(Page {
+        items: users.into_iter().map(UserResponse::from).collect(),
+        next_cursor: next.map(|c| Cursor::encode(&c)),
+    }))
+}
+
+/// Create a user with any role (admin).
+#[utoipa::path(post, path = "/v1/users", tag = "users", security(("bearer" = [])), request_body = CreateUserRequest, responses(
+    (status = 201, body = UserResponse),
+    (status = 403, body = Problem, content_type = "application/problem+json"),
+    (status = 409, body = Problem, content_type = "application/problem+json", description = "`email_taken`"),
+    (status = 422, body = Problem, content_type = "application/problem+json"),
+))]
+pub async fn create(
+    state: web::Data<AppState>,
+    _admin: AdminUser,
+    ValidJson(body): ValidJson<CreateUserRequest>,
+) -> ApiResult<HttpResponse> {
+    let account = NewAccount {
+        email: parsed(Email::parse(&body.email))?,
+        password: parsed(Password::parse(body.password, "password"))?,
+        name: parsed(UserName::parse(&body.name))?,
+        role: body.role.unwrap_or(Role::User),
+    };
+    let user = services::users::create(&state, account).await?;
+    Ok(HttpResponse::Created().json(UserResponse::from(user)))
+}
+
+/// One user (admin).
+#[utoipa::path(get, path = "/v1/users/{id}", tag = "users", security(("bearer" = [])),
+    params(("id" = uuid::Uuid, Path)), responses(
+    (status = 200, body = UserResponse),
+    (status = 403, body = Problem, content_type = "application/problem+json"),
+    (status = 404, body = Problem, content_type = "application/problem+json"),
+))]
+pub async fn get(state: web::Data<AppState>, _admin: AdminUser, IdPath(id): IdPath) -> ApiResult<HttpResponse> {
+    let user = services::users::get(&state, id).await?;
+    Ok(HttpResponse::Ok().json(UserResponse::from(user)))
+}
+
+/// Change a user's name or role (admin).
+#[utoipa::path(patch, path = "/v1/users/{id}", tag = "users", security(("bearer" = [])),
+    params(("id" = uuid::Uuid, Path)), request_body = AdminUpdateUserRequest, responses(
+    (status = 200, body = UserResponse),
+    (status = 403, body = Problem, content_type = "application/problem+json"),
+    (status = 404, body = Problem, content_type = "application/problem+json"),
+    (status = 422, body = Problem, content_type = "application/problem+json"),
+))]
+pub async fn update(
+    state: web::Data<AppState>,
+    _admin: AdminUser,
+    IdPath(id): IdPath,
+    ValidJson(body): ValidJson<AdminUpdateUserRequest>,
+) -> ApiResult<HttpResponse> {
+    let name = body.name.as_deref().map(UserName::parse).transpose()?;
+    let user = services::users::admin_update(&state, id, name, body.role).await?;
+    Ok(HttpResponse::Ok().json(UserResponse::from(user)))
+}
+
+/// Soft-delete a user: all sessions revoked, the e-mail free for re-use (admin).
+#[utoipa::path(delete, path = "/v1/users/{id}", tag = "users", security(("bearer" = [])),
+    params(("id" = uuid::Uuid, Path)), responses(
+    (status = 204, description = "Deleted"),
+    (status = 403, body = Problem, content_type = "application/problem+json"),
+    (status = 404, body = Problem, content_type = "application/problem+json"),
+))]
+pub async fn delete(state: web::Data<AppState>, _admin: AdminUser, IdPath(id): IdPath) -> ApiResult<HttpResponse> {
+    services::users::delete(&state, id).await?;
+    Ok(HttpResponse::NoContent().finish())
+}

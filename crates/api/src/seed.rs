@@ -1,0 +1,74 @@
+//! Operator commands that write data: `seed` (demo accounts) and `create-admin`.
+
+use domain::{Email, Password, Role, UserName};
+
+use crate::{
+    config::AppEnv,
+    error::ApiError,
+    services::auth::{NewAccount, insert_account},
+    state::AppState,
+};
+
+/// The demo accounts `api seed` creates. Their password is public (README): development only.
+pub const DEMO_PASSWORD: &str = "demo-password-123";
+pub const DEMO_ACCOUNTS: &[(&str, &str, Role)] = &[
+    ("admin@example.com", "Demo Admin", Role::Admin),
+    ("alice@example.com", "Alice Example", Role::User),
+    ("bob@example.com", "Bob Example", Role::User),
+    ("carol@example.com", "Carol Example", Role::User),
+];
+
+#[derive(Debug, PartialEq, Eq)]
+pub enum Ensured {
+    Created,
+    Existed,
+    Promoted,
+}
+
+/// Creates the account if it does not exist; with `promote`, makes an existing one an admin.
+pub async fn ensure_account(
+    state: &AppState,
+    email: &str,
+    password: &str,
+    name: &str,
+    role: Role,
+) -> anyhow::Result<Ensured> {
+    let email = Email::parse(email).map_err(|e| anyhow::anyhow!("invalid e-mail: {e:?}"))?;
+    let mut conn = state.db.get().await.map_err(db::DbError::from)?;
+    if let Some(user) = db::users::find_active_by_email(&mut conn, email.as_str()).await? {
+        if role == Role::Admin && user.role != Role::Admin.as_str() {
+            let changes = db::users::UserChanges {
+                role: Some(Role::Admin.as_str()),
+                ..Default::default()
+            };
+            db::users::update(&mut conn, user.id, &changes).await?;
+            return Ok(Ensured::Promoted);
+        }
+        return Ok(Ensured::Existed);
+    }
+    let account = NewAccount {
+        email,
+        password: Password::parse(password.to_owned(), "password")
+            .map_err(|e| anyhow::anyhow!("invalid password: {e:?}"))?,
+        name: UserName::parse(name).map_err(|e| anyhow::anyhow!("invalid name: {e:?}"))?,
+        role,
+    };
+    let hash = state.hasher.hash(&account.password).await?;
+    match insert_account(&mut conn, &account, &hash).await {
+        Ok(_) => Ok(Ensured::Created),
+        // Lost a race with a concurrent seed: the account exists now.
+        Err(ApiError::Conflict { .. }) => Ok(Ensured::Existed),
+        Err(e) => Err(anyhow::anyhow!("creating {}: {e}", account.email.redacted())),
+    }
+}
+
+pub async fn seed(state: &AppState) -> anyhow::Result<()> {
+    if state.config.app_env == AppEnv::Production {
+        anyhow::bail!("refusing to seed demo accounts with a public password in production");
+    }
+    for (email, name, role) in DEMO_ACCOUNTS {
+        let outcome = ensure_account(state, email, DEMO_PASSWORD, name, *role).await?;
+        tracing::info!(email = %email, ?outcome, "seed account");
+    }
+    Ok(())
+}

@@ -1,0 +1,5 @@
+//! Business operations: each function is one use case with its transaction boundary. Handlers
+//! translate HTTP to these calls; these call the `db` query modules.
+
+pub mod auth;
+pub mod users;

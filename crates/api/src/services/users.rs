@@ -1,0 +1,137 @@
+//! Profile changes and user administration.
+
+use db::{
+    sessions::{self, RevokeReason},
+    users::{self, User, UserChanges},
+};
+use diesel_async::AsyncConnection;
+use domain::{Limit, Password, Role, UserName};
+use uuid::Uuid;
+
+use crate::{
+    error::{ApiError, ApiResult},
+    extract::AuthUser,
+    services::auth::{NewAccount, insert_account},
+    state::AppState,
+};
+
+/// A password change on one's own profile.
+pub struct PasswordChange {
+    pub current: String,
+    pub new: Password,
+}
+
+/// Updates the caller's name and/or password. A password change needs the current password and
+/// revokes every other session of the account (the caller's own session stays signed in).
+pub async fn update_me(
+    state: &AppState,
+    me: &AuthUser,
+    name: Option<UserName>,
+    password: Option<PasswordChange>,
+) -> ApiResult<User> {
+    let new_hash = match &password {
+        None => None,
+        Some(change) => {
+            if !state
+                .hasher
+                .verify(&change.current, Some(&me.user.password_hash))
+                .await?
+            {
+                return Err(ApiError::Forbidden {
+                    code: "invalid_current_password",
+                    detail: "The current password is wrong.",
+                });
+            }
+            Some(state.hasher.hash(&change.new).await?)
+        }
+    };
+    let mut conn = state.db.get().await.map_err(db::DbError::from)?;
+    let changes = UserChanges {
+        name: name.as_ref().map(UserName::as_str),
+        password_hash: new_hash.as_deref(),
+        ..UserChanges::default()
+    };
+    let user = conn
+        .transaction::<_, ApiError, _>(async |conn| {
+            let user = apply(conn, me.id(), &changes).await?;
+            if changes.password_hash.is_some() {
+                let n =
+                    sessions::revoke_all_for_user(conn, me.id(), Some(me.session_id), RevokeReason::PasswordChanged)
+                        .await?;
+                tracing::info!(user.id = %me.id(), revoked = n, "password changed");
+            }
+            Ok(user)
+        })
+        .await?;
+    Ok(user)
+}
+
+/// Applies a change set; an empty one just reads the row.
+async fn apply(conn: &mut db::AsyncPgConnection, id: Uuid, changes: &UserChanges<'_>) -> ApiResult<User> {
+    if changes.name.is_none() && changes.role.is_none() && changes.password_hash.is_none() {
+        return users::find_active(conn, id).await?.ok_or(ApiError::NotFound);
+    }
+    Ok(users::update(conn, id, changes).await?)
+}
+
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+pub struct UserCursor {
+    pub id: Uuid,
+}
+
+pub async fn list(
+    state: &AppState,
+    q: Option<&str>,
+    after: Option<Uuid>,
+    limit: Limit,
+) -> ApiResult<(Vec<User>, Option<UserCursor>)> {
+    let mut conn = state.db.get().await.map_err(db::DbError::from)?;
+    // Fetch one extra row to know whether another page exists.
+    let mut rows = users::list(&mut conn, after, q, limit.get() + 1).await?;
+    let next = if rows.len() as i64 > limit.get() {
+        rows.truncate(limit.get() as usize);
+        rows.last().map(|u| UserCursor { id: u.id })
+    } else {
+        None
+    };
+    Ok((rows, next))
+}
+
+pub async fn create(state: &AppState, account: NewAccount) -> ApiResult<User> {
+    let hash = state.hasher.hash(&account.password).await?;
+    let mut conn = state.db.get().await.map_err(db::DbError::from)?;
+    let user = insert_account(&mut conn, &account, &hash).await?;
+    tracing::info!(user.id = %user.id, role = %account.role, "admin created user");
+    Ok(user)
+}
+
+pub async fn get(state: &AppState, id: Uuid) -> ApiResult<User> {
+    let mut conn = state.db.get().await.map_err(db::DbError::from)?;
+    users::find_active(&mut conn, id).await?.ok_or(ApiError::NotFound)
+}
+
+pub async fn admin_update(state: &AppState, id: Uuid, name: Option<UserName>, role: Option<Role>) -> ApiResult<User> {
+    let mut conn = state.db.get().await.map_err(db::DbError::from)?;
+    let changes = UserChanges {
+        name: name.as_ref().map(UserName::as_str),
+        role: role.map(Role::as_str),
+        ..UserChanges::default()
+    };
+    apply(&mut conn, id, &changes).await
+}
+
+/// Soft-deletes the account and revokes all its sessions in one transaction. The e-mail becomes
+/// free for a new account (the unique index only covers live rows).
+pub async fn delete(state: &AppState, id: Uuid) -> ApiResult<()> {
+    let mut conn = state.db.get().await.map_err(db::DbError::from)?;
+    conn.transaction::<_, ApiError, _>(async |conn| {
+        if !users::soft_delete(conn, id).await? {
+            return Err(ApiError::NotFound);
+        }
+        sessions::revoke_all_for_user(conn, id, None, RevokeReason::AccountDeleted).await?;
+        Ok(())
+    })
+    .await?;
+    tracing::info!(user.id = %id, "user deleted");
+    Ok(())
+}

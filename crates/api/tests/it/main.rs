@@ -1,0 +1,9 @@
+//! Integration tests: the real API over HTTP against real Postgres and Redis (see `testkit`).
+//! One test binary with modules, so the workspace links once.
+
+#![allow(clippy::unwrap_used, reason = "tests fail loudly on unexpected errors")]
+
+mod auth;
+mod binary;
+mod edge;
+mod users;

@@ -1,0 +1,61 @@
+//! `DbError`: what a caller of this crate can act on (not found, a named constraint, the database
+//! being unavailable), with everything else kept opaque.
+
+use diesel::result::{DatabaseErrorKind, Error as DieselError};
+
+pub type DbResult<T> = Result<T, DbError>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum DbError {
+    #[error("row not found")]
+    NotFound,
+    /// A unique constraint was violated; the constraint name lets the caller map it to a
+    /// client-facing conflict (`users_email_key` → `email_taken`).
+    #[error("unique constraint {constraint} violated")]
+    UniqueViolation { constraint: String },
+    /// A foreign key, check or not-null constraint rejected the write.
+    #[error("constraint {constraint} violated")]
+    ConstraintViolation { constraint: String },
+    /// Serialization failure or deadlock: the transaction may be retried.
+    #[error("transaction conflict, retry")]
+    Retry,
+    /// The pool timed out or the connection broke: the database is (temporarily) unreachable.
+    #[error("database unavailable: {0}")]
+    Unavailable(String),
+    #[error("database error: {0}")]
+    Other(String),
+}
+
+impl From<DieselError> for DbError {
+    fn from(e: DieselError) -> Self {
+        match e {
+            DieselError::NotFound => DbError::NotFound,
+            DieselError::DatabaseError(kind, info) => {
+                let constraint = info.constraint_name().unwrap_or("unknown").to_owned();
+                match kind {
+                    DatabaseErrorKind::UniqueViolation => DbError::UniqueViolation { constraint },
+                    DatabaseErrorKind::ForeignKeyViolation
+                    | DatabaseErrorKind::CheckViolation
+                    | DatabaseErrorKind::NotNullViolation => DbError::ConstraintViolation { constraint },
+                    DatabaseErrorKind::SerializationFailure => DbError::Retry,
+                    DatabaseErrorKind::ClosedConnection => DbError::Unavailable(info.message().to_owned()),
+                    _ => DbError::Other(info.message().to_owned()),
+                }
+            }
+            DieselError::BrokenTransactionManager => DbError::Unavailable(e.to_string()),
+            other => DbError::Other(other.to_string()),
+        }
+    }
+}
+
+impl From<diesel_async::pooled_connection::bb8::RunError> for DbError {
+    fn from(e: diesel_async::pooled_connection::bb8::RunError) -> Self {
+        DbError::Unavailable(e.to_string())
+    }
+}
+
+impl From<diesel::ConnectionError> for DbError {
+    fn from(e: diesel::ConnectionError) -> Self {
+        DbError::Unavailable(e.to_string())
+    }
+}

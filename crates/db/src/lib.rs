@@ -1,0 +1,15 @@
+//! Persistence: the Diesel schema, row models, one query module per aggregate, the diesel-async
+//! connection pool and the embedded migrations.
+//!
+//! Query functions take `&mut AsyncPgConnection`, so the caller (a service function in `api` or a
+//! job in `worker`) decides whether they run on a pooled connection or inside a transaction.
+
+pub mod error;
+pub mod pool;
+pub mod schema;
+pub mod sessions;
+pub mod users;
+
+pub use diesel_async::AsyncPgConnection;
+pub use error::{DbError, DbResult};
+pub use pool::{PgPool, connect_pool, run_migrations};

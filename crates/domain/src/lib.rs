@@ -1,0 +1,15 @@
+//! Domain types shared by the API and the worker: value types that can only hold valid values
+//! ("parse, don't validate"), enums with their string forms, pagination primitives and the
+//! domain error. Nothing here performs I/O.
+
+pub mod email;
+pub mod error;
+pub mod pagination;
+pub mod password;
+pub mod user;
+
+pub use email::Email;
+pub use error::{DomainError, FieldError};
+pub use pagination::{Cursor, Limit};
+pub use password::Password;
+pub use user::{Role, UserName};

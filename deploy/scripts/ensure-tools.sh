@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# Ensure the helper tools used by tests and benchmarks exist:
+#   wrk       – HTTP load generator (benchmarks), via apt
+#   aiosmtpd  – Python SMTP server used by tests as a real mail server, via pip
+# Idempotent and silent when everything is already installed.
+set -euo pipefail
+
+log() { printf 'ensure-tools: %s\n' "$*" >&2; }
+die() { printf 'ensure-tools: error: %s\n' "$*" >&2; exit 1; }
+
+as_root() {
+    if [[ $EUID -eq 0 ]]; then
+        "$@"
+    elif command -v sudo >/dev/null 2>&1; then
+        if [[ -t 0 ]]; then sudo "$@"; else sudo -n "$@"; fi
+    else
+        die "need root (or sudo) to run: $*"
+    fi
+}
+
+APT_UPDATED=0
+apt_install() {
+    command -v apt-get >/dev/null 2>&1 || die "apt-get not found; install $* manually"
+    log "installing $* via apt"
+    if [[ $APT_UPDATED -eq 0 ]]; then
+        as_root apt-get update -qq
+        APT_UPDATED=1
+    fi
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null
+}
+
+if ! command -v wrk >/dev/null 2>&1; then
+    apt_install wrk
+fi
+
+command -v python3 >/dev/null 2>&1 || apt_install python3
+
+if ! python3 -c 'import aiosmtpd' >/dev/null 2>&1; then
+    log "installing aiosmtpd for $(command -v python3)"
+    python3 -m pip --version >/dev/null 2>&1 || apt_install python3-pip
+    # Debian's system python refuses plain `pip install` (PEP 668): fall back to
+    # a user install, then to the Debian package.
+    export PIP_ROOT_USER_ACTION=ignore
+    python3 -m pip install --quiet --disable-pip-version-check aiosmtpd 2>/dev/null ||
+        python3 -m pip install --quiet --disable-pip-version-check --user --break-system-packages aiosmtpd 2>/dev/null ||
+        apt_install python3-aiosmtpd
+    python3 -c 'import aiosmtpd' >/dev/null 2>&1 || die "aiosmtpd is still not importable by $(command -v python3)"
+fi

@@ -1,0 +1,93 @@
+# Task runner: https://just.systems  (`pip install rust-just` or `cargo install just`)
+# `just` lists the recipes. Values from .env are loaded; the defaults below make
+# every recipe work without a .env.
+
+set dotenv-load := true
+set shell := ["bash", "-euo", "pipefail", "-c"]
+
+export DATABASE_URL := env_var_or_default("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/app")
+export REDIS_URL := env_var_or_default("REDIS_URL", "redis://127.0.0.1:6379")
+export APP_ENV := env_var_or_default("APP_ENV", "development")
+
+# Admin connection the test harness uses to create per-test databases.
+export TEST_DATABASE_URL := env_var_or_default("TEST_DATABASE_URL", "postgres://postgres@127.0.0.1:5432/postgres")
+export TEST_REDIS_URL := env_var_or_default("TEST_REDIS_URL", "redis://127.0.0.1:6379")
+
+# List the recipes
+default:
+    @just --list
+
+# Make sure PostgreSQL and Redis answer (installs/starts them locally if needed)
+services:
+    bash deploy/scripts/ensure-services.sh
+
+# Install helper tools for tests and benchmarks (wrk, aiosmtpd)
+tools:
+    bash deploy/scripts/ensure-tools.sh
+
+# Build the release binaries
+build:
+    cargo build --release --bin api --bin worker
+
+# Apply database migrations
+migrate: services
+    cargo run --release --bin api -- migrate
+
+# Apply migrations and load seed data
+seed: migrate
+    cargo run --release --bin api -- seed
+
+# Build, migrate, seed, then run the API and the worker together (Ctrl-C stops both)
+run: services build
+    #!/usr/bin/env bash
+    set -euo pipefail
+    target/release/api migrate
+    target/release/api seed
+    target/release/api serve &
+    api_pid=$!
+    target/release/worker &
+    worker_pid=$!
+    stop() {
+        kill -TERM "$api_pid" "$worker_pid" 2>/dev/null || true
+        # Give both 20 s to shut down gracefully, then kill what is left.
+        for _ in $(seq 40); do
+            kill -0 "$api_pid" 2>/dev/null || kill -0 "$worker_pid" 2>/dev/null || return 0
+            sleep 0.5
+        done
+        kill -KILL "$api_pid" "$worker_pid" 2>/dev/null || true
+    }
+    trap 'stop; wait; exit 130' INT
+    trap 'stop; wait; exit 143' TERM
+    code=0
+    wait -n "$api_pid" "$worker_pid" || code=$?
+    echo "run: a process exited with status $code; stopping the other" >&2
+    stop
+    wait || true
+    exit "$code"
+
+# Run the test suite (extra args go to cargo test, e.g. `just test -p api login`)
+[positional-arguments]
+test *ARGS: services tools
+    #!/usr/bin/env bash
+    set -euo pipefail
+    # The tests connect through TEST_DATABASE_URL / TEST_REDIS_URL: make sure
+    # those servers answer too when they are not the ones `services` checked.
+    if [[ ${TEST_DATABASE_URL%/*} != "${DATABASE_URL%/*}" || $TEST_REDIS_URL != "$REDIS_URL" ]]; then
+        DATABASE_URL="$TEST_DATABASE_URL" REDIS_URL="$TEST_REDIS_URL" bash deploy/scripts/ensure-services.sh
+    fi
+    export RUST_LOG="${RUST_LOG:-warn}"
+    cargo test --workspace "$@"
+
+# Run the HTTP benchmarks against release binaries
+[positional-arguments]
+bench *ARGS: services tools build
+    bash deploy/scripts/bench.sh "$@"
+
+# Check formatting and lints (CI-strict)
+lint:
+    cargo fmt --all -- --check
+    cargo clippy --workspace --all-targets -- -D warnings
+
+# Format the code
+fmt:
+    cargo fmt --all
