@@ -29,4 +29,11 @@ pub enum Command {
     },
     /// Exit 0 when `GET /health/live` on API_ADDR answers 200 (for container health checks).
     Healthcheck,
+    /// Print the median wall time of one bcrypt hash at BCRYPT_COST, in ms (used by `just bench`
+    /// to compute the login ceiling: cores ÷ time per hash).
+    #[command(hide = true)]
+    BcryptTiming {
+        #[arg(long, default_value_t = 9)]
+        rounds: usize,
+    },
 }

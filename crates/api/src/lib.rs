@@ -8,6 +8,7 @@ pub mod edge;
 pub mod error;
 pub mod extract;
 pub mod openapi;
+pub mod queue;
 pub mod routes;
 pub mod seed;
 pub mod services;

@@ -51,6 +51,17 @@ async fn run(command: Command) -> anyhow::Result<()> {
             println!("{outcome:?}");
         }
         Command::Healthcheck => healthcheck(config.api_addr).await?,
+        Command::BcryptTiming { rounds } => {
+            let cost = config.bcrypt_cost;
+            let mut times: Vec<f64> = (0..rounds.max(1))
+                .map(|_| {
+                    let t = std::time::Instant::now();
+                    bcrypt::hash("benchmark password", cost).map(|_| t.elapsed().as_secs_f64() * 1000.0)
+                })
+                .collect::<Result<_, _>>()?;
+            times.sort_by(f64::total_cmp);
+            println!("{:.2}", times[times.len() / 2]);
+        }
     }
     Ok(())
 }

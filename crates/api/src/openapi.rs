@@ -27,6 +27,10 @@ use crate::routes;
         routes::auth::logout,
         routes::auth::list_sessions,
         routes::auth::revoke_session,
+        routes::auth::verify_email,
+        routes::auth::forgot_password,
+        routes::auth::reset_password,
+        routes::audit::list,
         routes::users::get_me,
         routes::users::patch_me,
         routes::users::list,
@@ -41,6 +45,7 @@ use crate::routes;
         (name = "health", description = "Liveness and readiness"),
         (name = "auth", description = "Sign-up, login, token rotation, sessions"),
         (name = "users", description = "Your profile; user administration (admin)"),
+        (name = "audit", description = "The append-only audit log (admin)"),
     )
 )]
 pub struct ApiDoc;

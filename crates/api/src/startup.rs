@@ -7,6 +7,7 @@ use actix_web::{App, HttpResponse, dev::Server, middleware::from_fn, web};
 use anyhow::Context;
 use auth::{PasswordHasher, TokenIssuer};
 use bb8_redis::RedisConnectionManager;
+use jobs::{Producer, QueueSettings};
 use secrecy::ExposeSecret;
 use utoipa::OpenApi;
 use utoipa_swagger_ui::SwaggerUi;
@@ -15,6 +16,7 @@ use crate::{
     config::{Config, JWT_AUDIENCE},
     edge, extract,
     openapi::ApiDoc,
+    queue::Dispatcher,
     routes,
     state::{AppState, RedisPool},
 };
@@ -34,12 +36,18 @@ pub async fn build_state(config: Config) -> anyhow::Result<AppState> {
     );
     let cost = config.bcrypt_cost;
     let hasher = tokio::task::spawn_blocking(move || PasswordHasher::new(cost)).await??;
+    let producer = Producer::new(
+        config.redis_url.expose_secret(),
+        QueueSettings::new(config.redis_prefix.clone()),
+    );
+    let jobs = Dispatcher::new(Arc::new(producer), db.clone());
     Ok(AppState {
         config: Arc::new(config),
         db,
         redis,
         tokens,
         hasher,
+        jobs,
     })
 }
 

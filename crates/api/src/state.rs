@@ -6,7 +6,7 @@ use auth::{PasswordHasher, TokenIssuer};
 use bb8_redis::RedisConnectionManager;
 use db::PgPool;
 
-use crate::config::Config;
+use crate::{config::Config, queue::Dispatcher};
 
 pub type RedisPool = bb8::Pool<RedisConnectionManager>;
 
@@ -17,4 +17,5 @@ pub struct AppState {
     pub redis: RedisPool,
     pub tokens: TokenIssuer,
     pub hasher: PasswordHasher,
+    pub jobs: Dispatcher,
 }

@@ -4,7 +4,10 @@
 //! Query functions take `&mut AsyncPgConnection`, so the caller (a service function in `api` or a
 //! job in `worker`) decides whether they run on a pooled connection or inside a transaction.
 
+pub mod audit;
+pub mod email;
 pub mod error;
+pub mod outbox;
 pub mod pool;
 pub mod schema;
 pub mod sessions;

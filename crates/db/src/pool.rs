@@ -41,3 +41,6 @@ pub async fn run_migrations(url: &str) -> DbResult<Vec<String>> {
         .map_err(|e| DbError::Other(format!("migration failed: {e}")))?;
     Ok(applied.iter().map(ToString::to_string).collect())
 }
+
+/// A connection checked out of the pool.
+pub type PooledConn<'a> = diesel_async::pooled_connection::bb8::PooledConnection<'a, AsyncPgConnection>;

@@ -1,6 +1,54 @@
 // @generated automatically by Diesel CLI.
 
 diesel::table! {
+    audit_log (event_id) {
+        event_id -> Uuid,
+        event_type -> Text,
+        actor_id -> Nullable<Uuid>,
+        target_type -> Nullable<Text>,
+        target_id -> Nullable<Uuid>,
+        request_id -> Nullable<Text>,
+        ip -> Nullable<Text>,
+        user_agent -> Nullable<Text>,
+        data -> Jsonb,
+        occurred_at -> Timestamptz,
+        recorded_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    email_log (message_key) {
+        message_key -> Text,
+        kind -> Text,
+        user_id -> Nullable<Uuid>,
+        sent_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    email_tokens (token_hash) {
+        token_hash -> Bytea,
+        user_id -> Uuid,
+        purpose -> Text,
+        created_at -> Timestamptz,
+        expires_at -> Timestamptz,
+        used_at -> Nullable<Timestamptz>,
+    }
+}
+
+diesel::table! {
+    outbox (id) {
+        id -> Uuid,
+        queue -> Text,
+        payload -> Jsonb,
+        created_at -> Timestamptz,
+        dispatched_at -> Nullable<Timestamptz>,
+        attempts -> Int4,
+        last_error -> Nullable<Text>,
+    }
+}
+
+diesel::table! {
     refresh_tokens (token_hash) {
         token_hash -> Bytea,
         session_id -> Uuid,
@@ -37,7 +85,16 @@ diesel::table! {
     }
 }
 
+diesel::joinable!(email_tokens -> users (user_id));
 diesel::joinable!(refresh_tokens -> sessions (session_id));
 diesel::joinable!(sessions -> users (user_id));
 
-diesel::allow_tables_to_appear_in_same_query!(refresh_tokens, sessions, users,);
+diesel::allow_tables_to_appear_in_same_query!(
+    audit_log,
+    email_log,
+    email_tokens,
+    outbox,
+    refresh_tokens,
+    sessions,
+    users,
+);

@@ -147,13 +147,13 @@ pub async fn touch(conn: &mut AsyncPgConnection, session_id: Uuid) -> DbResult<(
 }
 
 /// Revokes one session. With `owner`, only if it belongs to that user (ownership in the WHERE).
-/// Returns whether a live session was revoked.
+/// Returns the session's user when a live session was revoked, `None` otherwise.
 pub async fn revoke(
     conn: &mut AsyncPgConnection,
     session_id: Uuid,
     owner: Option<Uuid>,
     reason: RevokeReason,
-) -> DbResult<bool> {
+) -> DbResult<Option<Uuid>> {
     let mut target = diesel::update(sessions::table)
         .filter(sessions::id.eq(session_id))
         .filter(sessions::revoked_at.is_null())
@@ -161,14 +161,15 @@ pub async fn revoke(
     if let Some(owner) = owner {
         target = target.filter(sessions::user_id.eq(owner));
     }
-    let n = target
+    Ok(target
         .set((
             sessions::revoked_at.eq(diesel::dsl::now),
             sessions::revoked_reason.eq(reason.as_str()),
         ))
-        .execute(conn)
-        .await?;
-    Ok(n == 1)
+        .returning(sessions::user_id)
+        .get_result(conn)
+        .await
+        .optional()?)
 }
 
 /// Revokes every live session of a user, except `keep` if given. Returns how many were revoked.

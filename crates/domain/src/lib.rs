@@ -4,6 +4,7 @@
 
 pub mod email;
 pub mod error;
+pub mod jobs;
 pub mod pagination;
 pub mod password;
 pub mod user;

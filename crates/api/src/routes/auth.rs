@@ -145,9 +145,10 @@ pub async fn login(
 ))]
 pub async fn refresh(
     state: web::Data<AppState>,
+    meta: ClientMeta,
     ValidJson(body): ValidJson<RefreshRequest>,
 ) -> ApiResult<HttpResponse> {
-    let tokens = services::auth::refresh(&state, &body.refresh_token).await?;
+    let tokens = services::auth::refresh(&state, &body.refresh_token, &meta).await?;
     Ok(no_store(actix_web::http::StatusCode::OK).json(TokenResponse::from(tokens)))
 }
 
@@ -156,8 +157,12 @@ pub async fn refresh(
     (status = 204, description = "Session revoked"),
     (status = 422, body = Problem, content_type = "application/problem+json"),
 ))]
-pub async fn logout(state: web::Data<AppState>, ValidJson(body): ValidJson<RefreshRequest>) -> ApiResult<HttpResponse> {
-    services::auth::logout(&state, &body.refresh_token).await?;
+pub async fn logout(
+    state: web::Data<AppState>,
+    meta: ClientMeta,
+    ValidJson(body): ValidJson<RefreshRequest>,
+) -> ApiResult<HttpResponse> {
+    services::auth::logout(&state, &body.refresh_token, &meta).await?;
     Ok(HttpResponse::NoContent().finish())
 }
 
@@ -167,8 +172,7 @@ pub async fn logout(state: web::Data<AppState>, ValidJson(body): ValidJson<Refre
     (status = 401, body = Problem, content_type = "application/problem+json"),
 ))]
 pub async fn list_sessions(state: web::Data<AppState>, me: AuthUser) -> ApiResult<HttpResponse> {
-    let mut conn = state.db.get().await.map_err(db::DbError::from)?;
-    let sessions = db::sessions::list_live(&mut conn, me.id()).await?;
+    let sessions = services::auth::list_sessions(&state, me.id()).await?;
     let body: Vec<SessionResponse> = sessions
         .into_iter()
         .map(|s| SessionResponse {
@@ -191,10 +195,82 @@ pub async fn list_sessions(state: web::Data<AppState>, me: AuthUser) -> ApiResul
     (status = 401, body = Problem, content_type = "application/problem+json"),
     (status = 404, body = Problem, content_type = "application/problem+json"),
 ))]
-pub async fn revoke_session(state: web::Data<AppState>, me: AuthUser, IdPath(id): IdPath) -> ApiResult<HttpResponse> {
-    let mut conn = state.db.get().await.map_err(db::DbError::from)?;
-    if !db::sessions::revoke(&mut conn, id, Some(me.id()), db::sessions::RevokeReason::UserRevoked).await? {
-        return Err(crate::error::ApiError::NotFound);
-    }
+pub async fn revoke_session(
+    state: web::Data<AppState>,
+    me: AuthUser,
+    meta: ClientMeta,
+    IdPath(id): IdPath,
+) -> ApiResult<HttpResponse> {
+    services::auth::revoke_session(&state, me.id(), id, &meta).await?;
+    Ok(HttpResponse::NoContent().finish())
+}
+
+#[derive(Debug, Deserialize, Validate, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TokenRequest {
+    /// The token from the e-mailed link.
+    #[garde(length(min = 1, max = 256))]
+    pub token: String,
+}
+
+#[derive(Debug, Deserialize, Validate, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ForgotRequest {
+    #[garde(length(max = 320))]
+    pub email: String,
+}
+
+#[derive(Debug, Deserialize, Validate, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ResetRequest {
+    #[garde(length(min = 1, max = 256))]
+    pub token: String,
+    /// 8 to 72 bytes.
+    #[garde(custom(validate::password))]
+    pub new_password: String,
+}
+
+/// Confirm an e-mail address with the token from the verification e-mail (single use, 24 h).
+#[utoipa::path(post, path = "/v1/auth/verify-email", tag = "auth", request_body = TokenRequest, responses(
+    (status = 204, description = "Verified; a welcome e-mail is queued"),
+    (status = 400, body = Problem, content_type = "application/problem+json", description = "`invalid_token`: unknown, expired or used"),
+))]
+pub async fn verify_email(
+    state: web::Data<AppState>,
+    meta: ClientMeta,
+    ValidJson(body): ValidJson<TokenRequest>,
+) -> ApiResult<HttpResponse> {
+    services::auth::verify_email(&state, &body.token, &meta).await?;
+    Ok(HttpResponse::NoContent().finish())
+}
+
+/// Ask for a password-reset e-mail. Always 202, whether or not the address has an account.
+#[utoipa::path(post, path = "/v1/auth/password/forgot", tag = "auth", request_body = ForgotRequest, responses(
+    (status = 202, description = "Accepted; an e-mail is queued if the account exists"),
+    (status = 422, body = Problem, content_type = "application/problem+json"),
+    (status = 429, body = Problem, content_type = "application/problem+json"),
+))]
+pub async fn forgot_password(
+    state: web::Data<AppState>,
+    meta: ClientMeta,
+    ValidJson(body): ValidJson<ForgotRequest>,
+) -> ApiResult<HttpResponse> {
+    services::auth::forgot_password(&state, &body.email, &meta).await?;
+    Ok(HttpResponse::Accepted().finish())
+}
+
+/// Set a new password with the token from the reset e-mail (single use, 1 h). Revokes every session.
+#[utoipa::path(post, path = "/v1/auth/password/reset", tag = "auth", request_body = ResetRequest, responses(
+    (status = 204, description = "Password changed; all sessions revoked"),
+    (status = 400, body = Problem, content_type = "application/problem+json", description = "`invalid_token`"),
+    (status = 422, body = Problem, content_type = "application/problem+json", description = "weak password"),
+))]
+pub async fn reset_password(
+    state: web::Data<AppState>,
+    meta: ClientMeta,
+    ValidJson(body): ValidJson<ResetRequest>,
+) -> ApiResult<HttpResponse> {
+    let password = parsed(Password::parse(body.new_password, "new_password"))?;
+    services::auth::reset_password(&state, &body.token, &password, &meta).await?;
     Ok(HttpResponse::NoContent().finish())
 }

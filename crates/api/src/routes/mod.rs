@@ -2,6 +2,7 @@
 
 use actix_web::web;
 
+pub mod audit;
 pub mod auth;
 pub mod health;
 pub mod users;
@@ -17,6 +18,10 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                 .service(web::resource("/auth/logout").route(web::post().to(auth::logout)))
                 .service(web::resource("/auth/sessions").route(web::get().to(auth::list_sessions)))
                 .service(web::resource("/auth/sessions/{id}").route(web::delete().to(auth::revoke_session)))
+                .service(web::resource("/auth/verify-email").route(web::post().to(auth::verify_email)))
+                .service(web::resource("/auth/password/forgot").route(web::post().to(auth::forgot_password)))
+                .service(web::resource("/auth/password/reset").route(web::post().to(auth::reset_password)))
+                .service(web::resource("/audit-events").route(web::get().to(audit::list)))
                 .service(
                     web::resource("/users/me")
                         .route(web::get().to(users::get_me))

@@ -8,7 +8,7 @@ use utoipa::{IntoParams, ToSchema};
 use crate::{
     dto::{Page, UserResponse},
     error::{ApiError, ApiResult, Problem},
-    extract::{AdminUser, AuthUser, IdPath, ValidJson, ValidQuery},
+    extract::{AdminUser, AuthUser, ClientMeta, IdPath, ValidJson, ValidQuery},
     services::{
         self,
         auth::NewAccount,
@@ -89,6 +89,7 @@ pub async fn get_me(me: AuthUser) -> HttpResponse {
 pub async fn patch_me(
     state: web::Data<AppState>,
     me: AuthUser,
+    meta: ClientMeta,
     ValidJson(body): ValidJson<UpdateMeRequest>,
 ) -> ApiResult<HttpResponse> {
     let name = body.name.as_deref().map(UserName::parse).transpose()?;
@@ -105,7 +106,7 @@ pub async fn patch_me(
             new: parsed(Password::parse(new, "password"))?,
         }),
     };
-    let user = services::users::update_me(&state, &me, name, password).await?;
+    let user = services::users::update_me(&state, &me, name, password, &meta).await?;
     Ok(HttpResponse::Ok().json(UserResponse::from(user)))
 }
 
@@ -144,7 +145,8 @@ pub async fn list(
 ))]
 pub async fn create(
     state: web::Data<AppState>,
-    _admin: AdminUser,
+    AdminUser(admin): AdminUser,
+    meta: ClientMeta,
     ValidJson(body): ValidJson<CreateUserRequest>,
 ) -> ApiResult<HttpResponse> {
     let account = NewAccount {
@@ -153,7 +155,7 @@ pub async fn create(
         name: parsed(UserName::parse(&body.name))?,
         role: body.role.unwrap_or(Role::User),
     };
-    let user = services::users::create(&state, account).await?;
+    let user = services::users::create(&state, &admin, account, &meta).await?;
     Ok(HttpResponse::Created().json(UserResponse::from(user)))
 }
 
@@ -179,12 +181,13 @@ pub async fn get(state: web::Data<AppState>, _admin: AdminUser, IdPath(id): IdPa
 ))]
 pub async fn update(
     state: web::Data<AppState>,
-    _admin: AdminUser,
+    AdminUser(admin): AdminUser,
+    meta: ClientMeta,
     IdPath(id): IdPath,
     ValidJson(body): ValidJson<AdminUpdateUserRequest>,
 ) -> ApiResult<HttpResponse> {
     let name = body.name.as_deref().map(UserName::parse).transpose()?;
-    let user = services::users::admin_update(&state, id, name, body.role).await?;
+    let user = services::users::admin_update(&state, &admin, id, name, body.role, &meta).await?;
     Ok(HttpResponse::Ok().json(UserResponse::from(user)))
 }
 
@@ -195,7 +198,12 @@ pub async fn update(
     (status = 403, body = Problem, content_type = "application/problem+json"),
     (status = 404, body = Problem, content_type = "application/problem+json"),
 ))]
-pub async fn delete(state: web::Data<AppState>, _admin: AdminUser, IdPath(id): IdPath) -> ApiResult<HttpResponse> {
-    services::users::delete(&state, id).await?;
+pub async fn delete(
+    state: web::Data<AppState>,
+    AdminUser(admin): AdminUser,
+    meta: ClientMeta,
+    IdPath(id): IdPath,
+) -> ApiResult<HttpResponse> {
+    services::users::delete(&state, &admin, id, &meta).await?;
     Ok(HttpResponse::NoContent().finish())
 }

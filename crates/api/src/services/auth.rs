@@ -1,19 +1,28 @@
-//! Sign-up, login, refresh-token rotation with re-use detection, logout and sessions.
+//! Sign-up, login, refresh-token rotation with re-use detection, logout, sessions, e-mail
+//! verification and password reset. Each use case writes the jobs it implies (audit events,
+//! e-mails) into the outbox in the same transaction as its change.
 
 use auth::RefreshToken;
 use chrono::Utc;
 use db::{
     AsyncPgConnection,
+    email::TokenPurpose,
+    outbox::{self, Pending},
     sessions::{self, Consumed, NewSession, RevokeReason},
     users::{self, NewUser, User},
 };
 use diesel_async::AsyncConnection;
-use domain::{Email, Password, Role, UserName};
+use domain::{
+    Email, Password, Role, UserName,
+    jobs::{AuditEventType as Ev, EmailMessage},
+};
+use serde_json::json;
 use uuid::Uuid;
 
 use crate::{
     error::{ApiError, ApiResult},
     extract::ClientMeta,
+    services::jobs::{Target, audit, email},
     state::AppState,
 };
 
@@ -39,12 +48,23 @@ fn email_taken() -> ApiError {
     }
 }
 
+fn invalid_email_token() -> ApiError {
+    ApiError::BadRequest {
+        code: "invalid_token",
+        detail: "The token is invalid, expired or already used.".into(),
+    }
+}
+
 /// Maps the unique e-mail index to `email_taken`; everything else passes through.
 pub fn map_email_conflict(e: db::DbError) -> ApiError {
     match e {
         db::DbError::UniqueViolation { constraint } if constraint == users::EMAIL_UNIQUE => email_taken(),
         other => other.into(),
     }
+}
+
+pub async fn conn(state: &AppState) -> ApiResult<db::pool::PooledConn<'_>> {
+    Ok(state.db.get().await.map_err(db::DbError::from)?)
 }
 
 /// Starts a session (a refresh-token family) for `user` inside the caller's transaction and
@@ -72,11 +92,12 @@ async fn start_session(
     Ok((session.id, token))
 }
 
-fn issue(state: &AppState, user_id: Uuid, session_id: Uuid, role: Role, refresh: RefreshToken) -> ApiResult<Tokens> {
+fn issue(state: &AppState, user: &User, session_id: Uuid, refresh: RefreshToken) -> ApiResult<Tokens> {
+    let role = user.role.parse().unwrap_or(Role::User);
     Ok(Tokens {
         access_token: state
             .tokens
-            .issue(user_id, session_id, role)
+            .issue(user.id, session_id, role)
             .map_err(ApiError::internal)?,
         refresh_token: refresh.into_plain(),
         expires_in: state.tokens.ttl_secs(),
@@ -108,52 +129,68 @@ pub async fn insert_account(conn: &mut AsyncPgConnection, account: &NewAccount, 
 }
 
 pub async fn signup(state: &AppState, account: NewAccount, meta: &ClientMeta) -> ApiResult<(User, Tokens)> {
-    debug_assert_eq!(account.role, Role::User);
     let hash = state.hasher.hash(&account.password).await?;
-    let mut conn = state.db.get().await.map_err(db::DbError::from)?;
-    let (user, session_id, refresh) = conn
+    let mut conn = conn(state).await?;
+    let (user, session_id, refresh, jobs) = conn
         .transaction::<_, ApiError, _>(async |conn| {
             let user = insert_account(conn, &account, &hash).await?;
             let (session_id, refresh) = start_session(state, conn, user.id, meta).await?;
-            Ok((user, session_id, refresh))
+            let jobs = vec![
+                email(EmailMessage::VerifyEmail { user_id: user.id }),
+                audit(Ev::Signup, Some(user.id), Target::User(user.id), meta, json!({})),
+            ];
+            outbox::insert(conn, &jobs).await?;
+            Ok((user, session_id, refresh, jobs))
         })
         .await?;
+    state.jobs.after_commit(jobs);
     tracing::info!(user.id = %user.id, "signed up");
-    let tokens = issue(state, user.id, session_id, Role::User, refresh)?;
+    let tokens = issue(state, &user, session_id, refresh)?;
     Ok((user, tokens))
 }
 
 pub async fn login(state: &AppState, email: &str, password: &str, meta: &ClientMeta) -> ApiResult<Tokens> {
     // An unparseable e-mail cannot belong to an account, but it still costs one dummy verify so
     // that every failure looks and times the same.
-    let user = match Email::parse(email) {
-        Ok(email) => {
-            let mut conn = state.db.get().await.map_err(db::DbError::from)?;
-            users::find_active_by_email(&mut conn, email.as_str()).await?
-        }
-        Err(_) => None,
+    let parsed = Email::parse(email).ok();
+    let user = match &parsed {
+        Some(email) => users::find_active_by_email(&mut *conn(state).await?, email.as_str()).await?,
+        None => None,
     };
     let ok = state
         .hasher
         .verify(password, user.as_ref().map(|u| u.password_hash.as_str()))
         .await?;
+    let mut conn = conn(state).await?;
     let user = match (ok, user) {
         (true, Some(user)) => user,
-        _ => {
+        (_, user) => {
+            let redacted = parsed.as_ref().map_or_else(|| "invalid".to_owned(), Email::redacted);
+            let target = user.as_ref().map_or(Target::None, |u| Target::User(u.id));
+            let jobs = vec![audit(Ev::LoginFailed, None, target, meta, json!({ "email": redacted }))];
+            outbox::insert(&mut conn, &jobs).await?;
+            state.jobs.after_commit(jobs);
             tracing::info!("login failed");
             return Err(invalid_credentials());
         }
     };
-    let mut conn = state.db.get().await.map_err(db::DbError::from)?;
-    let (session_id, refresh) = start_session(state, &mut conn, user.id, meta).await?;
+    let (session_id, refresh, jobs) = conn
+        .transaction::<_, ApiError, _>(async |conn| {
+            let (session_id, refresh) = start_session(state, conn, user.id, meta).await?;
+            let jobs = vec![audit(
+                Ev::LoginSucceeded,
+                Some(user.id),
+                Target::Session(session_id),
+                meta,
+                json!({}),
+            )];
+            outbox::insert(conn, &jobs).await?;
+            Ok((session_id, refresh, jobs))
+        })
+        .await?;
+    state.jobs.after_commit(jobs);
     tracing::info!(user.id = %user.id, session.id = %session_id, "logged in");
-    issue(
-        state,
-        user.id,
-        session_id,
-        user.role.parse().unwrap_or(Role::User),
-        refresh,
-    )
+    issue(state, &user, session_id, refresh)
 }
 
 enum RefreshOutcome {
@@ -163,25 +200,39 @@ enum RefreshOutcome {
         refresh: RefreshToken,
     },
     Reused {
-        session_id: Uuid,
-        revoked: bool,
+        jobs: Vec<Pending>,
     },
     Invalid,
 }
 
 /// Rotates a refresh token. The old token is marked used in the same statement that checks it
 /// was unused, so of N concurrent refreshes exactly one wins; a used token presented again revokes
-/// its whole session (RFC 9700 §4.14.2) and that revocation is committed even though the request
-/// fails.
-pub async fn refresh(state: &AppState, presented: &str) -> ApiResult<Tokens> {
+/// its whole session (RFC 9700 §4.14.2) and that revocation — with its audit event and the
+/// "sessions revoked" e-mail — is committed even though the request fails.
+pub async fn refresh(state: &AppState, presented: &str, meta: &ClientMeta) -> ApiResult<Tokens> {
     let hash = RefreshToken::hash(presented);
-    let mut conn = state.db.get().await.map_err(db::DbError::from)?;
+    let mut conn = conn(state).await?;
     let outcome = conn
         .transaction::<_, ApiError, _>(async |conn| match sessions::consume_refresh_token(conn, &hash).await? {
             Consumed::Unknown => Ok(RefreshOutcome::Invalid),
             Consumed::Reused { session_id } => {
-                let revoked = sessions::revoke(conn, session_id, None, RevokeReason::RefreshReuse).await?;
-                Ok(RefreshOutcome::Reused { session_id, revoked })
+                let Some(user_id) = sessions::revoke(conn, session_id, None, RevokeReason::RefreshReuse).await? else {
+                    // Already revoked (an earlier re-use, a logout): nothing new to record.
+                    return Ok(RefreshOutcome::Reused { jobs: vec![] });
+                };
+                let jobs = vec![
+                    audit(
+                        Ev::RefreshReuseDetected,
+                        Some(user_id),
+                        Target::Session(session_id),
+                        meta,
+                        json!({}),
+                    ),
+                    email(EmailMessage::SessionsRevoked { user_id }),
+                ];
+                outbox::insert(conn, &jobs).await?;
+                tracing::warn!(session.id = %session_id, user.id = %user_id, "refresh token re-use; session revoked");
+                Ok(RefreshOutcome::Reused { jobs })
             }
             Consumed::Fresh { session_id } => match sessions::find_live_with_user(conn, session_id).await? {
                 None => Ok(RefreshOutcome::Invalid),
@@ -203,17 +254,9 @@ pub async fn refresh(state: &AppState, presented: &str) -> ApiResult<Tokens> {
             user,
             session_id,
             refresh,
-        } => issue(
-            state,
-            user.id,
-            session_id,
-            user.role.parse().unwrap_or(Role::User),
-            refresh,
-        ),
-        RefreshOutcome::Reused { session_id, revoked } => {
-            if revoked {
-                tracing::warn!(session.id = %session_id, "refresh token re-use detected; session revoked");
-            }
+        } => issue(state, &user, session_id, refresh),
+        RefreshOutcome::Reused { jobs } => {
+            state.jobs.after_commit(jobs);
             Err(ApiError::invalid_token())
         }
         RefreshOutcome::Invalid => Err(ApiError::invalid_token()),
@@ -221,13 +264,152 @@ pub async fn refresh(state: &AppState, presented: &str) -> ApiResult<Tokens> {
 }
 
 /// Revokes the session the refresh token belongs to. Unknown tokens are ignored (idempotent).
-pub async fn logout(state: &AppState, presented: &str) -> ApiResult<()> {
+pub async fn logout(state: &AppState, presented: &str, meta: &ClientMeta) -> ApiResult<()> {
     let hash = RefreshToken::hash(presented);
-    let mut conn = state.db.get().await.map_err(db::DbError::from)?;
-    if let Some(session_id) = sessions::session_of_token(&mut conn, &hash).await?
-        && sessions::revoke(&mut conn, session_id, None, RevokeReason::Logout).await?
-    {
-        tracing::info!(session.id = %session_id, "logged out");
-    }
+    let mut conn = conn(state).await?;
+    let jobs = conn
+        .transaction::<_, ApiError, _>(async |conn| {
+            let Some(session_id) = sessions::session_of_token(conn, &hash).await? else {
+                return Ok(vec![]);
+            };
+            let Some(user_id) = sessions::revoke(conn, session_id, None, RevokeReason::Logout).await? else {
+                return Ok(vec![]);
+            };
+            let jobs = vec![audit(
+                Ev::Logout,
+                Some(user_id),
+                Target::Session(session_id),
+                meta,
+                json!({}),
+            )];
+            outbox::insert(conn, &jobs).await?;
+            Ok(jobs)
+        })
+        .await?;
+    state.jobs.after_commit(jobs);
+    Ok(())
+}
+
+pub async fn list_sessions(state: &AppState, user_id: Uuid) -> ApiResult<Vec<sessions::Session>> {
+    Ok(sessions::list_live(&mut *conn(state).await?, user_id).await?)
+}
+
+/// Revokes one of the caller's own sessions; another user's session is `NotFound`.
+pub async fn revoke_session(state: &AppState, user_id: Uuid, session_id: Uuid, meta: &ClientMeta) -> ApiResult<()> {
+    let mut conn = conn(state).await?;
+    let jobs = conn
+        .transaction::<_, ApiError, _>(async |conn| {
+            sessions::revoke(conn, session_id, Some(user_id), RevokeReason::UserRevoked)
+                .await?
+                .ok_or(ApiError::NotFound)?;
+            let jobs = vec![audit(
+                Ev::SessionRevoked,
+                Some(user_id),
+                Target::Session(session_id),
+                meta,
+                json!({}),
+            )];
+            outbox::insert(conn, &jobs).await?;
+            Ok(jobs)
+        })
+        .await?;
+    state.jobs.after_commit(jobs);
+    Ok(())
+}
+
+/// Consumes a verification token, marks the address verified and queues the welcome e-mail
+/// (only the first time).
+pub async fn verify_email(state: &AppState, token: &str, meta: &ClientMeta) -> ApiResult<()> {
+    let hash = RefreshToken::hash(token);
+    let mut conn = conn(state).await?;
+    let jobs = conn
+        .transaction::<_, ApiError, _>(async |conn| {
+            let user_id = db::email::consume_token(conn, &hash, TokenPurpose::VerifyEmail)
+                .await?
+                .ok_or_else(invalid_email_token)?;
+            if !users::mark_email_verified(conn, user_id).await? {
+                // Already verified, or the account is gone: the token is spent either way.
+                return Ok(vec![]);
+            }
+            let jobs = vec![
+                audit(Ev::EmailVerified, Some(user_id), Target::User(user_id), meta, json!({})),
+                email(EmailMessage::Welcome { user_id }),
+            ];
+            outbox::insert(conn, &jobs).await?;
+            Ok(jobs)
+        })
+        .await?;
+    state.jobs.after_commit(jobs);
+    Ok(())
+}
+
+/// Queues a reset e-mail if the account exists. The caller always answers 202: the response
+/// never reveals whether the address has an account.
+pub async fn forgot_password(state: &AppState, email_raw: &str, meta: &ClientMeta) -> ApiResult<()> {
+    let Ok(address) = Email::parse(email_raw) else {
+        return Ok(());
+    };
+    let mut conn = conn(state).await?;
+    let jobs = conn
+        .transaction::<_, ApiError, _>(async |conn| {
+            let user = users::find_active_by_email(conn, address.as_str()).await?;
+            let mut jobs = vec![audit(
+                Ev::PasswordResetRequested,
+                None,
+                user.as_ref().map_or(Target::None, |u| Target::User(u.id)),
+                meta,
+                json!({ "email": address.redacted(), "account_exists": user.is_some() }),
+            )];
+            if let Some(user) = &user {
+                jobs.push(email(EmailMessage::PasswordReset { user_id: user.id }));
+            }
+            outbox::insert(conn, &jobs).await?;
+            Ok(jobs)
+        })
+        .await?;
+    state.jobs.after_commit(jobs);
+    Ok(())
+}
+
+/// Consumes a reset token, sets the new password, revokes every session and every other reset
+/// token of the account.
+pub async fn reset_password(
+    state: &AppState,
+    token: &str,
+    new_password: &Password,
+    meta: &ClientMeta,
+) -> ApiResult<()> {
+    let hash = RefreshToken::hash(token);
+    // Hash first (no connection held during bcrypt); wasted work for a bad token is bounded by
+    // the rate limit on this endpoint.
+    let password_hash = state.hasher.hash(new_password).await?;
+    let mut conn = conn(state).await?;
+    let jobs = conn
+        .transaction::<_, ApiError, _>(async |conn| {
+            let user_id = db::email::consume_token(conn, &hash, TokenPurpose::PasswordReset)
+                .await?
+                .ok_or_else(invalid_email_token)?;
+            let changes = users::UserChanges {
+                password_hash: Some(&password_hash),
+                ..Default::default()
+            };
+            users::update(conn, user_id, &changes).await.map_err(|e| match e {
+                db::DbError::NotFound => invalid_email_token(),
+                other => other.into(),
+            })?;
+            let revoked = sessions::revoke_all_for_user(conn, user_id, None, RevokeReason::PasswordReset).await?;
+            db::email::invalidate_tokens(conn, user_id, TokenPurpose::PasswordReset).await?;
+            let jobs = vec![audit(
+                Ev::PasswordResetCompleted,
+                Some(user_id),
+                Target::User(user_id),
+                meta,
+                json!({ "sessions_revoked": revoked }),
+            )];
+            outbox::insert(conn, &jobs).await?;
+            Ok(jobs)
+        })
+        .await?;
+    state.jobs.after_commit(jobs);
     Ok(())
 }

@@ -1,17 +1,22 @@
-//! Profile changes and user administration.
+//! Profile changes and user administration. Admin actions are audited through the outbox.
 
 use db::{
+    outbox,
     sessions::{self, RevokeReason},
     users::{self, User, UserChanges},
 };
 use diesel_async::AsyncConnection;
-use domain::{Limit, Password, Role, UserName};
+use domain::{Limit, Password, Role, UserName, jobs::AuditEventType as Ev};
+use serde_json::json;
 use uuid::Uuid;
 
 use crate::{
     error::{ApiError, ApiResult},
-    extract::AuthUser,
-    services::auth::{NewAccount, insert_account},
+    extract::{AuthUser, ClientMeta},
+    services::{
+        auth::{NewAccount, conn, insert_account},
+        jobs::{Target, audit},
+    },
     state::AppState,
 };
 
@@ -28,6 +33,7 @@ pub async fn update_me(
     me: &AuthUser,
     name: Option<UserName>,
     password: Option<PasswordChange>,
+    meta: &ClientMeta,
 ) -> ApiResult<User> {
     let new_hash = match &password {
         None => None,
@@ -45,24 +51,33 @@ pub async fn update_me(
             Some(state.hasher.hash(&change.new).await?)
         }
     };
-    let mut conn = state.db.get().await.map_err(db::DbError::from)?;
     let changes = UserChanges {
         name: name.as_ref().map(UserName::as_str),
         password_hash: new_hash.as_deref(),
         ..UserChanges::default()
     };
-    let user = conn
+    let mut conn = conn(state).await?;
+    let (user, jobs) = conn
         .transaction::<_, ApiError, _>(async |conn| {
             let user = apply(conn, me.id(), &changes).await?;
+            let mut jobs = vec![];
             if changes.password_hash.is_some() {
                 let n =
                     sessions::revoke_all_for_user(conn, me.id(), Some(me.session_id), RevokeReason::PasswordChanged)
                         .await?;
-                tracing::info!(user.id = %me.id(), revoked = n, "password changed");
+                jobs.push(audit(
+                    Ev::PasswordChanged,
+                    Some(me.id()),
+                    Target::User(me.id()),
+                    meta,
+                    json!({ "sessions_revoked": n }),
+                ));
+                outbox::insert(conn, &jobs).await?;
             }
-            Ok(user)
+            Ok((user, jobs))
         })
         .await?;
+    state.jobs.after_commit(jobs);
     Ok(user)
 }
 
@@ -85,9 +100,8 @@ pub async fn list(
     after: Option<Uuid>,
     limit: Limit,
 ) -> ApiResult<(Vec<User>, Option<UserCursor>)> {
-    let mut conn = state.db.get().await.map_err(db::DbError::from)?;
     // Fetch one extra row to know whether another page exists.
-    let mut rows = users::list(&mut conn, after, q, limit.get() + 1).await?;
+    let mut rows = users::list(&mut *conn(state).await?, after, q, limit.get() + 1).await?;
     let next = if rows.len() as i64 > limit.get() {
         rows.truncate(limit.get() as usize);
         rows.last().map(|u| UserCursor { id: u.id })
@@ -97,41 +111,88 @@ pub async fn list(
     Ok((rows, next))
 }
 
-pub async fn create(state: &AppState, account: NewAccount) -> ApiResult<User> {
+pub async fn create(state: &AppState, admin: &AuthUser, account: NewAccount, meta: &ClientMeta) -> ApiResult<User> {
     let hash = state.hasher.hash(&account.password).await?;
-    let mut conn = state.db.get().await.map_err(db::DbError::from)?;
-    let user = insert_account(&mut conn, &account, &hash).await?;
+    let mut conn = conn(state).await?;
+    let (user, jobs) = conn
+        .transaction::<_, ApiError, _>(async |conn| {
+            let user = insert_account(conn, &account, &hash).await?;
+            let jobs = vec![audit(
+                Ev::AdminUserCreated,
+                Some(admin.id()),
+                Target::User(user.id),
+                meta,
+                json!({ "role": account.role }),
+            )];
+            outbox::insert(conn, &jobs).await?;
+            Ok((user, jobs))
+        })
+        .await?;
+    state.jobs.after_commit(jobs);
     tracing::info!(user.id = %user.id, role = %account.role, "admin created user");
     Ok(user)
 }
 
 pub async fn get(state: &AppState, id: Uuid) -> ApiResult<User> {
-    let mut conn = state.db.get().await.map_err(db::DbError::from)?;
-    users::find_active(&mut conn, id).await?.ok_or(ApiError::NotFound)
+    users::find_active(&mut *conn(state).await?, id)
+        .await?
+        .ok_or(ApiError::NotFound)
 }
 
-pub async fn admin_update(state: &AppState, id: Uuid, name: Option<UserName>, role: Option<Role>) -> ApiResult<User> {
-    let mut conn = state.db.get().await.map_err(db::DbError::from)?;
+pub async fn admin_update(
+    state: &AppState,
+    admin: &AuthUser,
+    id: Uuid,
+    name: Option<UserName>,
+    role: Option<Role>,
+    meta: &ClientMeta,
+) -> ApiResult<User> {
     let changes = UserChanges {
         name: name.as_ref().map(UserName::as_str),
         role: role.map(Role::as_str),
         ..UserChanges::default()
     };
-    apply(&mut conn, id, &changes).await
+    let mut conn = conn(state).await?;
+    let (user, jobs) = conn
+        .transaction::<_, ApiError, _>(async |conn| {
+            let user = apply(conn, id, &changes).await?;
+            let jobs = vec![audit(
+                Ev::AdminUserUpdated,
+                Some(admin.id()),
+                Target::User(id),
+                meta,
+                json!({ "name_changed": changes.name.is_some(), "role": changes.role }),
+            )];
+            outbox::insert(conn, &jobs).await?;
+            Ok((user, jobs))
+        })
+        .await?;
+    state.jobs.after_commit(jobs);
+    Ok(user)
 }
 
 /// Soft-deletes the account and revokes all its sessions in one transaction. The e-mail becomes
 /// free for a new account (the unique index only covers live rows).
-pub async fn delete(state: &AppState, id: Uuid) -> ApiResult<()> {
-    let mut conn = state.db.get().await.map_err(db::DbError::from)?;
-    conn.transaction::<_, ApiError, _>(async |conn| {
-        if !users::soft_delete(conn, id).await? {
-            return Err(ApiError::NotFound);
-        }
-        sessions::revoke_all_for_user(conn, id, None, RevokeReason::AccountDeleted).await?;
-        Ok(())
-    })
-    .await?;
+pub async fn delete(state: &AppState, admin: &AuthUser, id: Uuid, meta: &ClientMeta) -> ApiResult<()> {
+    let mut conn = conn(state).await?;
+    let jobs = conn
+        .transaction::<_, ApiError, _>(async |conn| {
+            if !users::soft_delete(conn, id).await? {
+                return Err(ApiError::NotFound);
+            }
+            let n = sessions::revoke_all_for_user(conn, id, None, RevokeReason::AccountDeleted).await?;
+            let jobs = vec![audit(
+                Ev::AdminUserDeleted,
+                Some(admin.id()),
+                Target::User(id),
+                meta,
+                json!({ "sessions_revoked": n }),
+            )];
+            outbox::insert(conn, &jobs).await?;
+            Ok(jobs)
+        })
+        .await?;
+    state.jobs.after_commit(jobs);
     tracing::info!(user.id = %id, "user deleted");
     Ok(())
 }

@@ -1,0 +1,71 @@
+//! Job queues on apalis-redis, shared by the producer (the API after commit, the worker's outbox
+//! dispatcher, retries) and the consumer (the worker).
+//!
+//! - Queue names are explicit: `{prefix}:jobs:{queue}` (apalis would default to the Rust type path).
+//! - Every task on the wire is an [`Envelope`]: the job as JSON plus our own attempt counter. The
+//!   worker decodes the job itself, so a malformed payload is dead-lettered at once with a clear
+//!   log line instead of failing inside apalis.
+//! - A task pushed from the outbox uses the outbox row id as its task id and idempotency key, so a
+//!   row pushed twice (by the API and by the dispatcher) is enqueued once.
+//! - Retries are ours ([`backoff`]): the handler re-pushes the job with an exponential, jittered
+//!   delay and acknowledges the current task; after the queue's last attempt it aborts, and
+//!   apalis-redis moves the task to `{queue}:dead`, where [`dead`] lists and re-drives it.
+
+pub mod backoff;
+pub mod dead;
+pub mod producer;
+
+use std::time::Duration;
+
+use apalis_redis::Config;
+use domain::jobs::Queue;
+use serde::{Deserialize, Serialize};
+
+pub use producer::Producer;
+
+/// What travels through Redis: the job (still JSON, decoded by the handler) and the attempt.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Envelope {
+    /// 1 for the first run; incremented by each retry re-push.
+    pub attempt: u32,
+    pub job: serde_json::Value,
+}
+
+/// Per-queue delivery settings.
+#[derive(Debug, Clone)]
+pub struct QueueSettings {
+    /// Redis key prefix shared by API and worker (`REDIS_PREFIX`).
+    pub prefix: String,
+    /// Worker heartbeat; a dead worker's jobs are re-delivered after `heartbeat × missed`.
+    pub heartbeat: Duration,
+    pub missed_heartbeats: usize,
+}
+
+impl QueueSettings {
+    pub fn new(prefix: impl Into<String>) -> Self {
+        Self {
+            prefix: prefix.into(),
+            heartbeat: Duration::from_secs(5),
+            missed_heartbeats: 3,
+        }
+    }
+
+    pub fn queue_name(&self, queue: Queue) -> String {
+        format!("{}:jobs:{}", self.prefix, queue.as_str())
+    }
+
+    pub fn config(&self, queue: Queue) -> Config {
+        Config::default()
+            .queue(self.queue_name(queue))
+            .heartbeat_interval(self.heartbeat)
+            .missed_heartbeats(self.missed_heartbeats)
+            // Outbox ids are claimed for a day: a row pushed by the API and again by the
+            // dispatcher is enqueued once.
+            .idempotency_ttl(Some(Duration::from_secs(86_400)))
+    }
+}
+
+/// A UUID (v7 outbox id) as an apalis task id.
+pub fn task_id(id: uuid::Uuid) -> apalis::prelude::TaskId {
+    apalis::prelude::TaskId::from_ulid(ulid::Ulid::from(id.as_u128()))
+}

@@ -1,0 +1,97 @@
+//! Pushing jobs. The connection is made lazily and kept (redis' `ConnectionManager` reconnects by
+//! itself), so a process that starts while Redis is down works once Redis is back.
+
+use std::time::Duration;
+
+use apalis::prelude::{TaskBuilder, TaskSink};
+use apalis_redis::{ConnectionManager, RedisStorage};
+use domain::jobs::{Job, Queue};
+use tokio::sync::Mutex;
+use uuid::Uuid;
+
+use crate::{Envelope, QueueSettings, task_id};
+
+/// How long a push may take before we give up (the outbox keeps the job).
+const PUSH_TIMEOUT: Duration = Duration::from_secs(2);
+
+#[derive(Debug, thiserror::Error)]
+pub enum PushError {
+    #[error("redis unavailable: {0}")]
+    Unavailable(String),
+    #[error("push timed out")]
+    Timeout,
+    #[error("cannot encode the job: {0}")]
+    Encode(#[from] serde_json::Error),
+}
+
+pub struct Producer {
+    url: String,
+    settings: QueueSettings,
+    conn: Mutex<Option<ConnectionManager>>,
+}
+
+impl std::fmt::Debug for Producer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Producer")
+            .field("settings", &self.settings)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Producer {
+    pub fn new(url: impl Into<String>, settings: QueueSettings) -> Self {
+        Self {
+            url: url.into(),
+            settings,
+            conn: Mutex::new(None),
+        }
+    }
+
+    pub fn settings(&self) -> &QueueSettings {
+        &self.settings
+    }
+
+    /// The shared connection, connecting on first use.
+    pub async fn connection(&self) -> Result<ConnectionManager, PushError> {
+        let mut guard = self.conn.lock().await;
+        if let Some(conn) = guard.as_ref() {
+            return Ok(conn.clone());
+        }
+        let conn = tokio::time::timeout(PUSH_TIMEOUT, apalis_redis::connect(self.url.as_str()))
+            .await
+            .map_err(|_| PushError::Timeout)?
+            .map_err(|e| PushError::Unavailable(e.to_string()))?;
+        *guard = Some(conn.clone());
+        Ok(conn)
+    }
+
+    /// Pushes an outbox job, first attempt, with the outbox id as task id and idempotency key.
+    pub async fn push_outbox(&self, id: Uuid, job: &Job) -> Result<(), PushError> {
+        let (queue, payload) = match job {
+            Job::Email(j) => (Queue::Email, serde_json::to_value(j)?),
+            Job::Audit(j) => (Queue::Audit, serde_json::to_value(j)?),
+        };
+        let builder = TaskBuilder::new(Envelope {
+            attempt: 1,
+            job: payload,
+        })
+        .task_id(task_id(id))
+        .idempotency_key(id.to_string());
+        self.push(queue, builder).await
+    }
+
+    /// Pushes a retry of a job after `delay` (a new task; the failed one is acknowledged).
+    pub async fn push_retry(&self, queue: Queue, envelope: Envelope, delay: Duration) -> Result<(), PushError> {
+        self.push(queue, TaskBuilder::new(envelope).run_after(delay)).await
+    }
+
+    async fn push(&self, queue: Queue, builder: TaskBuilder<Envelope>) -> Result<(), PushError> {
+        let conn = self.connection().await?;
+        let mut storage = RedisStorage::<Envelope>::new(conn).with_config(self.settings.config(queue));
+        tokio::time::timeout(PUSH_TIMEOUT, storage.push_task(builder.build()))
+            .await
+            .map_err(|_| PushError::Timeout)?
+            .map_err(|e| PushError::Unavailable(e.to_string()))?;
+        Ok(())
+    }
+}
