@@ -125,7 +125,7 @@ reset_db() {
     psql "${pg[@]}" -X -q -d postgres -tAc 'select 1' >/dev/null ||
         die "PostgreSQL does not answer at $PG_HOST:$PG_PORT as $PG_USER"
     log "recreating database $BENCH_DB"
-    dropdb "${pg[@]}" --if-exists --force "$BENCH_DB"
+    PGOPTIONS='-c client_min_messages=warning' dropdb "${pg[@]}" --if-exists --force "$BENCH_DB"
     createdb "${pg[@]}" "$BENCH_DB"
 }
 
@@ -236,8 +236,12 @@ wrk_parse() {
     if [[ ${SOCKERR[$name]} != 0 ]]; then
         add_warning "$name: socket errors: $(grep 'Socket errors:' "$out" | sed 's/^ *Socket errors: //')"
     fi
+    local conns
+    conns="$(awk '/ threads and .* connections/ { print $4 }' "$out")"
     if [[ ${REQS[$name]:-0} == 0 ]]; then
         add_warning "$name: no request completed within $DURATION (latency figures are meaningless)"
+    elif ((REQS[$name] < ${conns:-0})); then
+        add_warning "$name: only ${REQS[$name]} responses for $conns connections in $DURATION: queueing start-up dominates, figures are not steady-state (use a longer DURATION)"
     fi
 }
 
@@ -292,7 +296,7 @@ signup_bench_user() {
 }
 
 section_auth() {
-    local token ms ceiling login_body lua login_name bg_name probe_name
+    local token ms ceiling login_body lua login_name bg_name probe_name status
     token="$(signup_bench_user)"
     [[ -n $token ]] || die "signup returned no access_token"
 
@@ -306,6 +310,12 @@ section_auth() {
     login_body="$(printf '{"email":"%s","password":"%s"}' "$BENCH_EMAIL" "$BENCH_PASSWORD")"
     lua="$WORK/login.lua"
     lua_post "$lua" "$login_body"
+    status="$(curl -sS -o "$WORK/login.json" -w '%{http_code}' --max-time 30 \
+        -H 'Content-Type: application/json' -d "$login_body" "$BASE_URL/v1/auth/login")"
+    [[ $status == 200 ]] || {
+        cat "$WORK/login.json" >&2 || true
+        die "login of the bench user returned HTTP $status, expected 200"
+    }
     login_name="POST /v1/auth/login (c=$LOGIN_CONNS)"
     wrk_run "$login_name" "$BASE_URL/v1/auth/login" -c "$LOGIN_CONNS" -s "$lua"
     ms="$BCRYPT_MS"
@@ -314,7 +324,7 @@ section_auth() {
 
     # d. /health/live latency while LOGIN_CONNS logins hash at once.
     wait_idle
-    bg_name="login (c=$LOGIN_CONNS) + health probe"
+    bg_name="POST /v1/auth/login (c=$LOGIN_CONNS) during probe"
     probe_name="GET /health/live (c=$PROBE_CONNS) during logins"
     wrk_exec "$bg_name" "$BASE_URL/v1/auth/login" -c "$LOGIN_CONNS" -s "$lua" &
     BG_PIDS+=($!)

@@ -64,6 +64,8 @@ impl Mailer {
 /// A recipient from stored (already validated) data; lettre encodes the display name, so no
 /// header can be injected through it.
 pub fn mailbox(name: &str, address: &str) -> anyhow::Result<Mailbox> {
-    Ok(Mailbox::new(Some(name.to_owned()), address.parse().context("invalid recipient address")?))
+    Ok(Mailbox::new(
+        Some(name.to_owned()),
+        address.parse().context("invalid recipient address")?,
+    ))
 }
-

@@ -1,14 +1,51 @@
-//! `worker`: the background job processor. In this slice it connects to Postgres and Redis,
-//! logs, and stops cleanly on SIGTERM/Ctrl-C; the job handlers arrive with the jobs issue.
+//! `worker`: processes jobs until SIGTERM; `worker dead list|retry` manages dead jobs.
 
-use std::{process::ExitCode, time::Duration};
+use std::process::ExitCode;
 
 use anyhow::Context;
+use clap::{Parser, Subcommand};
+use domain::jobs::Queue;
+use tokio_util::sync::CancellationToken;
+use worker::{config::WorkerConfig, run};
+
+#[derive(Debug, Parser)]
+#[command(name = "worker", version, about = "Task Shop background worker")]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Process jobs (the default).
+    Run,
+    /// Inspect and re-drive jobs that exhausted their attempts.
+    Dead {
+        #[command(subcommand)]
+        action: DeadAction,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum DeadAction {
+    /// List dead jobs (id, attempts, last error, payload) of one queue or all.
+    List {
+        #[arg(long)]
+        queue: Option<String>,
+    },
+    /// Put a dead job back on its queue with its attempts reset.
+    Retry {
+        #[arg(long)]
+        queue: String,
+        id: String,
+    },
+}
 
 #[tokio::main]
 async fn main() -> ExitCode {
     let _ = dotenvy::dotenv();
-    match run().await {
+    let cli = Cli::parse();
+    match dispatch(cli.command.unwrap_or(Command::Run)).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("worker: error: {e:#}");
@@ -17,13 +54,13 @@ async fn main() -> ExitCode {
     }
 }
 
-fn init_logging() {
+fn init_logging(production: bool) {
     use tracing_subscriber::{EnvFilter, fmt};
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let json = match std::env::var("LOG_FORMAT").as_deref() {
         Ok("json") => true,
         Ok("pretty") => false,
-        _ => std::env::var("APP_ENV").as_deref().unwrap_or("development") != "development",
+        _ => production || std::env::var("APP_ENV").as_deref().is_ok_and(|e| e == "test"),
     };
     let builder = fmt().with_env_filter(filter).with_target(false);
     let _ = if json {
@@ -33,52 +70,53 @@ fn init_logging() {
     };
 }
 
-async fn run() -> anyhow::Result<()> {
-    init_logging();
-    let database_url = std::env::var("DATABASE_URL").context("DATABASE_URL is not set")?;
-    let redis_url = std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
-    let db = db::connect_pool(&database_url, 4)
-        .await
-        .context("cannot connect to the database (DATABASE_URL)")?;
-    let redis = redis::Client::open(redis_url.as_str()).context("REDIS_URL is invalid")?;
-    let mut conn = tokio::time::timeout(Duration::from_secs(5), redis.get_multiplexed_async_connection())
-        .await
-        .context("Redis did not answer in 5 s")?
-        .context("cannot connect to Redis (REDIS_URL)")?;
-    redis::cmd("PING")
-        .query_async::<String>(&mut conn)
-        .await
-        .context("Redis PING failed")?;
-    let name = format!("{}-{}", hostname(), std::process::id());
-    tracing::info!(worker = %name, "worker started; waiting for jobs");
-    shutdown_signal().await;
-    tracing::info!(worker = %name, "shutdown signal received; stopping");
-    drop(db);
-    Ok(())
-}
-
-fn hostname() -> String {
-    std::fs::read_to_string("/etc/hostname")
-        .map(|h| h.trim().to_owned())
-        .unwrap_or_else(|_| "worker".into())
-}
-
-async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(s) => s,
-            Err(_) => {
-                let _ = ctrl_c.await;
-                return;
+async fn dispatch(command: Command) -> anyhow::Result<()> {
+    let config = WorkerConfig::from_env()?;
+    init_logging(config.production);
+    match command {
+        Command::Run => {
+            let stop = CancellationToken::new();
+            let on_signal = stop.clone();
+            tokio::spawn(async move {
+                run::shutdown_signal().await;
+                on_signal.cancel();
+            });
+            run::run(config, stop).await
+        }
+        Command::Dead { action } => {
+            let settings = run::queue_settings(&config);
+            let mut conn = apalis_redis::connect(config.redis_url.as_str())
+                .await
+                .context("cannot connect to Redis")?;
+            match action {
+                DeadAction::List { queue } => {
+                    let queues = match queue {
+                        Some(q) => vec![q.parse::<Queue>().map_err(anyhow::Error::msg)?],
+                        None => Queue::ALL.to_vec(),
+                    };
+                    for q in queues {
+                        for job in jobs::dead::list(&mut conn, &settings, q).await? {
+                            println!(
+                                "{}\t{}\tattempts={}\terror={}\tpayload={}",
+                                job.queue,
+                                job.id,
+                                job.attempts.unwrap_or_default(),
+                                job.error.unwrap_or_default(),
+                                job.payload.unwrap_or_default()
+                            );
+                        }
+                    }
+                }
+                DeadAction::Retry { queue, id } => {
+                    let q = queue.parse::<Queue>().map_err(anyhow::Error::msg)?;
+                    if jobs::dead::retry(&mut conn, &settings, q, &id).await? {
+                        println!("re-queued {q} {id}");
+                    } else {
+                        anyhow::bail!("no dead job {id} in queue {q}");
+                    }
+                }
             }
-        };
-        tokio::select! {
-            _ = ctrl_c => {}
-            _ = term.recv() => {}
+            Ok(())
         }
     }
-    #[cfg(not(unix))]
-    let _ = ctrl_c.await;
 }

@@ -112,7 +112,11 @@ mod tests {
         assert!(!r.html.contains("<b>Eve"));
         assert!(r.html.contains("http://x/verify-email?token=a&amp;b"));
         assert!(r.text.contains("http://x/verify-email?token=a&b"));
-        for r in [welcome("A", "http://x"), password_reset("A", "http://x/r"), sessions_revoked("A")] {
+        for r in [
+            welcome("A", "http://x"),
+            password_reset("A", "http://x/r"),
+            sessions_revoked("A"),
+        ] {
             assert!(!r.subject.is_empty() && r.text.contains("Hello A") && r.html.contains("Hello A"));
         }
     }

@@ -1,0 +1,155 @@
+//! Worker configuration, from the same environment as the API plus the mail and job settings.
+//!
+//! | variable | default | meaning |
+//! |---|---|---|
+//! | `DATABASE_URL` | – (required) | Postgres |
+//! | `REDIS_URL` | `redis://127.0.0.1:6379` | Redis (queues) |
+//! | `REDIS_PREFIX` | `app` | key prefix; must match the API's |
+//! | `APP_ENV` | `development` | `production` refuses the file mailer |
+//! | `PUBLIC_URL` | `http://localhost:8080` | base of links in e-mails |
+//! | `SMTP_URL` | – | `smtp://host:port`, `smtp://h:587?tls=required`, `smtps://user:pass@host`; unset → `.eml` files (not in production) |
+//! | `MAIL_FROM` | `Task Shop <no-reply@localhost>` | sender |
+//! | `MAIL_DIR` | `var/mail` | folder for `.eml` files when `SMTP_URL` is unset |
+//! | `WORKER_CONCURRENCY` | `32` | jobs in flight per queue |
+//! | `EMAIL_MAX_ATTEMPTS` / `AUDIT_MAX_ATTEMPTS` | `8` / `12` | attempts before a job is dead |
+//! | `JOB_BACKOFF_BASE` / `JOB_BACKOFF_CAP` | `2s` / `10m` | retry delay: exponential with jitter |
+//! | `WORKER_HEARTBEAT` | `5s` | a killed worker's jobs are re-delivered after 3 missed heartbeats |
+//! | `OUTBOX_POLL` | `500ms` | outbox dispatcher period |
+//! | `OUTBOX_RETENTION` | `7d` | dispatched outbox rows older than this are pruned |
+//! | `WORKER_NAME` | `{host}-{pid}-{random}` | unique instance name |
+
+use std::{env, path::PathBuf, str::FromStr, time::Duration};
+
+use anyhow::{Context, bail};
+
+#[derive(Debug, Clone)]
+pub struct WorkerConfig {
+    pub production: bool,
+    pub database_url: String,
+    pub redis_url: String,
+    pub redis_prefix: String,
+    pub public_url: String,
+    pub smtp_url: Option<String>,
+    pub mail_from: String,
+    pub mail_dir: PathBuf,
+    pub concurrency: usize,
+    pub email_max_attempts: u32,
+    pub audit_max_attempts: u32,
+    pub backoff_base: Duration,
+    pub backoff_cap: Duration,
+    pub heartbeat: Duration,
+    pub outbox_poll: Duration,
+    pub outbox_retention: Duration,
+    pub name: String,
+}
+
+fn var(name: &str) -> Option<String> {
+    env::var(name).ok().filter(|v| !v.trim().is_empty())
+}
+
+fn parsed<T: FromStr>(name: &str, default: T) -> anyhow::Result<T>
+where
+    T::Err: std::fmt::Display,
+{
+    match var(name) {
+        None => Ok(default),
+        Some(v) => v.parse().map_err(|e| anyhow::anyhow!("{name}={v:?} is invalid: {e}")),
+    }
+}
+
+/// `500ms`, `30s`, `15m`, `12h`, `7d`, or plain seconds.
+pub fn parse_duration(raw: &str) -> anyhow::Result<Duration> {
+    let raw = raw.trim();
+    if let Some(ms) = raw.strip_suffix("ms") {
+        let n: u64 = ms.parse().with_context(|| format!("{raw:?} is not a duration"))?;
+        return Ok(Duration::from_millis(n));
+    }
+    let (num, unit) = match raw.char_indices().find(|(_, c)| !c.is_ascii_digit()) {
+        Some((i, _)) => raw.split_at(i),
+        None => (raw, "s"),
+    };
+    let n: u64 = num.parse().with_context(|| format!("{raw:?} is not a duration"))?;
+    let secs = match unit {
+        "s" => n,
+        "m" => n * 60,
+        "h" => n * 3600,
+        "d" => n * 86_400,
+        _ => bail!("{raw:?}: unit must be ms, s, m, h or d"),
+    };
+    Ok(Duration::from_secs(secs))
+}
+
+fn duration(name: &str, default: &str) -> anyhow::Result<Duration> {
+    let d = parse_duration(&var(name).unwrap_or_else(|| default.to_owned())).with_context(|| name.to_owned())?;
+    if d.is_zero() {
+        bail!("{name} must be positive");
+    }
+    Ok(d)
+}
+
+fn default_name() -> String {
+    let host = std::fs::read_to_string("/etc/hostname")
+        .map(|h| h.trim().to_owned())
+        .unwrap_or_default();
+    let host = if host.is_empty() { "worker".to_owned() } else { host };
+    format!("{host}-{}-{:04x}", std::process::id(), rand::random::<u16>())
+}
+
+impl WorkerConfig {
+    pub fn from_env() -> anyhow::Result<Self> {
+        let app_env = var("APP_ENV").unwrap_or_else(|| "development".into());
+        if !matches!(app_env.as_str(), "development" | "dev" | "test" | "production" | "prod") {
+            bail!("APP_ENV must be development, test or production, not {app_env:?}");
+        }
+        let production = matches!(app_env.as_str(), "production" | "prod");
+        let smtp_url = var("SMTP_URL");
+        if production && smtp_url.is_none() {
+            bail!("SMTP_URL is required in production (the .eml file fallback is for development only)");
+        }
+        let concurrency: usize = parsed("WORKER_CONCURRENCY", 32)?;
+        if concurrency == 0 {
+            bail!("WORKER_CONCURRENCY must be positive");
+        }
+        let email_max_attempts: u32 = parsed("EMAIL_MAX_ATTEMPTS", 8)?;
+        let audit_max_attempts: u32 = parsed("AUDIT_MAX_ATTEMPTS", 12)?;
+        if email_max_attempts == 0 || audit_max_attempts == 0 {
+            bail!("max attempts must be at least 1");
+        }
+        Ok(Self {
+            production,
+            database_url: var("DATABASE_URL").context("DATABASE_URL is not set")?,
+            redis_url: var("REDIS_URL").unwrap_or_else(|| "redis://127.0.0.1:6379".into()),
+            redis_prefix: var("REDIS_PREFIX").unwrap_or_else(|| "app".into()),
+            public_url: var("PUBLIC_URL")
+                .unwrap_or_else(|| "http://localhost:8080".into())
+                .trim_end_matches('/')
+                .to_owned(),
+            smtp_url,
+            mail_from: var("MAIL_FROM").unwrap_or_else(|| "Task Shop <no-reply@localhost>".into()),
+            mail_dir: var("MAIL_DIR").unwrap_or_else(|| "var/mail".into()).into(),
+            concurrency,
+            email_max_attempts,
+            audit_max_attempts,
+            backoff_base: duration("JOB_BACKOFF_BASE", "2s")?,
+            backoff_cap: duration("JOB_BACKOFF_CAP", "10m")?,
+            heartbeat: duration("WORKER_HEARTBEAT", "5s")?,
+            outbox_poll: duration("OUTBOX_POLL", "500ms")?,
+            outbox_retention: duration("OUTBOX_RETENTION", "7d")?,
+            name: var("WORKER_NAME").unwrap_or_else(default_name),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("500ms").unwrap(), Duration::from_millis(500));
+        assert_eq!(parse_duration("7d").unwrap(), Duration::from_secs(604_800));
+        assert_eq!(parse_duration("10").unwrap(), Duration::from_secs(10));
+        assert!(parse_duration("5x").is_err());
+        assert!(parse_duration("ms").is_err());
+    }
+}

@@ -1,0 +1,251 @@
+//! Job handlers. Each is idempotent:
+//! - audit: `INSERT … ON CONFLICT (event_id) DO NOTHING`, so a re-delivered event adds nothing;
+//! - e-mail: `email_log` is checked before sending and written after, keyed by the job's message
+//!   key. The remaining window: a crash (or a Postgres failure) after the SMTP server accepted the
+//!   message but before `email_log` was written sends it again on re-delivery. SMTP has no
+//!   transactional hand-off, so at-least-once is the honest guarantee; the window is one INSERT.
+//!
+//! Failures are classified: [`JobError::Transient`] (Postgres unreachable) is retried without
+//! consuming an attempt, so an outage of minutes never dead-letters work that would succeed later;
+//! [`JobError::Failed`] consumes an attempt; [`JobError::Malformed`] is dead-lettered at once.
+
+use std::{sync::Arc, time::Duration};
+
+use apalis::prelude::{AbortError, BoxDynError, Data, TaskId};
+use auth::RefreshToken;
+use chrono::Utc;
+use db::{PgPool, email::TokenPurpose};
+use domain::jobs::{AuditJob, EmailJob, EmailMessage, Queue};
+use jobs::{Envelope, Producer, backoff::Backoff};
+use lettre::message::Mailbox;
+use serde::{Deserialize, Deserializer};
+
+use crate::{
+    mailer::{Mailer, mailbox},
+    templates,
+};
+
+#[derive(Debug, thiserror::Error)]
+pub enum JobError {
+    #[error("transient: {0}")]
+    Transient(String),
+    #[error("failed: {0}")]
+    Failed(String),
+    #[error("malformed payload: {0}")]
+    Malformed(String),
+}
+
+impl From<db::DbError> for JobError {
+    fn from(e: db::DbError) -> Self {
+        match e {
+            db::DbError::Unavailable(m) => JobError::Transient(m),
+            other => JobError::Failed(other.to_string()),
+        }
+    }
+}
+
+/// Everything a handler needs, shared by all jobs of the process.
+pub struct Ctx {
+    pub db: PgPool,
+    pub producer: Arc<Producer>,
+    pub mailer: Mailer,
+    pub from: Mailbox,
+    pub public_url: String,
+    pub email_max_attempts: u32,
+    pub audit_max_attempts: u32,
+    pub backoff: Backoff,
+}
+
+/// The task argument, decoded leniently: a payload that is not an [`Envelope`] still reaches the
+/// handler (as `Err`), which dead-letters it at once instead of failing inside the queue.
+#[derive(Debug, Clone)]
+pub struct Lenient(pub Result<Envelope, String>);
+
+impl serde::Serialize for Lenient {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match &self.0 {
+            Ok(e) => e.serialize(s),
+            Err(_) => s.serialize_none(),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Lenient {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let v = serde_json::Value::deserialize(d)?;
+        Ok(Lenient(
+            serde_json::from_value::<Envelope>(v.clone()).map_err(|e| format!("{e}; payload: {v}")),
+        ))
+    }
+}
+
+/// The handler's data: which queue it serves and the shared context.
+#[derive(Clone)]
+pub struct QueueCtx {
+    pub queue: Queue,
+    pub ctx: Arc<Ctx>,
+}
+
+/// The apalis task function of every queue.
+pub async fn handle(task: Lenient, id: TaskId, q: Data<QueueCtx>) -> Result<(), BoxDynError> {
+    q.ctx.run(q.queue, task, &id).await
+}
+
+/// Transient failures are retried on this gentler schedule, without consuming attempts.
+const TRANSIENT_BACKOFF: Backoff = Backoff {
+    base: Duration::from_secs(1),
+    cap: Duration::from_secs(30),
+};
+
+impl Ctx {
+    fn max_attempts(&self, queue: Queue) -> u32 {
+        match queue {
+            Queue::Email => self.email_max_attempts,
+            Queue::Audit => self.audit_max_attempts,
+        }
+    }
+
+    /// Runs one task and decides its fate: done, retried later (re-pushed with a delay, this task
+    /// acknowledged), or dead (`AbortError`: apalis-redis moves it to the dead set).
+    pub async fn run(&self, queue: Queue, task: Lenient, id: &TaskId) -> Result<(), BoxDynError> {
+        let envelope = match task.0 {
+            Ok(e) => e,
+            Err(e) => {
+                tracing::error!(queue = %queue, task.id = %id, error = %e, "malformed task: dead-lettered");
+                return Err(AbortError::new(format!("malformed task: {e}")).into());
+            }
+        };
+        let started = std::time::Instant::now();
+        let result = match queue {
+            Queue::Email => match serde_json::from_value::<EmailJob>(envelope.job.clone()) {
+                Ok(job) => self.send_email(&job).await,
+                Err(e) => Err(JobError::Malformed(e.to_string())),
+            },
+            Queue::Audit => match serde_json::from_value::<AuditJob>(envelope.job.clone()) {
+                Ok(job) => self.write_audit(&job).await,
+                Err(e) => Err(JobError::Malformed(e.to_string())),
+            },
+        };
+        let attempt = envelope.attempt;
+        match result {
+            Ok(()) => {
+                tracing::debug!(queue = %queue, task.id = %id, attempt, ms = started.elapsed().as_millis() as u64, "job done");
+                Ok(())
+            }
+            Err(JobError::Malformed(e)) => {
+                tracing::error!(queue = %queue, task.id = %id, error = %e, "malformed job payload: dead-lettered");
+                Err(AbortError::new(format!("malformed job: {e}")).into())
+            }
+            Err(JobError::Failed(e)) if attempt >= self.max_attempts(queue) => {
+                tracing::error!(queue = %queue, task.id = %id, attempt, error = %e, "job failed for the last time: dead");
+                Err(AbortError::new(format!("attempt {attempt}: {e}")).into())
+            }
+            Err(JobError::Failed(e)) => {
+                let delay = self.backoff.delay(attempt);
+                tracing::warn!(queue = %queue, task.id = %id, attempt, retry_in_ms = delay.as_millis() as u64, error = %e, "job failed; retrying");
+                self.retry(
+                    queue,
+                    Envelope {
+                        attempt: attempt + 1,
+                        job: envelope.job,
+                    },
+                    delay,
+                )
+                .await
+            }
+            Err(JobError::Transient(e)) => {
+                let delay = TRANSIENT_BACKOFF.delay(attempt.min(6));
+                tracing::warn!(queue = %queue, task.id = %id, retry_in_ms = delay.as_millis() as u64, error = %e, "dependency unavailable; retrying without consuming an attempt");
+                self.retry(queue, envelope, delay).await
+            }
+        }
+    }
+
+    async fn retry(&self, queue: Queue, envelope: Envelope, delay: Duration) -> Result<(), BoxDynError> {
+        // If even the re-push fails (Redis down), fail the task: apalis-redis reschedules it.
+        self.producer
+            .push_retry(queue, envelope, delay)
+            .await
+            .map_err(|e| -> BoxDynError { Box::new(e) })
+    }
+
+    async fn conn(&self) -> Result<db::pool::PooledConn<'_>, JobError> {
+        self.db.get().await.map_err(|e| JobError::Transient(e.to_string()))
+    }
+
+    pub async fn write_audit(&self, job: &AuditJob) -> Result<(), JobError> {
+        let mut conn = self.conn().await?;
+        let inserted = db::audit::append(&mut conn, &job.event).await?;
+        if !inserted {
+            tracing::info!(event.id = %job.event.event_id, "audit event already recorded (duplicate delivery)");
+        }
+        Ok(())
+    }
+
+    pub async fn send_email(&self, job: &EmailJob) -> Result<(), JobError> {
+        let key = job.message_key();
+        let user_id = job.message.user_id();
+        let (to, body) = {
+            let mut conn = self.conn().await?;
+            if db::email::already_sent(&mut conn, &key).await? {
+                tracing::info!(message.key = %key, "e-mail already sent (duplicate delivery)");
+                return Ok(());
+            }
+            let Some(user) = db::users::find_active(&mut conn, user_id).await? else {
+                tracing::info!(message.key = %key, user.id = %user_id, "recipient no longer exists; skipped");
+                return Ok(());
+            };
+            let body = match job.message {
+                EmailMessage::VerifyEmail { .. } => {
+                    if user.email_verified_at.is_some() {
+                        tracing::info!(message.key = %key, "address already verified; skipped");
+                        return Ok(());
+                    }
+                    let token = self
+                        .issue_token(&mut conn, user.id, TokenPurpose::VerifyEmail, 24)
+                        .await?;
+                    templates::verify_email(&user.name, &format!("{}/verify-email?token={token}", self.public_url))
+                }
+                EmailMessage::PasswordReset { .. } => {
+                    let token = self
+                        .issue_token(&mut conn, user.id, TokenPurpose::PasswordReset, 1)
+                        .await?;
+                    templates::password_reset(&user.name, &format!("{}/reset-password?token={token}", self.public_url))
+                }
+                EmailMessage::Welcome { .. } => templates::welcome(&user.name, &self.public_url),
+                EmailMessage::SessionsRevoked { .. } => templates::sessions_revoked(&user.name),
+            };
+            let to = mailbox(&user.name, &user.email).map_err(|e| JobError::Malformed(e.to_string()))?;
+            (to, body)
+            // The connection goes back to the pool before the (slow) SMTP conversation.
+        };
+        self.mailer
+            .send(&self.from, to, body)
+            .await
+            .map_err(|e| JobError::Failed(format!("{e:#}")))?;
+        let mut conn = self.conn().await?;
+        db::email::record_sent(&mut conn, &key, job.message.kind(), Some(user_id)).await?;
+        tracing::info!(message.key = %key, user.id = %user_id, "e-mail sent");
+        Ok(())
+    }
+
+    /// A fresh single-use token: the plain value goes into the link, only its hash is stored.
+    async fn issue_token(
+        &self,
+        conn: &mut db::AsyncPgConnection,
+        user_id: uuid::Uuid,
+        purpose: TokenPurpose,
+        hours: i64,
+    ) -> Result<String, JobError> {
+        let token = RefreshToken::generate();
+        db::email::insert_token(
+            conn,
+            token.digest(),
+            user_id,
+            purpose,
+            Utc::now() + chrono::Duration::hours(hours),
+        )
+        .await?;
+        Ok(token.into_plain())
+    }
+}

@@ -1,0 +1,9 @@
+//! The background worker: job handlers (e-mail, audit), the outbox dispatcher, the process
+//! runner, and operator commands for dead jobs. `main.rs` only parses the command line.
+
+pub mod config;
+pub mod handlers;
+pub mod mailer;
+pub mod outbox;
+pub mod run;
+pub mod templates;

@@ -1,0 +1,149 @@
+//! The worker process: one apalis worker per queue under one `Monitor`, the outbox dispatcher,
+//! and graceful shutdown (SIGTERM/Ctrl-C: stop fetching, finish in-flight jobs, exit 0).
+
+use std::{sync::Arc, time::Duration};
+
+use apalis::{layers::retry::RetryPolicy, prelude::*};
+use apalis_redis::RedisStorage;
+use domain::jobs::Queue;
+use jobs::{Producer, QueueSettings, backoff::Backoff};
+use tokio_util::sync::CancellationToken;
+
+use crate::{
+    config::WorkerConfig,
+    handlers::{self, Ctx, Lenient, QueueCtx},
+    mailer::Mailer,
+    outbox,
+};
+
+/// How often an idle worker looks for new jobs (apalis otherwise waits for its heartbeat).
+const POLL_INTERVAL: Duration = Duration::from_millis(200);
+/// Upper bound on one job; a stuck SMTP conversation must not hold a slot forever.
+const JOB_TIMEOUT: Duration = Duration::from_secs(120);
+
+pub fn queue_settings(config: &WorkerConfig) -> QueueSettings {
+    let mut settings = QueueSettings::new(config.redis_prefix.clone());
+    settings.heartbeat = config.heartbeat;
+    settings
+}
+
+pub async fn build_ctx(config: &WorkerConfig) -> anyhow::Result<(Arc<Ctx>, Arc<Producer>)> {
+    use anyhow::Context;
+    let db = db::connect_pool(&config.database_url, 16)
+        .await
+        .context("cannot connect to the database (DATABASE_URL)")?;
+    let producer = Arc::new(Producer::new(config.redis_url.clone(), queue_settings(config)));
+    let mailer = match &config.smtp_url {
+        Some(url) => Mailer::smtp(url)?,
+        None => {
+            tracing::warn!(dir = %config.mail_dir.display(), "SMTP_URL not set: writing e-mails as .eml files");
+            Mailer::file(config.mail_dir.clone())?
+        }
+    };
+    let from = config.mail_from.parse().context("MAIL_FROM is not a valid mailbox")?;
+    let ctx = Arc::new(Ctx {
+        db,
+        producer: producer.clone(),
+        mailer,
+        from,
+        public_url: config.public_url.clone(),
+        email_max_attempts: config.email_max_attempts,
+        audit_max_attempts: config.audit_max_attempts,
+        backoff: Backoff {
+            base: config.backoff_base,
+            cap: config.backoff_cap,
+        },
+    });
+    Ok((ctx, producer))
+}
+
+/// Resolves on SIGTERM or Ctrl-C.
+pub async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = tokio::signal::ctrl_c() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = tokio::signal::ctrl_c().await;
+}
+
+/// Runs until `stop` is cancelled, then drains in-flight jobs and returns.
+pub async fn run(config: WorkerConfig, stop: CancellationToken) -> anyhow::Result<()> {
+    let (ctx, producer) = build_ctx(&config).await?;
+    let conn = producer
+        .connection()
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot connect to Redis (REDIS_URL): {e}"))?;
+    let settings = queue_settings(&config);
+    tracing::info!(worker = %config.name, concurrency = config.concurrency, "worker started");
+
+    let dispatcher = tokio::spawn(outbox::run(
+        ctx.db.clone(),
+        producer.clone(),
+        config.outbox_poll,
+        config.outbox_retention,
+        stop.clone(),
+    ));
+
+    let mut monitor = Monitor::new();
+    for queue in Queue::ALL {
+        let conn = conn.clone();
+        let ctx = ctx.clone();
+        let settings = settings.clone();
+        let base = format!("{}-{}", config.name, queue.as_str());
+        let concurrency = config.concurrency;
+        monitor = monitor.register(move |run: usize| {
+            let backend = RedisStorage::<Lenient>::new(conn.clone())
+                .with_config(settings.config(queue))
+                .poll_with_interval(POLL_INTERVAL);
+            // A unique name per process and per restart: apalis refuses a name whose previous
+            // holder is still within its heartbeat window.
+            let builder = WorkerBuilder::new(format!("{base}-{run}"))
+                .backend(backend)
+                .concurrency(concurrency)
+                // Retries are ours (re-push with backoff, see handlers); apalis' in-process
+                // retry stays off.
+                .retry(RetryPolicy::retries(0))
+                .timeout(JOB_TIMEOUT)
+                .enable_tracing()
+                .catch_panic()
+                .data(QueueCtx {
+                    queue,
+                    ctx: ctx.clone(),
+                });
+            builder.build(handlers::handle)
+        });
+    }
+    let monitor = monitor.should_restart(|worker, error| {
+        // A lost Redis connection ends the worker; start a fresh one (it re-registers) after a
+        // pause, so an outage is a slow retry loop rather than a hot one or an exit.
+        tracing::warn!(worker = %worker.name(), %error, "worker stopped with an error; restarting");
+        tokio::task::block_in_place(|| std::thread::sleep(Duration::from_secs(1)));
+        true
+    });
+
+    let stopped = stop.clone();
+    let result = monitor
+        .run_with_signal(async move {
+            stopped.cancelled().await;
+            tracing::info!("shutdown requested: finishing in-flight jobs");
+            Ok(())
+        })
+        .await;
+    stop.cancel();
+    let _ = dispatcher.await;
+    result.map_err(|e| anyhow::anyhow!("monitor: {e}"))?;
+    tracing::info!(worker = %config.name, "worker stopped");
+    Ok(())
+}

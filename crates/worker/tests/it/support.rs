@@ -1,0 +1,268 @@
+//! Real processes for the worker's tests: the `worker` binary, an SMTP server (aiosmtpd, see
+//! `smtp_sink.py`) and, for outage tests, a test-owned `redis-server`.
+
+use std::{
+    fs,
+    path::PathBuf,
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use testkit::TestApp;
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn wait_port(port: u16, timeout: Duration) {
+    let start = Instant::now();
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(start.elapsed() < timeout, "nothing listens on {port} after {timeout:?}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Polls `check` until it returns `Some`, or panics after `timeout` with `what`.
+pub async fn eventually<T, F, Fut>(timeout: Duration, what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let start = Instant::now();
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        assert!(
+            start.elapsed() < timeout,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+pub struct Smtp {
+    child: Child,
+    pub port: u16,
+    pub dir: PathBuf,
+}
+
+impl Smtp {
+    pub fn start(rcpt_delay_secs: f64) -> Self {
+        Self::start_on(free_port(), rcpt_delay_secs, None)
+    }
+
+    pub fn start_on(port: u16, rcpt_delay_secs: f64, dir: Option<PathBuf>) -> Self {
+        let dir = dir.unwrap_or_else(|| std::env::temp_dir().join(format!("taskshop-mail-{}", uuid::Uuid::new_v4())));
+        let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/smtp_sink.py");
+        let child = Command::new("python3")
+            .arg(script)
+            .arg(port.to_string())
+            .arg(&dir)
+            .arg(rcpt_delay_secs.to_string())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("python3 with aiosmtpd (deploy/scripts/ensure-tools.sh installs it)");
+        wait_port(port, Duration::from_secs(15));
+        Self { child, port, dir }
+    }
+
+    pub fn url(&self) -> String {
+        format!("smtp://127.0.0.1:{}", self.port)
+    }
+
+    /// Every message received so far, oldest first, as raw RFC 5322 text.
+    pub fn messages(&self) -> Vec<String> {
+        let Ok(entries) = fs::read_dir(&self.dir) else {
+            return vec![];
+        };
+        let mut names: Vec<PathBuf> = entries
+            .filter_map(Result::ok)
+            .map(|e| e.path())
+            .filter(|p| p.extension().is_some_and(|x| x == "eml"))
+            .collect();
+        names.sort();
+        names.iter().map(|p| fs::read_to_string(p).unwrap()).collect()
+    }
+
+    /// Messages whose headers name this recipient and subject.
+    pub fn find(&self, to: &str, subject: &str) -> Vec<String> {
+        self.messages()
+            .into_iter()
+            .filter(|m| m.contains(to) && m.contains(&format!("Subject: {subject}")))
+            .collect()
+    }
+
+    pub async fn wait_for(&self, to: &str, subject: &str, timeout: Duration) -> String {
+        eventually(timeout, &format!("mail '{subject}' to {to}"), || async {
+            self.find(to, subject).into_iter().next()
+        })
+        .await
+    }
+
+    pub fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Smtp {
+    fn drop(&mut self) {
+        self.stop();
+        let _ = fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// The token in a link of a (possibly quoted-printable) message.
+pub fn token_from(message: &str, path: &str) -> String {
+    let decoded = message.replace("=\r\n", "").replace("=\n", "").replace("=3D", "=");
+    let marker = format!("{path}?token=");
+    let start = decoded
+        .find(&marker)
+        .unwrap_or_else(|| panic!("no {marker} in:\n{decoded}"))
+        + marker.len();
+    decoded[start..]
+        .chars()
+        .take_while(|c| c.is_ascii_alphanumeric() || *c == '-' || *c == '_')
+        .collect()
+}
+
+pub struct Worker {
+    child: Child,
+    pub log: PathBuf,
+}
+
+impl Worker {
+    /// Starts `worker` against the app's database and Redis prefix.
+    pub fn spawn(app: &TestApp, smtp: Option<&Smtp>, extra: &[(&str, String)]) -> Self {
+        let log = std::env::temp_dir().join(format!("taskshop-worker-{}.log", uuid::Uuid::new_v4()));
+        let out = fs::File::create(&log).unwrap();
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_worker"));
+        cmd.env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("APP_ENV", "test")
+            .env("RUST_LOG", "info")
+            .env("LOG_FORMAT", "json")
+            .env("DATABASE_URL", &app.db.url)
+            .env(
+                "REDIS_URL",
+                secrecy::ExposeSecret::expose_secret(&app.state.config.redis_url),
+            )
+            .env("REDIS_PREFIX", &app.state.config.redis_prefix)
+            .env("PUBLIC_URL", "http://localhost:8080")
+            .env("WORKER_HEARTBEAT", "2s")
+            .env("JOB_BACKOFF_BASE", "200ms")
+            .env("JOB_BACKOFF_CAP", "1s")
+            .env("OUTBOX_POLL", "200ms")
+            .env("MAIL_DIR", std::env::temp_dir().join("taskshop-eml-unused"))
+            .current_dir(std::env::temp_dir())
+            .stdout(out.try_clone().unwrap())
+            .stderr(out);
+        if let Some(smtp) = smtp {
+            cmd.env("SMTP_URL", smtp.url());
+        }
+        for (k, v) in extra {
+            cmd.env(k, v);
+        }
+        Self {
+            child: cmd.spawn().unwrap(),
+            log,
+        }
+    }
+
+    pub fn log(&self) -> String {
+        fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// SIGTERM, then wait (bounded) for the exit status.
+    pub fn terminate(&mut self, timeout: Duration) -> std::process::ExitStatus {
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status();
+        let start = Instant::now();
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(
+                start.elapsed() < timeout,
+                "worker did not exit within {timeout:?} of SIGTERM:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = fs::remove_file(&self.log);
+    }
+}
+
+/// A `redis-server` owned by one test, so the test can stop and restart it.
+pub struct OwnRedis {
+    child: Option<Child>,
+    pub port: u16,
+}
+
+impl OwnRedis {
+    pub fn start() -> Self {
+        let mut r = Self {
+            child: None,
+            port: free_port(),
+        };
+        r.restart();
+        r
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    pub fn restart(&mut self) {
+        let child = Command::new("redis-server")
+            .args([
+                "--port",
+                &self.port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server on PATH");
+        self.child = Some(child);
+        wait_port(self.port, Duration::from_secs(10));
+    }
+
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for OwnRedis {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
