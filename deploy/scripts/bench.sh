@@ -16,8 +16,15 @@
 #   CONNS=64         connections of the plain runs      THREADS=2      wrk threads
 #   LOGIN_CONNS=64   connections of the login runs      PROBE_CONNS=4  connections of the
 #                                                                      health probe during logins
+#   LOGIN_DURATION=20s  length of the login throughput run. bcrypt runs unbounded on tokio's
+#                    blocking pool, so LOGIN_CONNS hashes share the cores and all finish together
+#                    after ~LOGIN_CONNS x hash time / cores (~8 s at cost 12 on 2 cores): shorter
+#                    runs complete (almost) nothing.
 #   WRK_TIMEOUT=30s  wrk request timeout (wrk drops slower responses from the latency stats)
+#   WARMUP=2s        unmeasured wrk run before each measured one (0 = none): without it the
+#                    DB pool opens its connections during the measurement and p99 is ~1 s
 #   BCRYPT_COST=12   bcrypt cost of the API under test
+#   BENCH_DB_POOL=32 DATABASE_POOL_SIZE of the API under test (own name: .env must not leak in)
 #
 # Adding a section: write `section_<name>() { ... }` that calls `wrk_run` (and `note` for extra
 # summary lines), then add <name> to SECTIONS below. `health_baseline` gives the /health/live
@@ -34,8 +41,10 @@ DURATION="${DURATION:-10s}"
 CONNS="${CONNS:-64}"
 THREADS="${THREADS:-2}"
 LOGIN_CONNS="${LOGIN_CONNS:-64}"
+LOGIN_DURATION="${LOGIN_DURATION:-20s}"
 PROBE_CONNS="${PROBE_CONNS:-4}"
 WRK_TIMEOUT="${WRK_TIMEOUT:-30s}"
+WARMUP="${WARMUP:-2s}"
 
 PG_HOST=127.0.0.1
 PG_PORT=5432
@@ -55,7 +64,7 @@ export API_ADDR="127.0.0.1:18080"
 export BCRYPT_COST="${BCRYPT_COST:-12}"
 export RUST_LOG=warn
 export LOG_FORMAT=json
-export DATABASE_POOL_SIZE=32
+export DATABASE_POOL_SIZE="${BENCH_DB_POOL:-32}"
 
 log() { printf 'bench: %s\n' "$*" >&2; }
 warn() { printf 'bench: WARNING: %s\n' "$*" >&2; }
@@ -236,18 +245,25 @@ wrk_parse() {
     if [[ ${SOCKERR[$name]} != 0 ]]; then
         add_warning "$name: socket errors: $(grep 'Socket errors:' "$out" | sed 's/^ *Socket errors: //')"
     fi
-    local conns
+    local conns dur
     conns="$(awk '/ threads and .* connections/ { print $4 }' "$out")"
+    dur="$(awk '/^Running .* test @/ { print $2 }' "$out")"
     if [[ ${REQS[$name]:-0} == 0 ]]; then
-        add_warning "$name: no request completed within $DURATION (latency figures are meaningless)"
+        add_warning "$name: no request completed within $dur (latency figures are meaningless)"
     elif ((REQS[$name] < ${conns:-0})); then
-        add_warning "$name: only ${REQS[$name]} responses for $conns connections in $DURATION: queueing start-up dominates, figures are not steady-state (use a longer DURATION)"
+        add_warning "$name: only ${REQS[$name]} responses for $conns connections in $dur: queueing start-up dominates, figures are not steady-state (run longer)"
     fi
 }
 
-# wrk_run NAME URL [extra wrk args]: waits for the API to be idle, runs wrk, records the results.
+# wrk_run NAME URL [extra wrk args]: waits for the API to be idle, warms up for WARMUP (same
+# args, discarded), waits again, runs wrk and records the results. `WARMUP=0 wrk_run …` skips
+# the warm-up.
 wrk_run() {
     wait_idle
+    if [[ -n $WARMUP && $WARMUP != 0 ]]; then
+        wrk_exec "$1 (warm-up)" "${@:2}" -d "$WARMUP"
+        wait_idle
+    fi
     wrk_exec "$@"
     wrk_parse "$1"
 }
@@ -317,7 +333,8 @@ section_auth() {
         die "login of the bench user returned HTTP $status, expected 200"
     }
     login_name="POST /v1/auth/login (c=$LOGIN_CONNS)"
-    wrk_run "$login_name" "$BASE_URL/v1/auth/login" -c "$LOGIN_CONNS" -s "$lua"
+    # No warm-up: it would only leave LOGIN_CONNS hashes in flight to wait for.
+    WARMUP=0 wrk_run "$login_name" "$BASE_URL/v1/auth/login" -c "$LOGIN_CONNS" -d "$LOGIN_DURATION" -s "$lua"
     ms="$BCRYPT_MS"
     ceiling="$(awk -v n="$(nproc)" -v ms="$ms" 'BEGIN { printf "%.1f", n / (ms / 1000) }')"
     note "login vs bcrypt ceiling" "$(pct "${RPS[$login_name]}" "$ceiling") (${RPS[$login_name]} of $ceiling req/s = $(nproc) cores / ${ms} ms per hash at cost $BCRYPT_COST)"
@@ -346,8 +363,9 @@ report() {
     if [[ -n "$(git status --porcelain --untracked-files=no 2>/dev/null)" ]]; then rev+="-dirty"; fi
     block="$(
         printf '## bench %s @ %s\n\n' "$RUN_STAMP" "$rev"
-        printf 'sections: %s; DURATION=%s CONNS=%s THREADS=%s LOGIN_CONNS=%s BCRYPT_COST=%s; %s cores\n\n' \
-            "${RUN_SECTIONS[*]}" "$DURATION" "$CONNS" "$THREADS" "$LOGIN_CONNS" "$BCRYPT_COST" "$(nproc)"
+        printf 'sections: %s; DURATION=%s CONNS=%s THREADS=%s LOGIN_CONNS=%s LOGIN_DURATION=%s BCRYPT_COST=%s DATABASE_POOL_SIZE=%s; %s cores\n\n' \
+            "${RUN_SECTIONS[*]}" "$DURATION" "$CONNS" "$THREADS" "$LOGIN_CONNS" "$LOGIN_DURATION" "$BCRYPT_COST" \
+            "$DATABASE_POOL_SIZE" "$(nproc)"
         printf '| scenario | req/s | p50 (ms) | p99 (ms) |\n|---|---:|---:|---:|\n'
         for name in "${ORDER[@]}"; do
             printf '| %s | %s | %s | %s |\n' "$name" "${RPS[$name]}" "${P50[$name]}" "${P99[$name]}"

@@ -14,19 +14,30 @@ pub enum HashError {
     Bcrypt(#[from] bcrypt::BcryptError),
     #[error("blocking task failed: {0}")]
     Join(#[from] tokio::task::JoinError),
+    #[error("hasher closed")]
+    Closed,
 }
 
 #[derive(Clone, Debug)]
 pub struct PasswordHasher {
     cost: u32,
     dummy_hash: String,
+    /// At most one hash per core at a time. Without it, 64 concurrent logins start 64 blocking
+    /// threads that share the cores and all finish together seconds later, starving the event
+    /// loop meanwhile; with it they queue and complete one after another at the machine's rate.
+    permits: std::sync::Arc<tokio::sync::Semaphore>,
 }
 
 impl PasswordHasher {
     /// Builds a hasher; computes the dummy hash once (one bcrypt run at start-up).
     pub fn new(cost: u32) -> Result<Self, HashError> {
         let dummy_hash = bcrypt::hash("dummy password for timing equalisation", cost)?;
-        Ok(Self { cost, dummy_hash })
+        let cores = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
+        Ok(Self {
+            cost,
+            dummy_hash,
+            permits: std::sync::Arc::new(tokio::sync::Semaphore::new(cores)),
+        })
     }
 
     pub fn cost(&self) -> u32 {
@@ -36,6 +47,7 @@ impl PasswordHasher {
     pub async fn hash(&self, password: &Password) -> Result<String, HashError> {
         let pw = password.expose().to_owned();
         let cost = self.cost;
+        let _permit = self.permits.acquire().await.map_err(|_| HashError::Closed)?;
         Ok(tokio::task::spawn_blocking(move || bcrypt::hash(pw, cost)).await??)
     }
 
@@ -47,6 +59,7 @@ impl PasswordHasher {
         let hash = hash.unwrap_or(&self.dummy_hash).to_owned();
         let pw = password.to_owned();
         let fits = pw.len() <= domain::password::MAX_BYTES;
+        let _permit = self.permits.acquire().await.map_err(|_| HashError::Closed)?;
         let ok = tokio::task::spawn_blocking(move || bcrypt::verify(pw, &hash).unwrap_or(false)).await?;
         Ok(ok && known && fits)
     }

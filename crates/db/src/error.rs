@@ -39,6 +39,8 @@ impl From<DieselError> for DbError {
                     | DatabaseErrorKind::NotNullViolation => DbError::ConstraintViolation { constraint },
                     DatabaseErrorKind::SerializationFailure => DbError::Retry,
                     DatabaseErrorKind::ClosedConnection => DbError::Unavailable(info.message().to_owned()),
+                    // diesel-async reports I/O failures of the socket as `Unknown` database errors.
+                    _ if is_connection_failure(info.message()) => DbError::Unavailable(info.message().to_owned()),
                     _ => DbError::Other(info.message().to_owned()),
                 }
             }
@@ -46,6 +48,21 @@ impl From<DieselError> for DbError {
             other => DbError::Other(other.to_string()),
         }
     }
+}
+
+/// Whether an error message describes a lost or refused connection rather than a query problem.
+fn is_connection_failure(message: &str) -> bool {
+    let m = message.to_ascii_lowercase();
+    [
+        "connection closed",
+        "broken pipe",
+        "connection reset",
+        "connection refused",
+        "unexpected eof",
+        "terminating connection",
+    ]
+    .iter()
+    .any(|needle| m.contains(needle))
 }
 
 impl From<diesel_async::pooled_connection::bb8::RunError> for DbError {
@@ -57,5 +74,20 @@ impl From<diesel_async::pooled_connection::bb8::RunError> for DbError {
 impl From<diesel::ConnectionError> for DbError {
     fn from(e: diesel::ConnectionError) -> Self {
         DbError::Unavailable(e.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_connection_failure;
+
+    #[test]
+    fn connection_failures_are_recognised() {
+        assert!(is_connection_failure("connection closed"));
+        assert!(is_connection_failure("Broken pipe (os error 32)"));
+        assert!(is_connection_failure(
+            "FATAL: terminating connection due to administrator command"
+        ));
+        assert!(!is_connection_failure("duplicate key value violates unique constraint"));
     }
 }

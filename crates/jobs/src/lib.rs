@@ -13,6 +13,7 @@
 
 pub mod backoff;
 pub mod dead;
+pub mod maintenance;
 pub mod producer;
 
 use std::time::Duration;
@@ -63,6 +64,17 @@ impl QueueSettings {
             // dispatcher is enqueued once.
             .idempotency_ttl(Some(Duration::from_secs(86_400)))
     }
+}
+
+/// A Redis connection that reconnects by itself, with a response timeout long enough that a
+/// slow moment of Redis does not fail a worker (the default is 500 ms).
+pub async fn connect(url: &str) -> redis::RedisResult<apalis_redis::ConnectionManager> {
+    let config = redis::aio::ConnectionManagerConfig::new()
+        .set_response_timeout(Some(Duration::from_secs(5)))
+        .set_connection_timeout(Some(Duration::from_secs(2)));
+    redis::Client::open(url)?
+        .get_connection_manager_with_config(config)
+        .await
 }
 
 /// A UUID (v7 outbox id) as an apalis task id.

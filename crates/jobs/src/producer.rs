@@ -57,7 +57,7 @@ impl Producer {
         if let Some(conn) = guard.as_ref() {
             return Ok(conn.clone());
         }
-        let conn = tokio::time::timeout(PUSH_TIMEOUT, apalis_redis::connect(self.url.as_str()))
+        let conn = tokio::time::timeout(PUSH_TIMEOUT, crate::connect(&self.url))
             .await
             .map_err(|_| PushError::Timeout)?
             .map_err(|e| PushError::Unavailable(e.to_string()))?;
@@ -83,6 +83,17 @@ impl Producer {
     /// Pushes a retry of a job after `delay` (a new task; the failed one is acknowledged).
     pub async fn push_retry(&self, queue: Queue, envelope: Envelope, delay: Duration) -> Result<(), PushError> {
         self.push(queue, TaskBuilder::new(envelope).run_after(delay)).await
+    }
+
+    /// Pushes many first-attempt jobs of one queue in one round trip (benchmarks, bulk re-drives).
+    pub async fn push_many(&self, queue: Queue, jobs: Vec<serde_json::Value>) -> Result<(), PushError> {
+        let conn = self.connection().await?;
+        let mut storage = RedisStorage::<Envelope>::new(conn).with_config(self.settings.config(queue));
+        let envelopes = jobs.into_iter().map(|job| Envelope { attempt: 1, job }).collect();
+        storage
+            .push_bulk(envelopes)
+            .await
+            .map_err(|e| PushError::Unavailable(e.to_string()))
     }
 
     async fn push(&self, queue: Queue, builder: TaskBuilder<Envelope>) -> Result<(), PushError> {

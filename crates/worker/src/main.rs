@@ -19,6 +19,12 @@ struct Cli {
 enum Command {
     /// Process jobs (the default).
     Run,
+    /// Push N synthetic audit jobs (for `just bench`; they write real audit rows).
+    #[command(hide = true)]
+    BenchEnqueue {
+        #[arg(long, default_value_t = 20_000)]
+        audit: usize,
+    },
     /// Inspect and re-drive jobs that exhausted their attempts.
     Dead {
         #[command(subcommand)]
@@ -83,9 +89,38 @@ async fn dispatch(command: Command) -> anyhow::Result<()> {
             });
             run::run(config, stop).await
         }
+        Command::BenchEnqueue { audit } => {
+            let producer = jobs::Producer::new(config.redis_url.clone(), run::queue_settings(&config));
+            let now = chrono::Utc::now();
+            let mut left = audit;
+            while left > 0 {
+                let n = left.min(1000);
+                let batch = (0..n)
+                    .map(|_| {
+                        let event = domain::jobs::AuditEvent {
+                            event_id: uuid::Uuid::now_v7(),
+                            event_type: domain::jobs::AuditEventType::LoginSucceeded,
+                            actor_id: Some(uuid::Uuid::now_v7()),
+                            target_type: None,
+                            target_id: None,
+                            request_id: Some("bench".into()),
+                            ip: None,
+                            user_agent: None,
+                            data: serde_json::json!({"bench": true}),
+                            occurred_at: now,
+                        };
+                        serde_json::to_value(domain::jobs::AuditJob { event })
+                    })
+                    .collect::<Result<Vec<_>, _>>()?;
+                producer.push_many(Queue::Audit, batch).await?;
+                left -= n;
+            }
+            println!("{audit}");
+            Ok(())
+        }
         Command::Dead { action } => {
             let settings = run::queue_settings(&config);
-            let mut conn = apalis_redis::connect(config.redis_url.as_str())
+            let mut conn = jobs::connect(&config.redis_url)
                 .await
                 .context("cannot connect to Redis")?;
             match action {

@@ -96,6 +96,8 @@ pub async fn run(config: WorkerConfig, stop: CancellationToken) -> anyhow::Resul
         stop.clone(),
     ));
 
+    let housekeeping = tokio::spawn(maintain(conn.clone(), settings.clone(), stop.clone()));
+
     let mut monitor = Monitor::new();
     for queue in Queue::ALL {
         let conn = conn.clone();
@@ -143,7 +145,31 @@ pub async fn run(config: WorkerConfig, stop: CancellationToken) -> anyhow::Resul
         .await;
     stop.cancel();
     let _ = dispatcher.await;
+    let _ = housekeeping.await;
     result.map_err(|e| anyhow::anyhow!("monitor: {e}"))?;
     tracing::info!(worker = %config.name, "worker stopped");
     Ok(())
+}
+
+/// Keeps the queues healthy while the worker runs: promotes due scheduled tasks in chunks (often)
+/// and drops finished tasks' data (every 10 s). See `jobs::maintenance`.
+async fn maintain(mut conn: apalis_redis::ConnectionManager, settings: QueueSettings, stop: CancellationToken) {
+    let mut tick = 0u64;
+    loop {
+        for queue in Queue::ALL {
+            if let Err(e) = jobs::maintenance::promote_due(&mut conn, &settings, queue).await {
+                tracing::debug!(%queue, error = %e, "promote failed");
+            }
+            if tick.is_multiple_of(40)
+                && let Err(e) = jobs::maintenance::trim_done(&mut conn, &settings, queue).await
+            {
+                tracing::debug!(%queue, error = %e, "trim failed");
+            }
+        }
+        tick += 1;
+        tokio::select! {
+            () = stop.cancelled() => return,
+            () = tokio::time::sleep(Duration::from_millis(250)) => {}
+        }
+    }
 }

@@ -3,6 +3,7 @@
 
 #![allow(clippy::unwrap_used, reason = "tests fail loudly on unexpected errors")]
 
+mod audit;
 mod auth;
 mod binary;
 mod edge;

@@ -181,3 +181,60 @@ async fn two_workers_share_the_queues_without_doubling() {
     }
     assert_eq!(count_audit(&app, "signup").await, N as i64);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_postgres_outage_delays_jobs_but_dead_letters_none() {
+    let app = TestApp::spawn().await;
+    let smtp = Smtp::start(0.0);
+    let proxy = crate::support::PgProxy::start().await;
+    // One attempt only: any failure that counted as an attempt would dead-letter the job.
+    let worker = Worker::spawn(
+        &app,
+        Some(&smtp),
+        &[
+            ("DATABASE_URL", proxy.url(&app.db.url)),
+            ("EMAIL_MAX_ATTEMPTS", "1".into()),
+            ("AUDIT_MAX_ATTEMPTS", "1".into()),
+        ],
+    );
+    app.signup("pre-outage@example.com").await;
+    smtp.wait_for("pre-outage@example.com", "Confirm your e-mail address", WAIT)
+        .await;
+
+    proxy.cut();
+    for i in 0..3 {
+        // The API reaches Postgres directly; only the worker is cut off.
+        app.signup(&format!("outage{i}@example.com")).await;
+    }
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    assert!(
+        smtp.find("outage0@example.com", "Confirm").is_empty(),
+        "no mail while Postgres is unreachable"
+    );
+    proxy.resume().await;
+
+    for i in 0..3 {
+        smtp.wait_for(
+            &format!("outage{i}@example.com"),
+            "Confirm your e-mail address",
+            Duration::from_secs(60),
+        )
+        .await;
+    }
+    for _ in 0..300 {
+        if count_audit(&app, "signup").await == 4 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(count_audit(&app, "signup").await, 4, "{}", worker.log());
+    assert!(
+        !worker.log().contains("for the last time"),
+        "nothing dead-lettered:\n{}",
+        worker.log()
+    );
+    assert!(
+        worker.log().contains("without consuming an attempt"),
+        "transient retries were used"
+    );
+}

@@ -207,6 +207,9 @@ impl Worker {
 
 impl Drop for Worker {
     fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("---- worker log ({}) ----\n{}", self.log.display(), self.log());
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
         let _ = fs::remove_file(&self.log);
@@ -264,5 +267,79 @@ impl OwnRedis {
 impl Drop for OwnRedis {
     fn drop(&mut self) {
         self.stop();
+    }
+}
+
+/// A TCP proxy to Postgres that a test can cut (every connection dropped, new ones refused) and
+/// restore: a Postgres outage as the worker sees it, without stopping the shared server.
+pub struct PgProxy {
+    pub port: u16,
+    target: String,
+    state: std::sync::Arc<std::sync::Mutex<ProxyState>>,
+}
+
+#[derive(Default)]
+struct ProxyState {
+    accept: Option<tokio::task::JoinHandle<()>>,
+    conns: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl PgProxy {
+    /// Proxies to the host:port of `TEST_DATABASE_URL` (default 127.0.0.1:5432).
+    pub async fn start() -> Self {
+        let admin =
+            std::env::var("TEST_DATABASE_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
+        let hostport = admin
+            .split('@')
+            .nth(1)
+            .and_then(|r| r.split('/').next())
+            .unwrap_or("127.0.0.1:5432")
+            .to_owned();
+        let p = Self {
+            port: free_port(),
+            target: hostport,
+            state: Default::default(),
+        };
+        p.resume().await;
+        p
+    }
+
+    /// The database URL through this proxy.
+    pub fn url(&self, direct: &str) -> String {
+        direct.replacen(&self.target, &format!("127.0.0.1:{}", self.port), 1)
+    }
+
+    pub async fn resume(&self) {
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", self.port)).await.unwrap();
+        let state = self.state.clone();
+        let target = self.target.clone();
+        let accept = tokio::spawn(async move {
+            while let Ok((mut inbound, _)) = listener.accept().await {
+                let target = target.clone();
+                let conn = tokio::spawn(async move {
+                    if let Ok(mut outbound) = tokio::net::TcpStream::connect(&target).await {
+                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                    }
+                });
+                state.lock().unwrap().conns.push(conn);
+            }
+        });
+        self.state.lock().unwrap().accept = Some(accept);
+    }
+
+    pub fn cut(&self) {
+        let mut s = self.state.lock().unwrap();
+        if let Some(a) = s.accept.take() {
+            a.abort();
+        }
+        for c in s.conns.drain(..) {
+            c.abort();
+        }
+    }
+}
+
+impl Drop for PgProxy {
+    fn drop(&mut self) {
+        self.cut();
     }
 }
