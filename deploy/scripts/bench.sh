@@ -3,28 +3,43 @@
 #
 #   bash deploy/scripts/bench.sh [SECTION...]      (normally via `just bench [SECTION...]`)
 #
-# Sections (default: all): auth
+# Sections (default: all, in this order): auth jobs
+#   auth  /health/live, /v1/users/me, login throughput vs the bcrypt ceiling, health under logins
+#   jobs  audit jobs/s of one and of two `worker` processes (JOBS_N synthetic jobs each), then
+#         signup p50/p99 without and with a worker running (API restarted at SIGNUP_BCRYPT_COST
+#         for that part, then restarted as before)
 #
-# Expects target/release/api (and worker) to be built, PostgreSQL at 127.0.0.1:5432 (trust auth)
-# and Redis at 127.0.0.1:6379 (`just bench` takes care of all three). Every run drops and
-# recreates the database `taskshop_bench`, starts `api serve` on 127.0.0.1:18080 and stops it on
-# exit. Each wrk run is bounded by DURATION. Results are printed as a Markdown block and appended
-# to var/bench/results-<timestamp>.md; the API's log of the last run is var/bench/last-api.log.
+# Expects target/release/api and target/release/worker to be built, PostgreSQL at 127.0.0.1:5432
+# (trust auth) and Redis at 127.0.0.1:6379 (`just bench` takes care of all three). Every run drops
+# and recreates the database `taskshop_bench`, starts `api serve` on 127.0.0.1:18080 and stops it
+# (and any worker it started) on exit. Redis keys are under the prefix `bench`; the jobs section
+# deletes `bench:jobs:*` before each measurement, and refuses to run if some other process
+# consumes that queue. Each wrk run is bounded by DURATION. Results are printed as a Markdown block
+# and appended to var/bench/results-<timestamp>.md; the logs of the last run are
+# var/bench/last-api.log (every api serve of the run, appended) and var/bench/last-worker.log.
 #
 # Knobs (environment):
 #   DURATION=10s     length of every wrk run
 #   CONNS=64         connections of the plain runs      THREADS=2      wrk threads
 #   LOGIN_CONNS=64   connections of the login runs      PROBE_CONNS=4  connections of the
 #                                                                      health probe during logins
-#   LOGIN_DURATION=20s  length of the login throughput run. bcrypt runs unbounded on tokio's
-#                    blocking pool, so LOGIN_CONNS hashes share the cores and all finish together
-#                    after ~LOGIN_CONNS x hash time / cores (~8 s at cost 12 on 2 cores): shorter
-#                    runs complete (almost) nothing.
+#   LOGIN_DURATION=10s  length of the login throughput run. The hasher runs at most one bcrypt
+#                    hash per core and queues the rest, so logins complete one after another at
+#                    ~cores / hash time from the first second on (req/s is steady even in short
+#                    runs). Latency is mostly queue wait, ~LOGIN_CONNS x hash time / cores (~8 s at
+#                    cost 12 on 2 cores) once the queue is full: p50/p99 of a 10 s run include the
+#                    ramp up to that.
 #   WRK_TIMEOUT=30s  wrk request timeout (wrk drops slower responses from the latency stats)
 #   WARMUP=2s        unmeasured wrk run before each measured one (0 = none): without it the
 #                    DB pool opens its connections during the measurement and p99 is ~1 s
 #   BCRYPT_COST=12   bcrypt cost of the API under test
-#   BENCH_DB_POOL=32 DATABASE_POOL_SIZE of the API under test (own name: .env must not leak in)
+#   BENCH_DB_POOL=16 DATABASE_POOL_SIZE of the API under test (own name: .env must not leak in)
+#   JOBS_N=20000     synthetic audit jobs per worker measurement (`worker bench-enqueue --audit N`)
+#   JOBS_TIMEOUT=120 seconds one worker measurement may take before it is cut short
+#   WORKER_CONCURRENCY=32  jobs in flight per queue and worker process
+#   SIGNUP_CONNS=16  connections of the signup runs       SIGNUP_DURATION=$DURATION  their length
+#   SIGNUP_BCRYPT_COST=4  bcrypt cost of the API during the signup runs (so bcrypt does not drown
+#                    the difference the worker makes)
 #
 # Adding a section: write `section_<name>() { ... }` that calls `wrk_run` (and `note` for extra
 # summary lines), then add <name> to SECTIONS below. `health_baseline` gives the /health/live
@@ -35,22 +50,29 @@ SCRIPT_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 REPO_ROOT="$(cd "$SCRIPT_DIR/../.." && pwd)"
 cd "$REPO_ROOT"
 
-SECTIONS=(auth)
+SECTIONS=(auth jobs)
 
 DURATION="${DURATION:-10s}"
 CONNS="${CONNS:-64}"
 THREADS="${THREADS:-2}"
 LOGIN_CONNS="${LOGIN_CONNS:-64}"
-LOGIN_DURATION="${LOGIN_DURATION:-20s}"
+LOGIN_DURATION="${LOGIN_DURATION:-10s}"
 PROBE_CONNS="${PROBE_CONNS:-4}"
 WRK_TIMEOUT="${WRK_TIMEOUT:-30s}"
 WARMUP="${WARMUP:-2s}"
+JOBS_N="${JOBS_N:-20000}"
+JOBS_TIMEOUT="${JOBS_TIMEOUT:-120}"
+WORKER_CONCURRENCY="${WORKER_CONCURRENCY:-32}"
+SIGNUP_CONNS="${SIGNUP_CONNS:-16}"
+SIGNUP_DURATION="${SIGNUP_DURATION:-$DURATION}"
+SIGNUP_BCRYPT_COST="${SIGNUP_BCRYPT_COST:-4}"
 
 PG_HOST=127.0.0.1
 PG_PORT=5432
 PG_USER=postgres
 BENCH_DB=taskshop_bench
 API_BIN="$REPO_ROOT/target/release/api"
+WORKER_BIN="$REPO_ROOT/target/release/worker"
 BASE_URL="http://127.0.0.1:18080"
 
 BENCH_EMAIL="bench@example.com"
@@ -64,7 +86,7 @@ export API_ADDR="127.0.0.1:18080"
 export BCRYPT_COST="${BCRYPT_COST:-12}"
 export RUST_LOG=warn
 export LOG_FORMAT=json
-export DATABASE_POOL_SIZE="${BENCH_DB_POOL:-32}"
+export DATABASE_POOL_SIZE="${BENCH_DB_POOL:-16}"
 
 log() { printf 'bench: %s\n' "$*" >&2; }
 warn() { printf 'bench: WARNING: %s\n' "$*" >&2; }
@@ -77,10 +99,14 @@ die() {
 
 WORK="$(mktemp -d "${TMPDIR:-/tmp}/bench.XXXXXX")"
 API_PID=""
+API_STARTS=0
+API_PEAK_RSS=0 # max VmHWM (MB) of the api serve processes stopped so far
 BG_PIDS=()
+WORKER_PIDS=()
 RUN_STAMP="$(date -u +%Y%m%dT%H%M%SZ)"
 mkdir -p var/bench
 API_LOG="$REPO_ROOT/var/bench/last-api.log"
+WORKER_LOG="$REPO_ROOT/var/bench/last-worker.log"
 
 # Results of wrk runs, keyed by run name; ORDER keeps the table order.
 declare -A RPS=() P50=() P99=() REQS=() NON2XX=() SOCKERR=()
@@ -89,20 +115,29 @@ ORDER=()
 NOTES=()
 WARNINGS=()
 
+# stop_pid PID SECONDS: SIGTERM, up to SECONDS for the process to exit, then SIGKILL. Returns
+# the exit status (143/137 if it died of the signal).
+stop_pid() {
+    local pid="$1" i rc=0
+    kill -TERM "$pid" 2>/dev/null || true
+    for ((i = 0; i < $2 * 10; i++)); do
+        kill -0 "$pid" 2>/dev/null || break
+        sleep 0.1
+    done
+    kill -KILL "$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || rc=$?
+    return "$rc"
+}
+
 cleanup() {
     local pid
     for pid in "${BG_PIDS[@]}"; do
         kill "$pid" 2>/dev/null || true
     done
-    if [[ -n $API_PID ]] && kill -0 "$API_PID" 2>/dev/null; then
-        kill -TERM "$API_PID" 2>/dev/null || true
-        for _ in $(seq 20); do
-            kill -0 "$API_PID" 2>/dev/null || break
-            sleep 0.5
-        done
-        kill -KILL "$API_PID" 2>/dev/null || true
-        wait "$API_PID" 2>/dev/null || true
-    fi
+    for pid in "${WORKER_PIDS[@]}"; do
+        stop_pid "$pid" 10 || true
+    done
+    stop_api || true
     rm -rf "$WORK"
 }
 trap cleanup EXIT
@@ -125,6 +160,10 @@ ensure_tools() {
         command -v "$t" >/dev/null 2>&1 || die "$t is required"
     done
     [[ -x $API_BIN ]] || die "$API_BIN not found; run: cargo build --release --bin api --bin worker"
+    if [[ " ${RUN_SECTIONS[*]} " == *" jobs "* ]]; then
+        [[ -x $WORKER_BIN ]] || die "$WORKER_BIN not found; run: cargo build --release --bin api --bin worker"
+        command -v redis-cli >/dev/null 2>&1 || die "redis-cli is required (section jobs)"
+    fi
 }
 
 # ------------------------------------------------------------------ api ---
@@ -149,7 +188,9 @@ start_api() {
         cat "$WORK/migrate.log" >&2
         die "api migrate failed"
     }
-    "$API_BIN" serve >"$API_LOG" 2>&1 &
+    if ((API_STARTS++ == 0)); then : >"$API_LOG"; fi
+    printf '=== api serve, BCRYPT_COST=%s, %s\n' "$BCRYPT_COST" "$(date -u +%FT%TZ)" >>"$API_LOG"
+    "$API_BIN" serve >>"$API_LOG" 2>&1 &
     API_PID=$!
     local deadline=$((SECONDS + 30))
     until api_live; do
@@ -166,26 +207,41 @@ start_api() {
     log "api serve up (pid $API_PID, workers: $(api_threads) threads, BCRYPT_COST=$BCRYPT_COST)"
 }
 
+# stop_api: stops api serve (SIGTERM, ≤ 10 s, then SIGKILL) and keeps its peak RSS.
+stop_api() {
+    [[ -n $API_PID ]] || return 0
+    if kill -0 "$API_PID" 2>/dev/null; then
+        API_PEAK_RSS="$(awk -v a="$API_PEAK_RSS" -v b="$(peak_rss_mb)" 'BEGIN { print ((b + 0 > a + 0) ? b : a) }')"
+    fi
+    stop_pid "$API_PID" 10 || true
+    API_PID=""
+}
+
 api_threads() { awk '/^Threads:/ { print $2 }' "/proc/$API_PID/status" 2>/dev/null || echo "?"; }
 
-# CPU time (clock ticks) the API has used so far.
-api_cpu_ticks() {
+# cpu_ticks PID: CPU time (clock ticks, user + system) the process has used so far.
+cpu_ticks() {
     local stat
-    stat="$(<"/proc/$API_PID/stat")"
+    stat="$(<"/proc/$1/stat")"
     stat="${stat##*) }" # drop "pid (comm) "; fields now start at field 3
     awk '{ print $12 + $13 }' <<<"$stat"
 }
+api_cpu_ticks() { cpu_ticks "$API_PID"; }
+CLK_TCK="$(getconf CLK_TCK 2>/dev/null || echo 100)"
 
-# Waits (≤ 60 s) until the API is idle: blocking-pool work (bcrypt) of requests whose client has
-# gone keeps running after wrk stops, and would skew the next measurement.
+# Waits (≤ 60 s) until the API is idle: hashes already running on the blocking pool (at most one
+# per core) and after-commit job pushes finish after wrk stops, and would skew the next measurement.
 wait_idle() {
-    local prev now deadline=$((SECONDS + 60))
+    local prev now start=$SECONDS deadline=$((SECONDS + 60))
     prev="$(api_cpu_ticks)"
     while ((SECONDS < deadline)); do
         sleep 0.5
         now="$(api_cpu_ticks)"
         # < 5 ticks (~50 ms of CPU) per 0.5 s counts as idle.
-        if ((now - prev < 5)); then return 0; fi
+        if ((now - prev < 5)); then
+            if ((SECONDS - start > 2)); then log "api idle after ~$((SECONDS - start)) s"; fi
+            return 0
+        fi
         prev="$now"
     done
     warn "api still busy after 60 s; measuring anyway"
@@ -193,6 +249,142 @@ wait_idle() {
 
 peak_rss_mb() {
     awk '/^VmHWM:/ { printf "%.1f", $2 / 1024 }' "/proc/$API_PID/status"
+}
+
+# --------------------------------------------------------------- worker ---
+
+# pg_q SQL: one query against the bench database, unaligned, fields separated by a space.
+pg_q() { psql -h "$PG_HOST" -p "$PG_PORT" -U "$PG_USER" -w -X -q -d "$BENCH_DB" -tA -F ' ' -c "$1"; }
+
+# now_s: wall clock in seconds with a fraction (the same clock as PostgreSQL's now()).
+now_s() { date +%s.%N; }
+
+# worker_cmd ARGS…: the worker binary with the bench environment (DATABASE_URL, REDIS_URL,
+# REDIS_PREFIX, APP_ENV, RUST_LOG and LOG_FORMAT are exported above). SMTP_URL is set empty so a
+# .env cannot point it at a real server: e-mails become .eml files under $WORK/mail.
+# start_workers repeats the command inline: a backgrounded function is a subshell whose pid ($!)
+# SIGTERM would kill, orphaning the worker.
+worker_cmd() {
+    env MAIL_DIR="$WORK/mail" SMTP_URL="" WORKER_CONCURRENCY="$WORKER_CONCURRENCY" "$WORKER_BIN" "$@"
+}
+
+# start_workers K: starts K worker processes back to back (WORKER_PIDS; log: WORKER_LOG).
+start_workers() {
+    local i
+    for ((i = 0; i < $1; i++)); do
+        printf '=== worker, WORKER_CONCURRENCY=%s, %s\n' "$WORKER_CONCURRENCY" "$(date -u +%FT%TZ)" >>"$WORKER_LOG"
+        env MAIL_DIR="$WORK/mail" SMTP_URL="" WORKER_CONCURRENCY="$WORKER_CONCURRENCY" \
+            "$WORKER_BIN" run >>"$WORKER_LOG" 2>&1 &
+        WORKER_PIDS+=($!)
+    done
+}
+
+# check_workers: dies if a worker started by this script has exited.
+check_workers() {
+    local pid
+    for pid in "${WORKER_PIDS[@]}"; do
+        kill -0 "$pid" 2>/dev/null && continue
+        tail -n 20 "$WORKER_LOG" >&2 || true
+        die "worker $pid exited unexpectedly (log: $WORKER_LOG)"
+    done
+}
+
+# stop_workers: SIGTERM to every worker (a graceful stop drains in-flight jobs and exits 0).
+stop_workers() {
+    local pid rc
+    local t0="$SECONDS"
+    for pid in "${WORKER_PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
+    for pid in "${WORKER_PIDS[@]}"; do
+        rc=0
+        stop_pid "$pid" 30 || rc=$?
+        ((rc == 0)) || add_warning "worker $pid exited with status $rc after SIGTERM (expected 0; log: $WORKER_LOG)"
+    done
+    if ((SECONDS - t0 > 2)); then log "workers stopped after ~$((SECONDS - t0)) s"; fi
+    WORKER_PIDS=()
+}
+
+# clean_queues: deletes every job key of the bench prefix (queues, job data, idempotency keys,
+# worker registrations), so a measurement starts from an empty queue.
+clean_queues() {
+    redis-cli -u "$REDIS_URL" --scan --pattern "$REDIS_PREFIX:jobs:*" |
+        xargs -r redis-cli -u "$REDIS_URL" del >/dev/null
+}
+
+# Rows written for `worker bench-enqueue` jobs (request_id "bench"); other audit rows (the auth
+# section's logins, signups) do not count.
+bench_rows() { pg_q "select count(*) from audit_log where request_id = 'bench'"; }
+
+# bench_enqueue N: pushes N synthetic audit jobs.
+bench_enqueue() {
+    local out
+    out="$(worker_cmd bench-enqueue --audit "$1" 2>"$WORK/enqueue.log")" || {
+        cat "$WORK/enqueue.log" >&2
+        die "worker bench-enqueue failed"
+    }
+    [[ $out == "$1" ]] || die "worker bench-enqueue --audit $1 printed '$out'"
+}
+
+# wait_worker_ready: enqueues one synthetic job and waits (≤ 30 s) until a worker has written it.
+wait_worker_ready() {
+    local before deadline=$((SECONDS + 30))
+    before="$(bench_rows)"
+    bench_enqueue 1
+    until (($(bench_rows) > before)); do
+        check_workers
+        ((SECONDS < deadline)) || die "the worker did not process a job within 30 s (log: $WORKER_LOG)"
+        sleep 0.1
+    done
+}
+
+# audit_drain K: with an empty queue and no worker, enqueues JOBS_N synthetic audit jobs, starts
+# K workers together and polls audit_log until all JOBS_N rows are there (≤ JOBS_TIMEOUT).
+# Sets DRAIN_DONE (rows), DRAIN_TOTAL (s from worker start to the last row), DRAIN_BOOT (s from
+# worker start to the first row), DRAIN_RATE (DONE / TOTAL), DRAIN_STEADY (jobs/s from the first
+# row to the last) and DRAIN_CPU (CPU seconds of each worker, "a + b").
+audit_drain() {
+    local k="$1" before target count start t0 deadline first last pid
+    ((${#WORKER_PIDS[@]} == 0)) || die "audit_drain: a bench worker is still running"
+    clean_queues
+    t0="$(now_s)"
+    bench_enqueue "$JOBS_N"
+    log "enqueued $JOBS_N audit jobs in $(awk -v a="$t0" -v b="$(now_s)" 'BEGIN { printf "%.2f", b - a }') s"
+    # Nobody else may consume the queue: rows must not appear before our workers start.
+    before="$(bench_rows)"
+    sleep 0.5
+    [[ "$(bench_rows)" == "$before" ]] ||
+        die "audit rows appear without a bench worker: another worker with REDIS_PREFIX=$REDIS_PREFIX is consuming the queue; stop it first"
+    target=$((before + JOBS_N))
+    start="$(now_s)"
+    start_workers "$k"
+    deadline=$((SECONDS + JOBS_TIMEOUT))
+    while :; do
+        count="$(bench_rows)"
+        ((count < target)) || break
+        check_workers
+        if ((SECONDS >= deadline)); then
+            add_warning "audit drain with $k worker(s): only $((count - before)) of $JOBS_N jobs done after ${JOBS_TIMEOUT} s (figures cover those)"
+            break
+        fi
+        sleep 0.1
+    done
+    read -r first last < <(pg_q "select extract(epoch from min(recorded_at)), extract(epoch from max(recorded_at))
+        from audit_log where request_id = 'bench' and recorded_at >= to_timestamp($start)")
+    DRAIN_CPU=""
+    for pid in "${WORKER_PIDS[@]}"; do
+        DRAIN_CPU+="${DRAIN_CPU:+ + }$(awk -v t="$(cpu_ticks "$pid")" -v hz="$CLK_TCK" 'BEGIN { printf "%.1f", t / hz }')"
+    done
+    stop_workers
+    DRAIN_DONE=$((count - before))
+    if ((DRAIN_DONE == 0)) || [[ -z $first ]]; then
+        DRAIN_TOTAL="n/a" DRAIN_BOOT="n/a" DRAIN_RATE=0 DRAIN_STEADY=0
+        return
+    fi
+    DRAIN_TOTAL="$(awk -v s="$start" -v l="$last" 'BEGIN { printf "%.2f", l - s }')"
+    DRAIN_BOOT="$(awk -v s="$start" -v f="$first" 'BEGIN { printf "%.2f", f - s }')"
+    DRAIN_RATE="$(awk -v n="$DRAIN_DONE" -v t="$DRAIN_TOTAL" 'BEGIN { printf "%.0f", (t > 0 ? n / t : 0) }')"
+    DRAIN_STEADY="$(awk -v n="$DRAIN_DONE" -v f="$first" -v l="$last" 'BEGIN { printf "%.0f", (l > f ? (n - 1) / (l - f) : 0) }')"
+    log "$(printf 'audit drain, %s worker(s): %s jobs in %s s = %s jobs/s (first row after %s s; %s jobs/s after it; worker CPU %s s)' \
+        "$k" "$DRAIN_DONE" "$DRAIN_TOTAL" "$DRAIN_RATE" "$DRAIN_BOOT" "$DRAIN_STEADY" "$DRAIN_CPU")"
 }
 
 # ------------------------------------------------------------------ wrk ---
@@ -322,7 +514,7 @@ section_auth() {
     wrk_run "$me" "$BASE_URL/v1/users/me" -H "Authorization: Bearer $token"
     note "me/health ratio" "$(pct "${RPS[$me]}" "${RPS[$HEALTH]}")"
 
-    # c. login: bcrypt-bound.
+    # c. login: bcrypt-bound (the hasher runs one hash per core and queues the rest).
     login_body="$(printf '{"email":"%s","password":"%s"}' "$BENCH_EMAIL" "$BENCH_PASSWORD")"
     lua="$WORK/login.lua"
     lua_post "$lua" "$login_body"
@@ -333,13 +525,14 @@ section_auth() {
         die "login of the bench user returned HTTP $status, expected 200"
     }
     login_name="POST /v1/auth/login (c=$LOGIN_CONNS)"
-    # No warm-up: it would only leave LOGIN_CONNS hashes in flight to wait for.
+    # No warm-up: the run is bcrypt-bound from its first request, and the DB pool opens the few
+    # connections that one-hash-per-core needs within the first hash.
     WARMUP=0 wrk_run "$login_name" "$BASE_URL/v1/auth/login" -c "$LOGIN_CONNS" -d "$LOGIN_DURATION" -s "$lua"
     ms="$BCRYPT_MS"
     ceiling="$(awk -v n="$(nproc)" -v ms="$ms" 'BEGIN { printf "%.1f", n / (ms / 1000) }')"
     note "login vs bcrypt ceiling" "$(pct "${RPS[$login_name]}" "$ceiling") (${RPS[$login_name]} of $ceiling req/s = $(nproc) cores / ${ms} ms per hash at cost $BCRYPT_COST)"
 
-    # d. /health/live latency while LOGIN_CONNS logins hash at once.
+    # d. /health/live latency while LOGIN_CONNS logins queue for the hasher (one hash per core).
     wait_idle
     bg_name="POST /v1/auth/login (c=$LOGIN_CONNS) during probe"
     probe_name="GET /health/live (c=$PROBE_CONNS) during logins"
@@ -352,6 +545,81 @@ section_auth() {
     wrk_parse "$bg_name"
     note "health p99 under $LOGIN_CONNS concurrent logins" \
         "${P99[$probe_name]} ms (p50 ${P50[$probe_name]} ms; idle at c=$CONNS: p99 ${P99[$HEALTH]} ms)"
+}
+
+# lua_signup FILE: a wrk script POSTing signups with an e-mail unique per request: a random tag
+# per wrk thread (each thread has its own Lua state and reads its own kernel UUID) plus a counter.
+lua_signup() {
+    cat >"$1" <<EOF
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/json"
+local tag, n = nil, 0
+function init(args)
+    local f = io.open("/proc/sys/kernel/random/uuid", "r")
+    if f then
+        tag = f:read("*l"):gsub("-", ""):sub(1, 16)
+        f:close()
+    else
+        math.randomseed(os.time() + math.floor(os.clock() * 1e6))
+        tag = string.format("%x%08x", os.time(), math.random(0, 0x7fffffff))
+    end
+end
+function request()
+    n = n + 1
+    return wrk.format(nil, nil, nil, string.format(
+        '{"email":"s%s-%d@bench.example.com","password":"$BENCH_PASSWORD","name":"Bench"}', tag, n))
+end
+EOF
+}
+
+section_jobs() {
+    # 1 and 2: audit jobs/s of one, then two worker processes (the API is idle meanwhile).
+    audit_drain 1
+    local one="$DRAIN_RATE"
+    note "audit jobs/s (1 worker)" \
+        "$DRAIN_RATE ($DRAIN_DONE jobs in $DRAIN_TOTAL s from worker start; first row after $DRAIN_BOOT s, $DRAIN_STEADY jobs/s from then on; worker CPU $DRAIN_CPU s; WORKER_CONCURRENCY=$WORKER_CONCURRENCY)"
+    audit_drain 2
+    note "audit jobs/s (2 workers)" \
+        "$DRAIN_RATE total, $(awk -v r="$DRAIN_RATE" 'BEGIN { printf "%.0f", r / 2 }') per process, $(pct "$DRAIN_RATE" "$one") of 1 worker ($DRAIN_DONE jobs in $DRAIN_TOTAL s; first row after $DRAIN_BOOT s, $DRAIN_STEADY jobs/s from then on; worker CPU $DRAIN_CPU s)"
+
+    # 3: signup latency without and with a worker consuming, on an API restarted at
+    # SIGNUP_BCRYPT_COST. Both runs enqueue (outbox row in the transaction + after-commit push to
+    # Redis); the second also has the worker draining the queue (Redis, PostgreSQL, CPU).
+    local saved_cost="$BCRYPT_COST" lua="$WORK/signup.lua" without with t0 users rows name
+    lua_signup "$lua"
+    stop_api
+    export BCRYPT_COST="$SIGNUP_BCRYPT_COST"
+    start_api
+    without="POST /v1/auth/signup (c=$SIGNUP_CONNS, cost $SIGNUP_BCRYPT_COST, no worker)"
+    with="POST /v1/auth/signup (c=$SIGNUP_CONNS, cost $SIGNUP_BCRYPT_COST, 1 worker)"
+    wrk_run "$without" "$BASE_URL/v1/auth/signup" -c "$SIGNUP_CONNS" -d "$SIGNUP_DURATION" -s "$lua"
+    # The backlog of the first run must not be worked off during the second.
+    wait_idle
+    clean_queues
+    t0="$(now_s)"
+    start_workers 1
+    wait_worker_ready
+    wrk_run "$with" "$BASE_URL/v1/auth/signup" -c "$SIGNUP_CONNS" -d "$SIGNUP_DURATION" -s "$lua"
+    # Did the worker keep up? Signups since it started vs their audit rows, right after the run.
+    read -r users rows < <(pg_q "select (select count(*) from users where created_at >= to_timestamp($t0)),
+        (select count(*) from audit_log where event_type = 'signup' and occurred_at >= to_timestamp($t0))")
+    check_workers
+    stop_workers
+    for name in "$without" "$with"; do
+        if [[ ${NON2XX[$name]} != 0 ]]; then
+            add_warning "$name: non-2xx responses; 409s would mean e-mail collisions in the wrk script"
+        fi
+    done
+    note "signup p50/p99 without worker" "${P50[$without]} / ${P99[$without]} ms (${RPS[$without]} req/s)"
+    note "signup p50/p99 with worker" "${P50[$with]} / ${P99[$with]} ms (${RPS[$with]} req/s); difference $(
+        awk -v a="${P50[$without]}" -v b="${P50[$with]}" -v c="${P99[$without]}" -v d="${P99[$with]}" \
+            'BEGIN { printf "p50 %+.2f ms, p99 %+.2f ms", b - a, d - c }'
+    ); worker had written $rows of $users signup audit rows when the run ended"
+
+    # Restore the API the other sections expect.
+    stop_api
+    export BCRYPT_COST="$saved_cost"
+    start_api
 }
 
 # --------------------------------------------------------------- report ---
@@ -401,5 +669,6 @@ for s in "${RUN_SECTIONS[@]}"; do
     log "section $s"
     "section_$s"
 done
-note "peak RSS" "$(peak_rss_mb) MB (VmHWM of api serve)"
+stop_api
+note "peak RSS" "$API_PEAK_RSS MB (max VmHWM of the api serve processes of this run)"
 report

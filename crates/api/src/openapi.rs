@@ -31,6 +31,16 @@ use crate::routes;
         routes::auth::forgot_password,
         routes::auth::reset_password,
         routes::audit::list,
+        routes::tasks::list_categories,
+        routes::tasks::create_category,
+        routes::tasks::rename_category,
+        routes::tasks::delete_category,
+        routes::tasks::list,
+        routes::tasks::create,
+        routes::tasks::get,
+        routes::tasks::update,
+        routes::tasks::delete,
+        routes::tasks::restore,
         routes::users::get_me,
         routes::users::patch_me,
         routes::users::list,
@@ -46,6 +56,7 @@ use crate::routes;
         (name = "auth", description = "Sign-up, login, token rotation, sessions"),
         (name = "users", description = "Your profile; user administration (admin)"),
         (name = "audit", description = "The append-only audit log (admin)"),
+        (name = "tasks", description = "Your tasks and categories"),
     )
 )]
 pub struct ApiDoc;

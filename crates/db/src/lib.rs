@@ -11,6 +11,7 @@ pub mod outbox;
 pub mod pool;
 pub mod schema;
 pub mod sessions;
+pub mod tasks;
 pub mod users;
 
 pub use diesel_async::AsyncPgConnection;

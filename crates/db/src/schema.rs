@@ -1,6 +1,39 @@
 // @generated automatically by Diesel CLI.
 
 diesel::table! {
+    categories (id) {
+        id -> Uuid,
+        user_id -> Uuid,
+        name -> Text,
+        created_at -> Timestamptz,
+        updated_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    task_categories (task_id, category_id) {
+        task_id -> Uuid,
+        category_id -> Uuid,
+    }
+}
+
+diesel::table! {
+    tasks (id) {
+        id -> Uuid,
+        user_id -> Uuid,
+        title -> Text,
+        description -> Nullable<Text>,
+        status -> Text,
+        priority -> Int2,
+        due_at -> Nullable<Timestamptz>,
+        completed_at -> Nullable<Timestamptz>,
+        created_at -> Timestamptz,
+        updated_at -> Timestamptz,
+        deleted_at -> Nullable<Timestamptz>,
+    }
+}
+
+diesel::table! {
     audit_log (event_id) {
         event_id -> Uuid,
         event_type -> Text,
@@ -85,16 +118,23 @@ diesel::table! {
     }
 }
 
+diesel::joinable!(categories -> users (user_id));
 diesel::joinable!(email_tokens -> users (user_id));
+diesel::joinable!(task_categories -> categories (category_id));
+diesel::joinable!(task_categories -> tasks (task_id));
+diesel::joinable!(tasks -> users (user_id));
 diesel::joinable!(refresh_tokens -> sessions (session_id));
 diesel::joinable!(sessions -> users (user_id));
 
 diesel::allow_tables_to_appear_in_same_query!(
     audit_log,
+    categories,
     email_log,
     email_tokens,
     outbox,
     refresh_tokens,
     sessions,
+    task_categories,
+    tasks,
     users,
 );

@@ -150,10 +150,12 @@ pub enum AuditEventType {
     AdminUserCreated,
     AdminUserUpdated,
     AdminUserDeleted,
+    TaskDeleted,
+    TaskRestored,
 }
 
 impl AuditEventType {
-    pub const ALL: [AuditEventType; 13] = [
+    pub const ALL: [AuditEventType; 15] = [
         Self::Signup,
         Self::LoginSucceeded,
         Self::LoginFailed,
@@ -167,6 +169,8 @@ impl AuditEventType {
         Self::AdminUserCreated,
         Self::AdminUserUpdated,
         Self::AdminUserDeleted,
+        Self::TaskDeleted,
+        Self::TaskRestored,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -184,6 +188,8 @@ impl AuditEventType {
             Self::AdminUserCreated => "admin_user_created",
             Self::AdminUserUpdated => "admin_user_updated",
             Self::AdminUserDeleted => "admin_user_deleted",
+            Self::TaskDeleted => "task_deleted",
+            Self::TaskRestored => "task_restored",
         }
     }
 }

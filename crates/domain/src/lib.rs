@@ -7,6 +7,7 @@ pub mod error;
 pub mod jobs;
 pub mod pagination;
 pub mod password;
+pub mod tasks;
 pub mod user;
 
 pub use email::Email;

@@ -5,6 +5,7 @@ use actix_web::web;
 pub mod audit;
 pub mod auth;
 pub mod health;
+pub mod tasks;
 pub mod users;
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
@@ -22,6 +23,28 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                 .service(web::resource("/auth/password/forgot").route(web::post().to(auth::forgot_password)))
                 .service(web::resource("/auth/password/reset").route(web::post().to(auth::reset_password)))
                 .service(web::resource("/audit-events").route(web::get().to(audit::list)))
+                .service(
+                    web::resource("/categories")
+                        .route(web::get().to(tasks::list_categories))
+                        .route(web::post().to(tasks::create_category)),
+                )
+                .service(
+                    web::resource("/categories/{id}")
+                        .route(web::patch().to(tasks::rename_category))
+                        .route(web::delete().to(tasks::delete_category)),
+                )
+                .service(
+                    web::resource("/tasks")
+                        .route(web::get().to(tasks::list))
+                        .route(web::post().to(tasks::create)),
+                )
+                .service(
+                    web::resource("/tasks/{id}")
+                        .route(web::get().to(tasks::get))
+                        .route(web::patch().to(tasks::update))
+                        .route(web::delete().to(tasks::delete)),
+                )
+                .service(web::resource("/tasks/{id}/restore").route(web::post().to(tasks::restore)))
                 .service(
                     web::resource("/users/me")
                         .route(web::get().to(users::get_me))

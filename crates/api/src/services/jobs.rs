@@ -15,6 +15,7 @@ use crate::extract::ClientMeta;
 pub enum Target {
     User(Uuid),
     Session(Uuid),
+    Task(Uuid),
     None,
 }
 
@@ -23,6 +24,7 @@ impl Target {
         match self {
             Target::User(id) => (Some("user".into()), Some(id)),
             Target::Session(id) => (Some("session".into()), Some(id)),
+            Target::Task(id) => (Some("task".into()), Some(id)),
             Target::None => (None, None),
         }
     }

@@ -7,4 +7,5 @@ mod audit;
 mod auth;
 mod binary;
 mod edge;
+mod tasks;
 mod users;

@@ -1,0 +1,409 @@
+//! `/v1/tasks` and `/v1/categories`: the signed-in user's own tasks and categories.
+
+use actix_web::{HttpRequest, HttpResponse, web};
+use chrono::{DateTime, Utc};
+use domain::{
+    Cursor, FieldError, Limit,
+    tasks::{Priority, TaskListQuery, TaskStatus, parse_category_name, parse_description, parse_title},
+};
+use garde::Validate;
+use serde::{Deserialize, Deserializer, Serialize};
+use utoipa::{IntoParams, ToSchema};
+use uuid::Uuid;
+
+use crate::{
+    dto::Page,
+    error::{ApiError, ApiResult, Problem},
+    extract::{AuthUser, ClientMeta, IdPath, ValidJson, ValidQuery},
+    services::tasks::{self as svc, CategoryCursor, NewTaskInput, TaskPatch, TaskView},
+    state::AppState,
+};
+
+/// `Some(None)` for an explicit `null`, `None` (with `#[serde(default)]`) when absent.
+fn double_option<'de, T: Deserialize<'de>, D: Deserializer<'de>>(d: D) -> Result<Option<Option<T>>, D::Error> {
+    Option::<T>::deserialize(d).map(Some)
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct CategoryRef {
+    pub id: Uuid,
+    pub name: String,
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct TaskResponse {
+    pub id: Uuid,
+    pub title: String,
+    pub description: Option<String>,
+    pub status: TaskStatus,
+    pub priority: Priority,
+    pub due_at: Option<DateTime<Utc>>,
+    /// Sorted by name.
+    pub categories: Vec<CategoryRef>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    /// Set while the status is `done`.
+    pub completed_at: Option<DateTime<Utc>>,
+    /// Set on soft-deleted tasks (visible with `include_deleted=true`).
+    pub deleted_at: Option<DateTime<Utc>>,
+}
+
+impl From<TaskView> for TaskResponse {
+    fn from(v: TaskView) -> Self {
+        let r = v.row;
+        Self {
+            id: r.id,
+            title: r.title,
+            description: r.description,
+            status: r.status.parse().unwrap_or(TaskStatus::Todo),
+            priority: Priority::from_rank(r.priority).unwrap_or(Priority::Medium),
+            due_at: r.due_at,
+            categories: v
+                .categories
+                .into_iter()
+                .map(|(id, name)| CategoryRef { id, name })
+                .collect(),
+            created_at: r.created_at,
+            updated_at: r.updated_at,
+            completed_at: r.completed_at,
+            deleted_at: r.deleted_at,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize, Validate, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateTaskRequest {
+    /// 1–200 characters.
+    #[garde(skip)]
+    pub title: String,
+    /// Up to 10,000 characters.
+    #[garde(skip)]
+    pub description: Option<String>,
+    /// Default `todo`.
+    #[garde(skip)]
+    pub status: Option<TaskStatus>,
+    /// Default `medium`.
+    #[garde(skip)]
+    pub priority: Option<Priority>,
+    #[garde(skip)]
+    pub due_at: Option<DateTime<Utc>>,
+    /// Your own categories only (another user's → 422). At most 50.
+    #[garde(length(max = 50))]
+    pub category_ids: Option<Vec<Uuid>>,
+}
+
+/// Partial update: an absent field is unchanged; `null` clears `description` and `due_at`
+/// (and is rejected for the other fields); `category_ids` replaces the whole set.
+#[derive(Debug, Deserialize, Validate, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateTaskRequest {
+    #[garde(skip)]
+    #[serde(default, deserialize_with = "double_option")]
+    #[schema(value_type = Option<String>)]
+    pub title: Option<Option<String>>,
+    #[garde(skip)]
+    #[serde(default, deserialize_with = "double_option")]
+    #[schema(value_type = Option<String>)]
+    pub description: Option<Option<String>>,
+    #[garde(skip)]
+    #[serde(default, deserialize_with = "double_option")]
+    #[schema(value_type = Option<TaskStatus>)]
+    pub status: Option<Option<TaskStatus>>,
+    #[garde(skip)]
+    #[serde(default, deserialize_with = "double_option")]
+    #[schema(value_type = Option<Priority>)]
+    pub priority: Option<Option<Priority>>,
+    #[garde(skip)]
+    #[serde(default, deserialize_with = "double_option")]
+    #[schema(value_type = Option<DateTime<Utc>>)]
+    pub due_at: Option<Option<DateTime<Utc>>>,
+    #[garde(skip)]
+    #[serde(default, deserialize_with = "double_option")]
+    #[schema(value_type = Option<Vec<Uuid>>)]
+    pub category_ids: Option<Option<Vec<Uuid>>>,
+}
+
+/// Documentation of the list parameters (parsing is `domain::tasks::TaskListQuery::parse`).
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+#[allow(dead_code)]
+pub struct TaskListParams {
+    /// One or several of `todo`, `in_progress`, `done` (repeat the parameter or separate by commas).
+    status: Option<Vec<TaskStatus>>,
+    /// One or several of `low`, `medium`, `high`.
+    priority: Option<Vec<Priority>>,
+    /// Only tasks in this category.
+    category_id: Option<Uuid>,
+    /// Only tasks due strictly before this time (RFC 3339).
+    due_before: Option<DateTime<Utc>>,
+    /// Only tasks due at or after this time (RFC 3339).
+    due_after: Option<DateTime<Utc>>,
+    /// Case-insensitive substring of the title (1–100 characters).
+    q: Option<String>,
+    /// Include soft-deleted tasks (default false).
+    include_deleted: Option<bool>,
+    /// `created_at`, `-created_at` (default), `due_at`, `-due_at` (no due date last in both),
+    /// `priority` (low → high), `-priority` (high → low). Ties are broken by id.
+    sort: Option<String>,
+    /// 1–100, default 20.
+    limit: Option<i64>,
+    /// Opaque cursor from `next_cursor`; only valid with the same `sort`.
+    cursor: Option<String>,
+}
+
+fn collect<T>(errors: &mut Vec<FieldError>, r: Result<T, domain::DomainError>) -> Option<T> {
+    match r {
+        Ok(v) => Some(v),
+        Err(domain::DomainError::Validation(e)) => {
+            errors.extend(e);
+            None
+        }
+    }
+}
+
+fn not_null(errors: &mut Vec<FieldError>, field: &str) {
+    errors.push(FieldError::new(field, "must not be null"));
+}
+
+/// Create a task.
+#[utoipa::path(post, path = "/v1/tasks", tag = "tasks", security(("bearer" = [])), request_body = CreateTaskRequest, responses(
+    (status = 201, body = TaskResponse),
+    (status = 401, body = Problem, content_type = "application/problem+json"),
+    (status = 422, body = Problem, content_type = "application/problem+json", description = "Invalid field, or a category that is not yours"),
+))]
+pub async fn create(
+    state: web::Data<AppState>,
+    me: AuthUser,
+    ValidJson(b): ValidJson<CreateTaskRequest>,
+) -> ApiResult<HttpResponse> {
+    let mut errors = vec![];
+    let title = collect(&mut errors, parse_title(&b.title));
+    let description = b
+        .description
+        .as_deref()
+        .map(|d| collect(&mut errors, parse_description(d)));
+    if !errors.is_empty() {
+        return Err(ApiError::Validation(errors));
+    }
+    let input = NewTaskInput {
+        title: title.unwrap_or_default(),
+        description: description.flatten(),
+        status: b.status.unwrap_or(TaskStatus::Todo),
+        priority: b.priority.unwrap_or(Priority::Medium),
+        due_at: b.due_at,
+        category_ids: b.category_ids.unwrap_or_default(),
+    };
+    let task = svc::create(&state, me.id(), input).await?;
+    Ok(HttpResponse::Created().json(TaskResponse::from(task)))
+}
+
+/// List your tasks: filters, sort, cursor pagination. Each task embeds its categories.
+#[utoipa::path(get, path = "/v1/tasks", tag = "tasks", security(("bearer" = [])), params(TaskListParams), responses(
+    (status = 200, body = Page<TaskResponse>),
+    (status = 401, body = Problem, content_type = "application/problem+json"),
+    (status = 422, body = Problem, content_type = "application/problem+json", description = "Unknown parameter, bad filter value, unknown sort, or a tampered cursor"),
+))]
+pub async fn list(state: web::Data<AppState>, me: AuthUser, req: HttpRequest) -> ApiResult<HttpResponse> {
+    let pairs: Vec<(String, String)> = form_urlencoded::parse(req.query_string().as_bytes())
+        .into_owned()
+        .collect();
+    let query = TaskListQuery::parse(pairs.iter().map(|(k, v)| (k.as_str(), v.as_str())))?;
+    let (views, next) = svc::list(&state, me.id(), &query).await?;
+    Ok(HttpResponse::Ok().json(Page {
+        items: views.into_iter().map(TaskResponse::from).collect(),
+        next_cursor: next,
+    }))
+}
+
+/// One of your tasks.
+#[utoipa::path(get, path = "/v1/tasks/{id}", tag = "tasks", security(("bearer" = [])), params(("id" = Uuid, Path)), responses(
+    (status = 200, body = TaskResponse),
+    (status = 404, body = Problem, content_type = "application/problem+json", description = "Missing, deleted, or not yours"),
+))]
+pub async fn get(state: web::Data<AppState>, me: AuthUser, IdPath(id): IdPath) -> ApiResult<HttpResponse> {
+    Ok(HttpResponse::Ok().json(TaskResponse::from(svc::get(&state, me.id(), id).await?)))
+}
+
+/// Partially update one of your tasks.
+#[utoipa::path(patch, path = "/v1/tasks/{id}", tag = "tasks", security(("bearer" = [])), params(("id" = Uuid, Path)),
+    request_body = UpdateTaskRequest, responses(
+    (status = 200, body = TaskResponse),
+    (status = 404, body = Problem, content_type = "application/problem+json"),
+    (status = 422, body = Problem, content_type = "application/problem+json"),
+))]
+pub async fn update(
+    state: web::Data<AppState>,
+    me: AuthUser,
+    IdPath(id): IdPath,
+    ValidJson(b): ValidJson<UpdateTaskRequest>,
+) -> ApiResult<HttpResponse> {
+    let mut errors = vec![];
+    let mut patch = TaskPatch::default();
+    match b.title {
+        None => {}
+        Some(None) => not_null(&mut errors, "title"),
+        Some(Some(t)) => patch.title = collect(&mut errors, parse_title(&t)),
+    }
+    match b.description {
+        None => {}
+        Some(None) => patch.description = Some(None),
+        Some(Some(d)) => patch.description = collect(&mut errors, parse_description(&d)).map(Some),
+    }
+    match b.status {
+        Some(None) => not_null(&mut errors, "status"),
+        other => patch.status = other.flatten(),
+    }
+    match b.priority {
+        Some(None) => not_null(&mut errors, "priority"),
+        other => patch.priority = other.flatten(),
+    }
+    patch.due_at = b.due_at;
+    match b.category_ids {
+        Some(None) => not_null(&mut errors, "category_ids"),
+        Some(Some(ids)) if ids.len() > 50 => errors.push(FieldError::new("category_ids", "at most 50 categories")),
+        other => patch.category_ids = other.flatten(),
+    }
+    if !errors.is_empty() {
+        return Err(ApiError::Validation(errors));
+    }
+    Ok(HttpResponse::Ok().json(TaskResponse::from(svc::update(&state, me.id(), id, patch).await?)))
+}
+
+/// Soft-delete one of your tasks.
+#[utoipa::path(delete, path = "/v1/tasks/{id}", tag = "tasks", security(("bearer" = [])), params(("id" = Uuid, Path)), responses(
+    (status = 204, description = "Deleted (restorable)"),
+    (status = 404, body = Problem, content_type = "application/problem+json"),
+))]
+pub async fn delete(
+    state: web::Data<AppState>,
+    me: AuthUser,
+    meta: ClientMeta,
+    IdPath(id): IdPath,
+) -> ApiResult<HttpResponse> {
+    svc::delete(&state, me.id(), id, &meta).await?;
+    Ok(HttpResponse::NoContent().finish())
+}
+
+/// Undo a soft delete (a no-op on a task that is not deleted).
+#[utoipa::path(post, path = "/v1/tasks/{id}/restore", tag = "tasks", security(("bearer" = [])), params(("id" = Uuid, Path)), responses(
+    (status = 200, body = TaskResponse),
+    (status = 404, body = Problem, content_type = "application/problem+json"),
+))]
+pub async fn restore(
+    state: web::Data<AppState>,
+    me: AuthUser,
+    meta: ClientMeta,
+    IdPath(id): IdPath,
+) -> ApiResult<HttpResponse> {
+    Ok(HttpResponse::Ok().json(TaskResponse::from(svc::restore(&state, me.id(), id, &meta).await?)))
+}
+
+// ---- categories ----
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct CategoryResponse {
+    pub id: Uuid,
+    pub name: String,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+impl From<db::tasks::CategoryRow> for CategoryResponse {
+    fn from(c: db::tasks::CategoryRow) -> Self {
+        Self {
+            id: c.id,
+            name: c.name,
+            created_at: c.created_at,
+            updated_at: c.updated_at,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize, Validate, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CategoryRequest {
+    /// 1–50 characters; unique among your categories, case-insensitively.
+    #[garde(skip)]
+    pub name: String,
+}
+
+#[derive(Debug, Deserialize, Validate, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct CategoryListQuery {
+    #[garde(range(min = 1, max = 100))]
+    pub limit: Option<i64>,
+    #[garde(length(max = 512))]
+    pub cursor: Option<String>,
+}
+
+/// Your categories, in creation order.
+#[utoipa::path(get, path = "/v1/categories", tag = "tasks", security(("bearer" = [])), params(CategoryListQuery), responses(
+    (status = 200, body = Page<CategoryResponse>),
+    (status = 422, body = Problem, content_type = "application/problem+json"),
+))]
+pub async fn list_categories(
+    state: web::Data<AppState>,
+    me: AuthUser,
+    ValidQuery(q): ValidQuery<CategoryListQuery>,
+) -> ApiResult<HttpResponse> {
+    let limit = Limit::parse(q.limit)?;
+    let after = q
+        .cursor
+        .as_deref()
+        .map(Cursor::decode::<CategoryCursor>)
+        .transpose()?
+        .map(|c| c.id);
+    let (rows, next) = svc::list_categories(&state, me.id(), after, limit).await?;
+    Ok(HttpResponse::Ok().json(Page {
+        items: rows.into_iter().map(CategoryResponse::from).collect(),
+        next_cursor: next,
+    }))
+}
+
+/// Create a category.
+#[utoipa::path(post, path = "/v1/categories", tag = "tasks", security(("bearer" = [])), request_body = CategoryRequest, responses(
+    (status = 201, body = CategoryResponse),
+    (status = 409, body = Problem, content_type = "application/problem+json", description = "`category_exists`"),
+    (status = 422, body = Problem, content_type = "application/problem+json"),
+))]
+pub async fn create_category(
+    state: web::Data<AppState>,
+    me: AuthUser,
+    ValidJson(b): ValidJson<CategoryRequest>,
+) -> ApiResult<HttpResponse> {
+    let name = parse_category_name(&b.name)?;
+    Ok(HttpResponse::Created().json(CategoryResponse::from(
+        svc::create_category(&state, me.id(), &name).await?,
+    )))
+}
+
+/// Rename one of your categories.
+#[utoipa::path(patch, path = "/v1/categories/{id}", tag = "tasks", security(("bearer" = [])), params(("id" = Uuid, Path)),
+    request_body = CategoryRequest, responses(
+    (status = 200, body = CategoryResponse),
+    (status = 404, body = Problem, content_type = "application/problem+json"),
+    (status = 409, body = Problem, content_type = "application/problem+json", description = "`category_exists`"),
+))]
+pub async fn rename_category(
+    state: web::Data<AppState>,
+    me: AuthUser,
+    IdPath(id): IdPath,
+    ValidJson(b): ValidJson<CategoryRequest>,
+) -> ApiResult<HttpResponse> {
+    let name = parse_category_name(&b.name)?;
+    Ok(HttpResponse::Ok().json(CategoryResponse::from(
+        svc::rename_category(&state, me.id(), id, &name).await?,
+    )))
+}
+
+/// Delete one of your categories; its tasks stay and lose the category.
+#[utoipa::path(delete, path = "/v1/categories/{id}", tag = "tasks", security(("bearer" = [])), params(("id" = Uuid, Path)), responses(
+    (status = 204, description = "Deleted"),
+    (status = 404, body = Problem, content_type = "application/problem+json"),
+))]
+pub async fn delete_category(state: web::Data<AppState>, me: AuthUser, IdPath(id): IdPath) -> ApiResult<HttpResponse> {
+    svc::delete_category(&state, me.id(), id).await?;
+    Ok(HttpResponse::NoContent().finish())
+}

@@ -1,0 +1,3 @@
+DROP TABLE task_categories;
+DROP TABLE tasks;
+DROP TABLE categories;
