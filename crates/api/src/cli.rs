@@ -15,8 +15,16 @@ pub enum Command {
     Serve,
     /// Apply pending database migrations (embedded in the binary).
     Migrate,
-    /// Insert idempotent demo data: an admin and a few users (refused in production).
-    Seed,
+    /// Insert idempotent demo data: an admin and a few users (refused in production). With
+    /// `--tasks`, also bulk benchmark data: `--users` seed accounts owning `--tasks` tasks.
+    Seed {
+        /// Seed accounts for bulk data (`seed{i}@seed.example.com`, password `demo-password-123`).
+        #[arg(long, default_value_t = 1000)]
+        users: i64,
+        /// Total tasks owned by the seed accounts (0 = no bulk data).
+        #[arg(long, default_value_t = 0)]
+        tasks: i64,
+    },
     /// Create an admin account, or make an existing account an admin. Idempotent.
     CreateAdmin {
         #[arg(long)]

@@ -41,9 +41,12 @@ async fn run(command: Command) -> anyhow::Result<()> {
                 .map_err(|e| anyhow::anyhow!("migrate: {e}"))?;
             tracing::info!(count = applied.len(), versions = ?applied, "migrations applied");
         }
-        Command::Seed => {
+        Command::Seed { users, tasks } => {
             let state = startup::build_state(config).await?;
             seed::seed(&state).await?;
+            if tasks > 0 {
+                seed::bulk(&state, users, tasks).await?;
+            }
         }
         Command::CreateAdmin { email, password, name } => {
             let state = startup::build_state(config).await?;

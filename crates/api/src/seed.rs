@@ -72,3 +72,18 @@ pub async fn seed(state: &AppState) -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+/// Bulk benchmark data (see `db::seed`): one bcrypt hash shared by every seed account.
+pub async fn bulk(state: &AppState, users: i64, tasks: i64) -> anyhow::Result<()> {
+    if state.config.app_env == AppEnv::Production {
+        anyhow::bail!("refusing to seed benchmark accounts in production");
+    }
+    anyhow::ensure!(users > 0, "--users must be positive");
+    let password = Password::parse(DEMO_PASSWORD.to_owned(), "password").map_err(|e| anyhow::anyhow!("{e:?}"))?;
+    let hash = state.hasher.hash(&password).await?;
+    let started = std::time::Instant::now();
+    let mut conn = state.db.get().await.map_err(db::DbError::from)?;
+    let (users, tasks) = db::seed::bulk(&mut conn, users, tasks, &hash).await?;
+    tracing::info!(users, tasks, secs = started.elapsed().as_secs_f64(), "bulk seed done");
+    Ok(())
+}

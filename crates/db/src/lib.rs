@@ -10,6 +10,7 @@ pub mod error;
 pub mod outbox;
 pub mod pool;
 pub mod schema;
+pub mod seed;
 pub mod sessions;
 pub mod tasks;
 pub mod users;
