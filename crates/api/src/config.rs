@@ -17,6 +17,11 @@
 //! | `LOG_FORMAT` | `pretty` in development, else `json` | log output format |
 //! | `DATABASE_POOL_SIZE` | `16` | Postgres pool size |
 //! | `REDIS_POOL_SIZE` | `16` | Redis pool size |
+//! | `CACHE_ENABLED` | `true` | cache-aside for shared reads (admin user list, users) |
+//! | `CACHE_TTL` | `60s` | lifetime of every cache entry |
+//! | `RATE_LIMIT_ENABLED` | `true` | all rate limits on/off |
+//! | `RATE_LIMIT_<POLICY>` | see `ratelimit.rs` | `<count>/<seconds>` for LOGIN, SIGNUP, FORGOT, REFRESH, USER, ANON |
+//! | `TRUSTED_PROXIES` | – | comma-separated IPs/CIDRs whose `X-Forwarded-For` is believed |
 
 use std::{env, net::SocketAddr, path::PathBuf, str::FromStr, time::Duration};
 
@@ -77,6 +82,11 @@ pub struct Config {
     pub bcrypt_cost: u32,
     pub public_url: String,
     pub log_format: LogFormat,
+    pub cache_enabled: bool,
+    pub cache_ttl: Duration,
+    pub rate_limits: crate::ratelimit::RateLimitConfig,
+    /// Timeouts, connection limits, CORS, HSTS, metrics listener: see `hardening.rs`.
+    pub http: crate::hardening::HttpSettings,
 }
 
 /// Parses `900`, `30s`, `15m`, `12h` or `30d`.
@@ -196,8 +206,13 @@ impl Config {
             access_token_ttl,
             refresh_token_ttl,
             bcrypt_cost,
+            // Before `public_url` moves: it decides the HSTS default.
+            http: crate::hardening::HttpSettings::from_env(&public_url)?,
             public_url,
             log_format,
+            cache_enabled: parsed("CACHE_ENABLED", true)?,
+            cache_ttl: parse_duration(&var("CACHE_TTL").unwrap_or_else(|| "60s".into())).context("CACHE_TTL")?,
+            rate_limits: crate::ratelimit::RateLimitConfig::from_env()?,
         })
     }
 

@@ -97,10 +97,17 @@ fn finish(res: HttpResponse<BoxBody>, id: &str) -> HttpResponse<BoxBody> {
         let mut replacement = REQUEST_ID
             .sync_scope(id.to_owned(), || Problem::for_status(status))
             .into_response();
-        // Keep headers that matter to clients (Allow on 405, Retry-After, WWW-Authenticate).
-        for name in [header::ALLOW, header::RETRY_AFTER, header::WWW_AUTHENTICATE] {
-            if let Some(v) = res.headers().get(&name) {
-                replacement.headers_mut().insert(name.clone(), v.clone());
+        // Keep the original's headers (Allow on 405, Retry-After, WWW-Authenticate, and what
+        // inner middleware added: CORS, security headers, rate-limit headers), except those that
+        // describe the replaced body or that the problem sets itself.
+        let own: Vec<HeaderName> = replacement.headers().keys().cloned().collect();
+        for (name, value) in res.headers() {
+            let body_header = matches!(
+                *name,
+                header::CONTENT_TYPE | header::CONTENT_LENGTH | header::CONTENT_ENCODING | header::TRANSFER_ENCODING
+            );
+            if !body_header && !own.contains(name) {
+                replacement.headers_mut().append(name.clone(), value.clone());
             }
         }
         replacement
@@ -135,7 +142,12 @@ impl ResponseError for EdgeError {
             Some(e) => REQUEST_ID.sync_scope(self.request_id.clone(), || e.error_response()),
             None => HttpResponse::InternalServerError().finish(),
         };
-        finish(res, &self.request_id)
+        let mut res = finish(res, &self.request_id);
+        if self.inner.is_none() {
+            // A panic unwound through the security-headers middleware: set them here.
+            crate::hardening::error_headers(res.headers_mut());
+        }
+        res
     }
 }
 

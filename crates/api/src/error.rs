@@ -108,6 +108,8 @@ pub enum ApiError {
     UnsupportedMediaType,
     #[error("service unavailable: {0}")]
     Unavailable(String),
+    #[error("rate limited")]
+    RateLimited(crate::ratelimit::Decision),
     #[error(transparent)]
     Internal(#[from] anyhow::Error),
 }
@@ -160,6 +162,11 @@ impl ApiError {
                 "service_unavailable",
                 "A backing service is temporarily unavailable; retry shortly.",
             ),
+            Self::RateLimited(d) => Problem::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate_limited",
+                format!("Too many requests ({} policy); retry in {} s.", d.policy.name, d.retry_after_secs.max(1)),
+            ),
             Self::Internal(_) => Problem::for_status(StatusCode::INTERNAL_SERVER_ERROR),
         }
     }
@@ -180,6 +187,9 @@ impl ResponseError for ApiError {
         if matches!(self, Self::Unavailable(_)) {
             res.headers_mut()
                 .insert(header::RETRY_AFTER, header::HeaderValue::from_static("5"));
+        }
+        if let Self::RateLimited(d) = self {
+            d.write_headers(res.headers_mut());
         }
         if matches!(self, Self::Unauthorized { .. }) {
             res.headers_mut()

@@ -171,11 +171,13 @@ impl FromRequest for ClientMeta {
             .get::<RequestId>()
             .map(|r| r.0.clone())
             .unwrap_or_default();
-        std::future::ready(Ok(Self {
-            ip: req.peer_addr().map(|a| a.ip().to_string()),
-            user_agent,
-            request_id,
-        }))
+        // The client address as the rate limiter sees it (X-Forwarded-For only from trusted proxies).
+        let trusted = req
+            .app_data::<web::Data<AppState>>()
+            .map(|s| s.limits.config.trusted_proxies.clone())
+            .unwrap_or_default();
+        let ip = crate::ratelimit::request_ip(req, &trusted).map(|ip| ip.to_string());
+        std::future::ready(Ok(Self { ip, user_agent, request_id }))
     }
 }
 
@@ -215,10 +217,14 @@ impl FromRequest for AuthUser {
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
         let state = req.app_data::<web::Data<AppState>>().cloned();
         let token = bearer(req);
+        let req = req.clone();
         Box::pin(async move {
             let state = state.ok_or_else(|| ApiError::internal(anyhow::anyhow!("AppState missing")))?;
             let token = token.ok_or_else(ApiError::unauthorized)?;
             let claims = state.tokens.verify(&token).map_err(|_| ApiError::invalid_token())?;
+            // The per-user limit, keyed by the verified subject (before any database work).
+            let decision = state.limits.check(state.limits.config.user, &claims.sub.to_string()).await;
+            crate::ratelimit::enforce(&req, decision)?;
             let mut conn = state.db.get().await.map_err(db::DbError::from)?;
             let (session, user) = db::sessions::find_live_with_user(&mut conn, claims.sid)
                 .await?

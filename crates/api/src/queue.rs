@@ -33,7 +33,10 @@ impl Dispatcher {
         let mut pushed = Vec::with_capacity(pending.len());
         for p in &pending {
             match self.producer.push_outbox(p.id, &p.job).await {
-                Ok(()) => pushed.push(p.id),
+                Ok(()) => {
+                    pushed.push(p.id);
+                    crate::metrics::job_enqueued(p.job.queue().as_str());
+                }
                 Err(e) => {
                     tracing::warn!(error = %e, outbox.id = %p.id, "push failed; the outbox dispatcher will retry");
                     break;

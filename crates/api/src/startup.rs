@@ -3,17 +3,18 @@
 
 use std::{net::TcpListener, sync::Arc, time::Duration};
 
-use actix_web::{App, HttpResponse, dev::Server, middleware::from_fn, web};
+use actix_web::{App, HttpResponse, dev::Server, http::KeepAlive, middleware::from_fn, web};
 use anyhow::Context;
 use auth::{PasswordHasher, TokenIssuer};
-use bb8_redis::RedisConnectionManager;
 use jobs::{Producer, QueueSettings};
 use secrecy::ExposeSecret;
 use utoipa::OpenApi;
 use utoipa_swagger_ui::SwaggerUi;
 
 use crate::{
+    cache::Cache,
     config::{Config, JWT_AUDIENCE},
+    ratelimit::{self, RateLimiter},
     edge, extract,
     openapi::ApiDoc,
     queue::Dispatcher,
@@ -41,18 +42,13 @@ pub async fn build_state(config: Config) -> anyhow::Result<AppState> {
         QueueSettings::new(config.redis_prefix.clone()),
     );
     let jobs = Dispatcher::new(Arc::new(producer), db.clone());
-    Ok(AppState {
-        config: Arc::new(config),
-        db,
-        redis,
-        tokens,
-        hasher,
-        jobs,
-    })
+    let cache = Cache::new(redis.clone(), &config.redis_prefix, config.cache_ttl, config.cache_enabled);
+    let limits = RateLimiter::new(redis.clone(), &config.redis_prefix, config.rate_limits.clone());
+    Ok(AppState { config: Arc::new(config), db, redis, tokens, hasher, jobs, cache, limits })
 }
 
 pub fn redis_pool(config: &Config) -> anyhow::Result<RedisPool> {
-    let manager = RedisConnectionManager::new(config.redis_url.expose_secret()).context("REDIS_URL is invalid")?;
+    let manager = crate::redis_pool::RedisManager::new(config.redis_url.expose_secret()).context("REDIS_URL is invalid")?;
     Ok(bb8::Pool::builder()
         .max_size(config.redis_pool_size)
         .test_on_check_out(false)
@@ -72,24 +68,61 @@ pub fn app(
         InitError = (),
     >,
 > {
+    let metrics_here = state.config.http.metrics_addr.is_none();
+    let cors = crate::hardening::cors(&state.config.http);
     App::new()
         .app_data(state)
         .app_data(web::PayloadConfig::new(extract::JSON_LIMIT))
         .configure(routes::configure)
+        .configure(|cfg| {
+            if metrics_here {
+                crate::metrics::routes(cfg);
+            }
+        })
         .service(web::redirect("/docs", "/docs/"))
-        .service(SwaggerUi::new("/docs/{_:.*}").url("/openapi.json", ApiDoc::openapi()))
+        .service(
+            SwaggerUi::new("/docs/{_:.*}")
+                .url("/openapi.json", ApiDoc::openapi())
+                // No badge from validator.swagger.io: the docs CSP allows no outside images, and
+                // the spec's URL should not leak to a third party.
+                .config(utoipa_swagger_ui::Config::default().validator_url("none")),
+        )
         .default_service(web::to(|| async { HttpResponse::NotFound().finish() }))
+        .wrap(from_fn(ratelimit::middleware))
+        // Innermost first; see `hardening.rs` for why this order.
+        .wrap(from_fn(crate::hardening::timeout))
+        .wrap(cors)
+        .wrap(from_fn(crate::hardening::cors_rejection))
+        .wrap(from_fn(crate::hardening::security_headers))
+        .wrap(from_fn(crate::metrics::track))
         .wrap(from_fn(edge::edge))
 }
 
 /// Binds the listener and returns the server with the port it got (use port 0 in tests).
 pub fn build_server(state: AppState, listener: TcpListener, workers: Option<usize>) -> anyhow::Result<Server> {
+    let http = state.config.http.clone();
     let data = web::Data::new(state);
-    let mut server = actix_web::HttpServer::new(move || app(data.clone()))
-        .listen(listener)?
-        .client_request_timeout(Duration::from_secs(10))
-        .client_disconnect_timeout(Duration::from_secs(2))
-        .shutdown_timeout(30);
+    crate::metrics::handle(); // installs the recorder (once per process)
+    // `/metrics` on its own listener: it lives as long as this server's app factory (the guard).
+    let metrics_server = match http.metrics_addr {
+        Some(addr) => {
+            let l = TcpListener::bind(addr).with_context(|| format!("cannot bind METRICS_ADDR {addr}"))?;
+            let handle = crate::metrics::serve_separately(data.clone(), l)?;
+            Some(Arc::new(crate::metrics::StopOnDrop(handle)))
+        }
+        None => None,
+    };
+    let mut server = actix_web::HttpServer::new(move || {
+        let _metrics_server = &metrics_server;
+        app(data.clone())
+    })
+    .listen(listener)?
+    .client_request_timeout(http.client_request_timeout)
+    .client_disconnect_timeout(http.client_disconnect_timeout)
+    .keep_alive(http.keep_alive.map_or(KeepAlive::Disabled, KeepAlive::Timeout))
+    // Per worker; TLS ends at the proxy, so `max_connection_rate` (TLS handshakes) does not apply.
+    .max_connections(http.max_connections)
+    .shutdown_timeout(30);
     if let Some(n) = workers {
         server = server.workers(n);
     }

@@ -3,12 +3,11 @@
 use std::sync::Arc;
 
 use auth::{PasswordHasher, TokenIssuer};
-use bb8_redis::RedisConnectionManager;
 use db::PgPool;
 
-use crate::{config::Config, queue::Dispatcher};
+use crate::{cache::Cache, config::Config, queue::Dispatcher, ratelimit::RateLimiter};
 
-pub type RedisPool = bb8::Pool<RedisConnectionManager>;
+pub use crate::redis_pool::RedisPool;
 
 #[derive(Clone)]
 pub struct AppState {
@@ -18,4 +17,6 @@ pub struct AppState {
     pub tokens: TokenIssuer,
     pub hasher: PasswordHasher,
     pub jobs: Dispatcher,
+    pub cache: Cache,
+    pub limits: RateLimiter,
 }

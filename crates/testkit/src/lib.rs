@@ -158,6 +158,11 @@ pub fn test_config(database_url: &str) -> Config {
         bcrypt_cost: 4,
         public_url: "http://localhost:8080".into(),
         log_format: LogFormat::Pretty,
+        cache_enabled: true,
+        cache_ttl: Duration::from_secs(60),
+        // Off by default (every test client is 127.0.0.1); the rate-limit tests turn it on.
+        rate_limits: api::ratelimit::RateLimitConfig::disabled(),
+        http: api::hardening::HttpSettings::default(),
     }
 }
 
@@ -167,8 +172,8 @@ pub struct TestApp {
     pub client: reqwest::Client,
     pub state: AppState,
     server: actix_web::dev::ServerHandle,
-    // Dropped last: the database outlives the server.
-    pub db: TestDb,
+    // Dropped last: the database outlives the server (shared with siblings).
+    pub db: std::sync::Arc<TestDb>,
 }
 
 /// A signed-in user: ids and the token pair.
@@ -228,19 +233,27 @@ impl TestApp {
         let db = TestDb::create().await;
         let mut config = test_config(&db.url);
         tweak(&mut config);
+        Self::start(config, std::sync::Arc::new(db)).await
+    }
+
+    async fn start(config: Config, db: std::sync::Arc<TestDb>) -> Self {
         let (server, port, state) = api::startup::build(config).await.expect("app starts");
         let handle = server.handle();
         tokio::spawn(server);
         Self {
             base: format!("http://127.0.0.1:{port}"),
-            client: reqwest::Client::builder()
-                .timeout(Duration::from_secs(30))
-                .build()
-                .unwrap(),
+            client: reqwest::Client::builder().timeout(Duration::from_secs(30)).build().unwrap(),
             state,
             server: handle,
             db,
         }
+    }
+
+    /// A second API instance (its own server, pools, cache and limiter) on the same database and
+    /// the same Redis prefix: what two instances behind a load balancer share.
+    pub async fn sibling(&self) -> Self {
+        let config = (*self.state.config).clone();
+        Self::start(config, self.db.clone()).await
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -324,5 +337,52 @@ impl Drop for TestApp {
     fn drop(&mut self) {
         // Stop accepting; the forced DROP DATABASE in TestDb closes what is left.
         drop(self.server.stop(false));
+    }
+}
+
+/// A `redis-server` owned by one test, so the test can stop and restart it.
+pub struct OwnRedis {
+    child: Option<std::process::Child>,
+    pub port: u16,
+}
+
+impl OwnRedis {
+    pub fn start() -> Self {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let mut r = Self { child: None, port };
+        r.restart();
+        r
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    pub fn restart(&mut self) {
+        let child = std::process::Command::new("redis-server")
+            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("redis-server on PATH");
+        self.child = Some(child);
+        let start = std::time::Instant::now();
+        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            assert!(start.elapsed() < Duration::from_secs(10), "redis-server did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for OwnRedis {
+    fn drop(&mut self) {
+        self.stop();
     }
 }

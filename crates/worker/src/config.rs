@@ -17,8 +17,9 @@
 //! | `OUTBOX_POLL` | `500ms` | outbox dispatcher period |
 //! | `OUTBOX_RETENTION` | `7d` | dispatched outbox rows older than this are pruned |
 //! | `WORKER_NAME` | `{host}-{pid}-{random}` | unique instance name |
+//! | `WORKER_METRICS_ADDR` | `127.0.0.1:9464` | Prometheus metrics listener (`off`: none); two workers on one host need different ports |
 
-use std::{env, path::PathBuf, str::FromStr, time::Duration};
+use std::{env, net::SocketAddr, path::PathBuf, str::FromStr, time::Duration};
 
 use anyhow::{Context, bail};
 
@@ -41,6 +42,8 @@ pub struct WorkerConfig {
     pub outbox_poll: Duration,
     pub outbox_retention: Duration,
     pub name: String,
+    /// `None`: no metrics listener.
+    pub metrics_addr: Option<SocketAddr>,
 }
 
 fn var(name: &str) -> Option<String> {
@@ -136,6 +139,14 @@ impl WorkerConfig {
             outbox_poll: duration("OUTBOX_POLL", "500ms")?,
             outbox_retention: duration("OUTBOX_RETENTION", "7d")?,
             name: var("WORKER_NAME").unwrap_or_else(default_name),
+            metrics_addr: match var("WORKER_METRICS_ADDR").as_deref().map(str::trim) {
+                Some("off") => None,
+                Some(v) => Some(
+                    v.parse()
+                        .with_context(|| format!("WORKER_METRICS_ADDR={v:?} must be host:port or off"))?,
+                ),
+                None => Some(SocketAddr::from(([127, 0, 0, 1], 9464))),
+            },
         })
     }
 }

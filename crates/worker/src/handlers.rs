@@ -22,7 +22,7 @@ use serde::{Deserialize, Deserializer};
 
 use crate::{
     mailer::{Mailer, mailbox},
-    templates,
+    metrics, templates,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -112,6 +112,8 @@ impl Ctx {
             Ok(e) => e,
             Err(e) => {
                 tracing::error!(queue = %queue, task.id = %id, error = %e, "malformed task: dead-lettered");
+                metrics::failed(queue, "malformed");
+                metrics::dead(queue);
                 return Err(AbortError::new(format!("malformed task: {e}")).into());
             }
         };
@@ -126,21 +128,28 @@ impl Ctx {
                 Err(e) => Err(JobError::Malformed(e.to_string())),
             },
         };
+        metrics::duration(queue, started.elapsed().as_secs_f64());
         let attempt = envelope.attempt;
         match result {
             Ok(()) => {
+                metrics::processed(queue);
                 tracing::debug!(queue = %queue, task.id = %id, attempt, ms = started.elapsed().as_millis() as u64, "job done");
                 Ok(())
             }
             Err(JobError::Malformed(e)) => {
                 tracing::error!(queue = %queue, task.id = %id, error = %e, "malformed job payload: dead-lettered");
+                metrics::failed(queue, "malformed");
+                metrics::dead(queue);
                 Err(AbortError::new(format!("malformed job: {e}")).into())
             }
             Err(JobError::Failed(e)) if attempt >= self.max_attempts(queue) => {
                 tracing::error!(queue = %queue, task.id = %id, attempt, error = %e, "job failed for the last time: dead");
+                metrics::failed(queue, "failed");
+                metrics::dead(queue);
                 Err(AbortError::new(format!("attempt {attempt}: {e}")).into())
             }
             Err(JobError::Failed(e)) => {
+                metrics::failed(queue, "failed");
                 let delay = self.backoff.delay(attempt);
                 tracing::warn!(queue = %queue, task.id = %id, attempt, retry_in_ms = delay.as_millis() as u64, error = %e, "job failed; retrying");
                 self.retry(
@@ -154,6 +163,7 @@ impl Ctx {
                 .await
             }
             Err(JobError::Transient(e)) => {
+                metrics::failed(queue, "transient");
                 let delay = TRANSIENT_BACKOFF.delay(attempt.min(6));
                 tracing::warn!(queue = %queue, task.id = %id, retry_in_ms = delay.as_millis() as u64, error = %e, "dependency unavailable; retrying without consuming an attempt");
                 self.retry(queue, envelope, delay).await
@@ -166,6 +176,7 @@ impl Ctx {
         self.producer
             .push_retry(queue, envelope, delay)
             .await
+            .inspect(|_| metrics::retried(queue))
             .map_err(|e| -> BoxDynError { Box::new(e) })
     }
 

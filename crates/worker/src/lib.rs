@@ -4,6 +4,7 @@
 pub mod config;
 pub mod handlers;
 pub mod mailer;
+pub mod metrics;
 pub mod outbox;
 pub mod run;
 pub mod templates;

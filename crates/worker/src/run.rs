@@ -80,6 +80,10 @@ pub async fn shutdown_signal() {
 
 /// Runs until `stop` is cancelled, then drains in-flight jobs and returns.
 pub async fn run(config: WorkerConfig, stop: CancellationToken) -> anyhow::Result<()> {
+    if let Some(addr) = config.metrics_addr {
+        crate::metrics::install(addr)?;
+        tracing::info!(%addr, "metrics listening");
+    }
     let (ctx, producer) = build_ctx(&config).await?;
     let conn = producer
         .connection()

@@ -1,6 +1,6 @@
 //! `/v1/auth/*`: sign-up, login, refresh, logout and the caller's sessions.
 
-use actix_web::{HttpResponse, http::header, web};
+use actix_web::{HttpRequest, HttpResponse, http::header, web};
 use chrono::{DateTime, Utc};
 use garde::Validate;
 use serde::{Deserialize, Serialize};
@@ -11,6 +11,7 @@ use crate::{
     dto::UserResponse,
     error::{ApiResult, Problem},
     extract::{AuthUser, ClientMeta, IdPath, ValidJson},
+    ratelimit::limit,
     services::{self, auth::NewAccount},
     state::AppState,
     validate::{self, parsed},
@@ -102,14 +103,17 @@ fn no_store(status: actix_web::http::StatusCode) -> actix_web::HttpResponseBuild
     (status = 201, body = SignupResponse),
     (status = 409, body = Problem, content_type = "application/problem+json", description = "`email_taken`"),
     (status = 422, body = Problem, content_type = "application/problem+json", description = "`validation_failed`: bad e-mail, weak or over-long password, unknown field"),
+    (status = 429, body = Problem, content_type = "application/problem+json", description = "`rate_limited` (SIGNUP policy, per IP)"),
     (status = 400, body = Problem, content_type = "application/problem+json", description = "`malformed_json`"),
     (status = 415, body = Problem, content_type = "application/problem+json"),
 ))]
 pub async fn signup(
     state: web::Data<AppState>,
+    req: HttpRequest,
     meta: ClientMeta,
     ValidJson(body): ValidJson<SignupRequest>,
 ) -> ApiResult<HttpResponse> {
+    limit(&req, state.limits.config.signup, meta.ip.as_deref().unwrap_or("unknown")).await?;
     let account = NewAccount {
         email: parsed(Email::parse(&body.email))?,
         password: parsed(Password::parse(body.password, "password"))?,
@@ -127,13 +131,20 @@ pub async fn signup(
 #[utoipa::path(post, path = "/v1/auth/login", tag = "auth", request_body = LoginRequest, responses(
     (status = 200, body = TokenResponse),
     (status = 401, body = Problem, content_type = "application/problem+json", description = "`invalid_credentials` (same for an unknown e-mail)"),
+    (status = 429, body = Problem, content_type = "application/problem+json", description = "`rate_limited` (LOGIN policy, per IP and per account); `Retry-After` says when to retry"),
     (status = 422, body = Problem, content_type = "application/problem+json"),
 ))]
 pub async fn login(
     state: web::Data<AppState>,
+    req: HttpRequest,
     meta: ClientMeta,
     ValidJson(body): ValidJson<LoginRequest>,
 ) -> ApiResult<HttpResponse> {
+    // Per client IP and per account (the normalised address, so case variants share a budget).
+    let policy = state.limits.config.login;
+    limit(&req, policy, meta.ip.as_deref().unwrap_or("unknown")).await?;
+    let account = Email::parse(&body.email).map_or_else(|_| body.email.trim().to_lowercase(), String::from);
+    limit(&req, policy, &format!("account:{account}")).await?;
     let tokens = services::auth::login(&state, &body.email, &body.password, &meta).await?;
     Ok(no_store(actix_web::http::StatusCode::OK).json(TokenResponse::from(tokens)))
 }
@@ -142,12 +153,17 @@ pub async fn login(
 #[utoipa::path(post, path = "/v1/auth/refresh", tag = "auth", request_body = RefreshRequest, responses(
     (status = 200, body = TokenResponse),
     (status = 401, body = Problem, content_type = "application/problem+json", description = "`invalid_token`: unknown, expired, revoked or re-used token"),
+    (status = 429, body = Problem, content_type = "application/problem+json", description = "`rate_limited` (REFRESH policy, per session)"),
 ))]
 pub async fn refresh(
     state: web::Data<AppState>,
+    req: HttpRequest,
     meta: ClientMeta,
     ValidJson(body): ValidJson<RefreshRequest>,
 ) -> ApiResult<HttpResponse> {
+    if let Some(session) = services::auth::session_of_refresh_token(&state, &body.refresh_token).await? {
+        limit(&req, state.limits.config.refresh, &session.to_string()).await?;
+    }
     let tokens = services::auth::refresh(&state, &body.refresh_token, &meta).await?;
     Ok(no_store(actix_web::http::StatusCode::OK).json(TokenResponse::from(tokens)))
 }
@@ -252,9 +268,11 @@ pub async fn verify_email(
 ))]
 pub async fn forgot_password(
     state: web::Data<AppState>,
+    req: HttpRequest,
     meta: ClientMeta,
     ValidJson(body): ValidJson<ForgotRequest>,
 ) -> ApiResult<HttpResponse> {
+    limit(&req, state.limits.config.forgot, meta.ip.as_deref().unwrap_or("unknown")).await?;
     services::auth::forgot_password(&state, &body.email, &meta).await?;
     Ok(HttpResponse::Accepted().finish())
 }

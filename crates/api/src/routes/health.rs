@@ -48,7 +48,11 @@ async fn postgres_ok(state: &AppState) -> bool {
 async fn redis_ok(state: &AppState) -> bool {
     let check = async {
         let mut conn = state.redis.get().await.ok()?;
-        redis::cmd("PING").query_async::<String>(&mut *conn).await.ok()
+        let pong = redis::cmd("PING").query_async::<String>(&mut **conn).await;
+        if pong.is_err() {
+            conn.mark_broken();
+        }
+        pong.ok()
     };
     matches!(tokio::time::timeout(CHECK_TIMEOUT, check).await, Ok(Some(_)))
 }

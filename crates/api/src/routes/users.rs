@@ -6,6 +6,7 @@ use serde::Deserialize;
 use utoipa::{IntoParams, ToSchema};
 
 use crate::{
+    cache::{CacheStatus, ns},
     dto::{Page, UserResponse},
     error::{ApiError, ApiResult, Problem},
     extract::{AdminUser, AuthUser, ClientMeta, IdPath, ValidJson, ValidQuery},
@@ -110,7 +111,8 @@ pub async fn patch_me(
     Ok(HttpResponse::Ok().json(UserResponse::from(user)))
 }
 
-/// List live users in creation order (admin).
+/// List live users in creation order (admin). Cached (`X-Cache: hit|miss`); any change to a user
+/// invalidates it.
 #[utoipa::path(get, path = "/v1/users", tag = "users", security(("bearer" = [])), params(ListUsersQuery), responses(
     (status = 200, body = Page<UserResponse>),
     (status = 401, body = Problem, content_type = "application/problem+json"),
@@ -129,11 +131,21 @@ pub async fn list(
         .map(Cursor::decode::<UserCursor>)
         .transpose()?
         .map(|c| c.id);
-    let (users, next) = services::users::list(&state, query.q.as_deref(), after, limit).await?;
-    Ok(HttpResponse::Ok().json(Page {
-        items: users.into_iter().map(UserResponse::from).collect(),
-        next_cursor: next.map(|c| Cursor::encode(&c)),
-    }))
+    let key = format!(
+        "list:{}:{}:{}",
+        limit.get(),
+        query.q.as_deref().unwrap_or("").to_lowercase(),
+        query.cursor.as_deref().unwrap_or("")
+    );
+    let cached = state.cache.get_or_load(ns::USERS, &key, || async {
+        let (users, next) = services::users::list(&state, query.q.as_deref(), after, limit).await?;
+        let page = Page {
+            items: users.into_iter().map(UserResponse::from).collect(),
+            next_cursor: next.map(|c| Cursor::encode(&c)),
+        };
+        serde_json::to_string(&page).map_err(ApiError::internal)
+    });
+    json_with_cache_status(cached.await?)
 }
 
 /// Create a user with any role (admin).
@@ -167,8 +179,20 @@ pub async fn create(
     (status = 404, body = Problem, content_type = "application/problem+json"),
 ))]
 pub async fn get(state: web::Data<AppState>, _admin: AdminUser, IdPath(id): IdPath) -> ApiResult<HttpResponse> {
-    let user = services::users::get(&state, id).await?;
-    Ok(HttpResponse::Ok().json(UserResponse::from(user)))
+    let key = format!("user:{id}");
+    let cached = state.cache.get_or_load(ns::USERS, &key, || async {
+        let user = services::users::get(&state, id).await?;
+        serde_json::to_string(&UserResponse::from(user)).map_err(ApiError::internal)
+    });
+    json_with_cache_status(cached.await?)
+}
+
+/// A cached (or freshly loaded) JSON body, with `X-Cache: hit|miss`.
+fn json_with_cache_status((body, status): (String, CacheStatus)) -> ApiResult<HttpResponse> {
+    Ok(HttpResponse::Ok()
+        .content_type("application/json")
+        .insert_header(("X-Cache", status.header_value()))
+        .body(body))
 }
 
 /// Change a user's name or role (admin).

@@ -20,6 +20,7 @@ use serde_json::json;
 use uuid::Uuid;
 
 use crate::{
+    cache::ns,
     error::{ApiError, ApiResult},
     extract::ClientMeta,
     services::jobs::{Target, audit, email},
@@ -144,6 +145,7 @@ pub async fn signup(state: &AppState, account: NewAccount, meta: &ClientMeta) ->
         })
         .await?;
     state.jobs.after_commit(jobs);
+    state.cache.invalidate(ns::USERS).await;
     tracing::info!(user.id = %user.id, "signed up");
     let tokens = issue(state, &user, session_id, refresh)?;
     Ok((user, tokens))
@@ -263,6 +265,11 @@ pub async fn refresh(state: &AppState, presented: &str, meta: &ClientMeta) -> Ap
     }
 }
 
+/// The session a presented refresh token belongs to (for the per-session rate limit).
+pub async fn session_of_refresh_token(state: &AppState, presented: &str) -> ApiResult<Option<Uuid>> {
+    Ok(sessions::session_of_token(&mut *conn(state).await?, &RefreshToken::hash(presented)).await?)
+}
+
 /// Revokes the session the refresh token belongs to. Unknown tokens are ignored (idempotent).
 pub async fn logout(state: &AppState, presented: &str, meta: &ClientMeta) -> ApiResult<()> {
     let hash = RefreshToken::hash(presented);
@@ -339,6 +346,9 @@ pub async fn verify_email(state: &AppState, token: &str, meta: &ClientMeta) -> A
             Ok(jobs)
         })
         .await?;
+    if !jobs.is_empty() {
+        state.cache.invalidate(ns::USERS).await;
+    }
     state.jobs.after_commit(jobs);
     Ok(())
 }

@@ -11,6 +11,7 @@ use serde_json::json;
 use uuid::Uuid;
 
 use crate::{
+    cache::ns,
     error::{ApiError, ApiResult},
     extract::{AuthUser, ClientMeta},
     services::{
@@ -78,6 +79,9 @@ pub async fn update_me(
         })
         .await?;
     state.jobs.after_commit(jobs);
+    if changes.name.is_some() {
+        state.cache.invalidate(ns::USERS).await;
+    }
     Ok(user)
 }
 
@@ -129,6 +133,7 @@ pub async fn create(state: &AppState, admin: &AuthUser, account: NewAccount, met
         })
         .await?;
     state.jobs.after_commit(jobs);
+    state.cache.invalidate(ns::USERS).await;
     tracing::info!(user.id = %user.id, role = %account.role, "admin created user");
     Ok(user)
 }
@@ -168,6 +173,7 @@ pub async fn admin_update(
         })
         .await?;
     state.jobs.after_commit(jobs);
+    state.cache.invalidate(ns::USERS).await;
     Ok(user)
 }
 
@@ -193,6 +199,7 @@ pub async fn delete(state: &AppState, admin: &AuthUser, id: Uuid, meta: &ClientM
         })
         .await?;
     state.jobs.after_commit(jobs);
+    state.cache.invalidate(ns::USERS).await;
     tracing::info!(user.id = %id, "user deleted");
     Ok(())
 }

@@ -7,5 +7,7 @@ mod audit;
 mod auth;
 mod binary;
 mod edge;
+mod hardening;
+mod shared;
 mod tasks;
 mod users;

@@ -6,4 +6,5 @@
 mod dead;
 mod faults;
 mod flows;
+mod metrics;
 mod support;

@@ -160,6 +160,8 @@ impl Worker {
             .env("JOB_BACKOFF_CAP", "1s")
             .env("OUTBOX_POLL", "200ms")
             .env("MAIL_DIR", std::env::temp_dir().join("taskshop-eml-unused"))
+            // Many workers run at once: no metrics listener unless a test asks for one (`extra`).
+            .env("WORKER_METRICS_ADDR", "off")
             .current_dir(std::env::temp_dir())
             .stdout(out.try_clone().unwrap())
             .stderr(out);

@@ -1,0 +1,64 @@
+//! The worker's Prometheus metrics, served by `metrics-exporter-prometheus`' own HTTP listener on
+//! `WORKER_METRICS_ADDR` (default `127.0.0.1:9464`, `off` disables; any path answers).
+//!
+//! | metric | type | labels | meaning |
+//! |---|---|---|---|
+//! | `jobs_processed_total` | counter | `queue` | jobs that completed (including "nothing to do": duplicate, recipient gone) |
+//! | `jobs_failed_total` | counter | `queue`, `reason` | failed attempts: `failed` (consumes an attempt), `transient` (dependency down), `malformed` |
+//! | `jobs_retried_total` | counter | `queue` | failed attempts re-pushed for a later retry (either kind) |
+//! | `jobs_dead_total` | counter | `queue` | jobs dead-lettered (malformed, or out of attempts) |
+//! | `job_duration_seconds` | histogram | `queue` | time spent in the handler, whatever the outcome |
+
+use std::net::SocketAddr;
+
+use anyhow::Context;
+use domain::jobs::Queue;
+use metrics::{counter, describe_counter, describe_histogram, histogram};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
+
+pub const JOB_BUCKETS: &[f64] = &[
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0,
+];
+
+/// Installs the process-wide recorder and starts the listener on the current runtime. A port
+/// that cannot be bound is a start-up error, like the API's own address.
+pub fn install(addr: SocketAddr) -> anyhow::Result<()> {
+    PrometheusBuilder::new()
+        .with_http_listener(addr)
+        .set_buckets_for_metric(Matcher::Full("job_duration_seconds".into()), JOB_BUCKETS)?
+        .install()
+        .with_context(|| format!("cannot serve metrics on WORKER_METRICS_ADDR {addr}"))?;
+    describe_counter!("jobs_processed_total", "Jobs completed, by queue.");
+    describe_counter!("jobs_failed_total", "Failed job attempts, by queue and reason.");
+    describe_counter!(
+        "jobs_retried_total",
+        "Failed attempts re-pushed for a later retry, by queue."
+    );
+    describe_counter!("jobs_dead_total", "Jobs dead-lettered, by queue.");
+    describe_histogram!(
+        "job_duration_seconds",
+        metrics::Unit::Seconds,
+        "Time spent handling one job, by queue."
+    );
+    Ok(())
+}
+
+pub fn processed(queue: Queue) {
+    counter!("jobs_processed_total", "queue" => queue.as_str()).increment(1);
+}
+
+pub fn failed(queue: Queue, reason: &'static str) {
+    counter!("jobs_failed_total", "queue" => queue.as_str(), "reason" => reason).increment(1);
+}
+
+pub fn retried(queue: Queue) {
+    counter!("jobs_retried_total", "queue" => queue.as_str()).increment(1);
+}
+
+pub fn dead(queue: Queue) {
+    counter!("jobs_dead_total", "queue" => queue.as_str()).increment(1);
+}
+
+pub fn duration(queue: Queue, secs: f64) {
+    histogram!("job_duration_seconds", "queue" => queue.as_str()).record(secs);
+}
