@@ -100,6 +100,14 @@ pub async fn run(config: WorkerConfig, stop: CancellationToken) -> anyhow::Resul
         stop.clone(),
     ));
 
+    // A backlog built up while no worker ran must be promoted in chunks *before* apalis' first
+    // fetch, which fails beyond ~8,000 due tasks (see `jobs::maintenance`).
+    for queue in Queue::ALL {
+        let mut c = conn.clone();
+        if let Err(e) = jobs::maintenance::promote_due(&mut c, &settings, queue).await {
+            tracing::warn!(%queue, error = %e, "initial promotion of due tasks failed");
+        }
+    }
     let housekeeping = tokio::spawn(maintain(conn.clone(), settings.clone(), stop.clone()));
 
     let mut monitor = Monitor::new();

@@ -9,5 +9,6 @@ mod binary;
 mod edge;
 mod hardening;
 mod shared;
+mod snapshots;
 mod tasks;
 mod users;
