@@ -49,8 +49,8 @@ use crate::routes;
         routes::users::update,
         routes::users::delete,
     ),
-    components(schemas(crate::error::Problem, domain::FieldError)),
-    modifiers(&BearerAuth),
+    components(schemas(crate::error::Problem, domain::FieldError, domain::jobs::AuditEventType)),
+    modifiers(&BearerAuth, &ResponseDescriptions),
     tags(
         (name = "health", description = "Liveness and readiness"),
         (name = "auth", description = "Sign-up, login, token rotation, sessions"),
@@ -75,5 +75,45 @@ impl Modify for BearerAuth {
                     .build(),
             ),
         );
+    }
+}
+
+/// OpenAPI requires a description on every response and unique operation ids: default empty
+/// descriptions to the status' reason phrase ("OK", "Created"…) and prefix each operation id
+/// with its tag (`users_list`, `tasks_list`).
+struct ResponseDescriptions;
+
+impl Modify for ResponseDescriptions {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        for item in openapi.paths.paths.values_mut() {
+            let ops = [
+                &mut item.get,
+                &mut item.put,
+                &mut item.post,
+                &mut item.delete,
+                &mut item.options,
+                &mut item.head,
+                &mut item.patch,
+                &mut item.trace,
+            ];
+            for op in ops.into_iter().flatten() {
+                if let (Some(id), Some(tag)) = (op.operation_id.as_mut(), op.tags.as_ref().and_then(|t| t.first())) {
+                    *id = format!("{tag}_{id}");
+                }
+                for (status, response) in op.responses.responses.iter_mut() {
+                    if let utoipa::openapi::RefOr::T(r) = response
+                        && r.description.is_empty()
+                    {
+                        let reason = status
+                            .parse::<u16>()
+                            .ok()
+                            .and_then(|s| actix_web::http::StatusCode::from_u16(s).ok())
+                            .and_then(|s| s.canonical_reason())
+                            .unwrap_or("Response");
+                        r.description = reason.to_owned();
+                    }
+                }
+            }
+        }
     }
 }

@@ -49,6 +49,20 @@ async fn openapi_covers_every_route_and_docs_render() {
         ("/v1/users/{id}", "get"),
         ("/v1/users/{id}", "patch"),
         ("/v1/users/{id}", "delete"),
+        ("/v1/auth/verify-email", "post"),
+        ("/v1/auth/password/forgot", "post"),
+        ("/v1/auth/password/reset", "post"),
+        ("/v1/audit-events", "get"),
+        ("/v1/categories", "get"),
+        ("/v1/categories", "post"),
+        ("/v1/categories/{id}", "patch"),
+        ("/v1/categories/{id}", "delete"),
+        ("/v1/tasks", "get"),
+        ("/v1/tasks", "post"),
+        ("/v1/tasks/{id}", "get"),
+        ("/v1/tasks/{id}", "patch"),
+        ("/v1/tasks/{id}", "delete"),
+        ("/v1/tasks/{id}/restore", "post"),
     ] {
         let op = &paths.get(path).unwrap_or_else(|| panic!("{path} missing"))[method];
         assert!(op.is_object(), "{method} {path} missing");
