@@ -67,7 +67,9 @@ pub struct Cache {
 }
 
 fn now_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }
 
 impl Cache {
@@ -87,7 +89,8 @@ impl Cache {
     }
 
     fn trip(&self, what: &str, error: &str) {
-        self.bypass_until.store(now_ms() + BYPASS_FOR.as_millis() as u64, Ordering::Relaxed);
+        self.bypass_until
+            .store(now_ms() + BYPASS_FOR.as_millis() as u64, Ordering::Relaxed);
         tracing::warn!(%error, op = what, "cache unavailable; bypassing Redis for 2 s");
     }
 
@@ -126,7 +129,12 @@ impl Cache {
         let mut conn = self.conn().await?;
         let mut invocation = self.read.key(format!("{}:{ns}:gen", self.prefix));
         invocation.arg(format!("{}:{ns}:", self.prefix)).arg(key);
-        match tokio::time::timeout(OP_TIMEOUT, invocation.invoke_async::<(String, Option<String>)>(&mut **conn)).await {
+        match tokio::time::timeout(
+            OP_TIMEOUT,
+            invocation.invoke_async::<(String, Option<String>)>(&mut **conn),
+        )
+        .await
+        {
             Ok(Ok(v)) => Some(v),
             Ok(Err(e)) => {
                 conn.mark_broken();
@@ -160,13 +168,25 @@ impl Cache {
         crate::metrics::cache_result(ns, false);
         let full = format!("{}:{ns}:{generation}:{key}", self.prefix);
         let lock = format!("{full}:lock");
-        let got_lock: Option<Option<String>> =
-            self.run("lock", redis::cmd("SET").arg(&lock).arg(1).arg("NX").arg("PX").arg(LOCK_TTL_MS).clone()).await;
+        let got_lock: Option<Option<String>> = self
+            .run(
+                "lock",
+                redis::cmd("SET")
+                    .arg(&lock)
+                    .arg(1)
+                    .arg("NX")
+                    .arg("PX")
+                    .arg(LOCK_TTL_MS)
+                    .clone(),
+            )
+            .await;
         if matches!(got_lock, Some(Some(_))) {
             let value = load().await;
             if let Ok(v) = &value {
                 let ttl = self.ttl.as_secs().max(1);
-                let _: Option<()> = self.run("set", redis::cmd("SET").arg(&full).arg(v).arg("EX").arg(ttl).clone()).await;
+                let _: Option<()> = self
+                    .run("set", redis::cmd("SET").arg(&full).arg(v).arg("EX").arg(ttl).clone())
+                    .await;
             }
             let _: Option<i64> = self.run("unlock", redis::cmd("DEL").arg(&lock).clone()).await;
             return Ok((value?, CacheStatus::Miss));
@@ -194,10 +214,11 @@ impl Cache {
         // Not gated by the bypass window: a bump should be attempted whenever possible.
         let bumped = match tokio::time::timeout(OP_TIMEOUT, self.redis.get()).await {
             Ok(Ok(mut conn)) => {
-                let bumped = tokio::time::timeout(OP_TIMEOUT, redis::cmd("INCR").arg(&key).query_async::<i64>(&mut **conn))
-                    .await
-                    .ok()
-                    .and_then(Result::ok);
+                let bumped =
+                    tokio::time::timeout(OP_TIMEOUT, redis::cmd("INCR").arg(&key).query_async::<i64>(&mut **conn))
+                        .await
+                        .ok()
+                        .and_then(Result::ok);
                 if bumped.is_none() {
                     conn.mark_broken();
                 }

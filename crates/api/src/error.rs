@@ -165,7 +165,11 @@ impl ApiError {
             Self::RateLimited(d) => Problem::new(
                 StatusCode::TOO_MANY_REQUESTS,
                 "rate_limited",
-                format!("Too many requests ({} policy); retry in {} s.", d.policy.name, d.retry_after_secs.max(1)),
+                format!(
+                    "Too many requests ({} policy); retry in {} s.",
+                    d.policy.name,
+                    d.retry_after_secs.max(1)
+                ),
             ),
             Self::Internal(_) => Problem::for_status(StatusCode::INTERNAL_SERVER_ERROR),
         }

@@ -177,7 +177,11 @@ impl FromRequest for ClientMeta {
             .map(|s| s.limits.config.trusted_proxies.clone())
             .unwrap_or_default();
         let ip = crate::ratelimit::request_ip(req, &trusted).map(|ip| ip.to_string());
-        std::future::ready(Ok(Self { ip, user_agent, request_id }))
+        std::future::ready(Ok(Self {
+            ip,
+            user_agent,
+            request_id,
+        }))
     }
 }
 
@@ -223,7 +227,10 @@ impl FromRequest for AuthUser {
             let token = token.ok_or_else(ApiError::unauthorized)?;
             let claims = state.tokens.verify(&token).map_err(|_| ApiError::invalid_token())?;
             // The per-user limit, keyed by the verified subject (before any database work).
-            let decision = state.limits.check(state.limits.config.user, &claims.sub.to_string()).await;
+            let decision = state
+                .limits
+                .check(state.limits.config.user, &claims.sub.to_string())
+                .await;
             crate::ratelimit::enforce(&req, decision)?;
             let mut conn = state.db.get().await.map_err(db::DbError::from)?;
             let (session, user) = db::sessions::find_live_with_user(&mut conn, claims.sid)

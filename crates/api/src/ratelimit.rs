@@ -34,7 +34,10 @@ use actix_web::{
 use anyhow::bail;
 use ipnet::IpNet;
 
-use crate::{error::ApiError, state::{AppState, RedisPool}};
+use crate::{
+    error::ApiError,
+    state::{AppState, RedisPool},
+};
 
 /// One policy: `count` requests per `period`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -47,13 +50,25 @@ pub struct Policy {
 impl Policy {
     /// Parses `<count>/<seconds>`, e.g. `5/60`.
     pub fn parse(name: &'static str, raw: &str) -> anyhow::Result<Self> {
-        let Some((c, s)) = raw.trim().split_once('/') else { bail!("rate limit {raw:?} must look like 5/60") };
-        let count: u32 = c.trim().parse().map_err(|_| anyhow::anyhow!("rate limit count {c:?} is not a number"))?;
-        let secs: u64 = s.trim().parse().map_err(|_| anyhow::anyhow!("rate limit window {s:?} is not a number"))?;
+        let Some((c, s)) = raw.trim().split_once('/') else {
+            bail!("rate limit {raw:?} must look like 5/60")
+        };
+        let count: u32 = c
+            .trim()
+            .parse()
+            .map_err(|_| anyhow::anyhow!("rate limit count {c:?} is not a number"))?;
+        let secs: u64 = s
+            .trim()
+            .parse()
+            .map_err(|_| anyhow::anyhow!("rate limit window {s:?} is not a number"))?;
         if count == 0 || secs == 0 {
             bail!("rate limit {raw:?}: count and seconds must be positive");
         }
-        Ok(Self { name, count, period: Duration::from_secs(secs) })
+        Ok(Self {
+            name,
+            count,
+            period: Duration::from_secs(secs),
+        })
     }
 
     fn emission_ms(&self) -> u64 {
@@ -91,7 +106,10 @@ impl RateLimitConfig {
 
     pub fn from_env() -> anyhow::Result<Self> {
         let get = |name: &'static str| -> anyhow::Result<Policy> {
-            let default = Self::DEFAULTS.iter().find(|(n, _)| *n == name).map_or("60/60", |(_, d)| d);
+            let default = Self::DEFAULTS
+                .iter()
+                .find(|(n, _)| *n == name)
+                .map_or("60/60", |(_, d)| d);
             let raw = std::env::var(format!("RATE_LIMIT_{name}")).unwrap_or_else(|_| default.to_owned());
             Policy::parse(policy_name(name), &raw).map_err(|e| anyhow::anyhow!("RATE_LIMIT_{name}: {e}"))
         };
@@ -120,7 +138,11 @@ impl RateLimitConfig {
     pub fn disabled() -> Self {
         let p = |n: &'static str| {
             let raw = Self::DEFAULTS.iter().find(|(d, _)| *d == n).map_or("60/60", |(_, r)| r);
-            Policy::parse(policy_name(n), raw).unwrap_or(Policy { name: "default", count: 60, period: Duration::from_secs(60) })
+            Policy::parse(policy_name(n), raw).unwrap_or(Policy {
+                name: "default",
+                count: 60,
+                period: Duration::from_secs(60),
+            })
         };
         Self {
             enabled: false,
@@ -173,7 +195,14 @@ pub fn client_ip(peer: Option<IpAddr>, forwarded_for: Option<&str>, trusted: &[I
         .split(',')
         .filter_map(|h| IpAddr::from_str(h.trim()).ok())
         .collect();
-    Some(hops.iter().rev().find(|ip| !is_trusted(ip)).or(hops.first()).copied().unwrap_or(peer))
+    Some(
+        hops.iter()
+            .rev()
+            .find(|ip| !is_trusted(ip))
+            .or(hops.first())
+            .copied()
+            .unwrap_or(peer),
+    )
 }
 
 pub fn request_ip(req: &HttpRequest, trusted: &[IpNet]) -> Option<IpAddr> {
@@ -349,7 +378,9 @@ pub fn enforce(req: &HttpRequest, decision: Option<Decision>) -> Result<(), ApiE
 
 /// Checks `policy` for `subject` and enforces the result (see [`enforce`]).
 pub async fn limit(req: &HttpRequest, policy: Policy, subject: &str) -> Result<(), ApiError> {
-    let Some(state) = req.app_data::<web::Data<AppState>>() else { return Ok(()) };
+    let Some(state) = req.app_data::<web::Data<AppState>>() else {
+        return Ok(());
+    };
     let decision = state.limits.check(policy, subject).await;
     enforce(req, decision)
 }
@@ -406,18 +437,28 @@ mod tests {
         let trusted = parse_proxies("10.0.0.0/8, 127.0.0.1").unwrap();
         let ip = |s: &str| IpAddr::from_str(s).unwrap();
         // An untrusted peer: its header is ignored.
-        assert_eq!(client_ip(Some(ip("203.0.113.9")), Some("1.2.3.4"), &trusted), Some(ip("203.0.113.9")));
+        assert_eq!(
+            client_ip(Some(ip("203.0.113.9")), Some("1.2.3.4"), &trusted),
+            Some(ip("203.0.113.9"))
+        );
         // A trusted proxy: the right-most untrusted hop.
-        assert_eq!(client_ip(Some(ip("10.1.2.3")), Some("1.2.3.4, 198.51.100.7, 10.0.0.5"), &trusted), Some(ip("198.51.100.7")));
+        assert_eq!(
+            client_ip(Some(ip("10.1.2.3")), Some("1.2.3.4, 198.51.100.7, 10.0.0.5"), &trusted),
+            Some(ip("198.51.100.7"))
+        );
         // Garbage in the header: the peer.
-        assert_eq!(client_ip(Some(ip("127.0.0.1")), Some("nonsense"), &trusted), Some(ip("127.0.0.1")));
+        assert_eq!(
+            client_ip(Some(ip("127.0.0.1")), Some("nonsense"), &trusted),
+            Some(ip("127.0.0.1"))
+        );
         assert_eq!(client_ip(Some(ip("127.0.0.1")), None, &[]), Some(ip("127.0.0.1")));
         assert!(parse_proxies("10.0.0.0/8, nope").is_err());
     }
 
     #[tokio::test]
     async fn local_fallback_admits_exactly_the_burst() {
-        let pool = bb8::Pool::builder().build_unchecked(crate::redis_pool::RedisManager::new("redis://127.0.0.1:1").unwrap());
+        let pool =
+            bb8::Pool::builder().build_unchecked(crate::redis_pool::RedisManager::new("redis://127.0.0.1:1").unwrap());
         let mut config = RateLimitConfig::disabled();
         config.enabled = true;
         let limiter = RateLimiter::new(pool, "t", config);

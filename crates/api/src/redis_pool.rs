@@ -48,7 +48,10 @@ impl bb8::ManageConnection for RedisManager {
     type Error = redis::RedisError;
 
     async fn connect(&self) -> Result<TrackedConnection, redis::RedisError> {
-        Ok(TrackedConnection { inner: self.0.connect().await?, broken: false })
+        Ok(TrackedConnection {
+            inner: self.0.connect().await?,
+            broken: false,
+        })
     }
 
     async fn is_valid(&self, conn: &mut TrackedConnection) -> Result<(), redis::RedisError> {

@@ -14,10 +14,10 @@ use utoipa_swagger_ui::SwaggerUi;
 use crate::{
     cache::Cache,
     config::{Config, JWT_AUDIENCE},
-    ratelimit::{self, RateLimiter},
     edge, extract,
     openapi::ApiDoc,
     queue::Dispatcher,
+    ratelimit::{self, RateLimiter},
     routes,
     state::{AppState, RedisPool},
 };
@@ -42,13 +42,28 @@ pub async fn build_state(config: Config) -> anyhow::Result<AppState> {
         QueueSettings::new(config.redis_prefix.clone()),
     );
     let jobs = Dispatcher::new(Arc::new(producer), db.clone());
-    let cache = Cache::new(redis.clone(), &config.redis_prefix, config.cache_ttl, config.cache_enabled);
+    let cache = Cache::new(
+        redis.clone(),
+        &config.redis_prefix,
+        config.cache_ttl,
+        config.cache_enabled,
+    );
     let limits = RateLimiter::new(redis.clone(), &config.redis_prefix, config.rate_limits.clone());
-    Ok(AppState { config: Arc::new(config), db, redis, tokens, hasher, jobs, cache, limits })
+    Ok(AppState {
+        config: Arc::new(config),
+        db,
+        redis,
+        tokens,
+        hasher,
+        jobs,
+        cache,
+        limits,
+    })
 }
 
 pub fn redis_pool(config: &Config) -> anyhow::Result<RedisPool> {
-    let manager = crate::redis_pool::RedisManager::new(config.redis_url.expose_secret()).context("REDIS_URL is invalid")?;
+    let manager =
+        crate::redis_pool::RedisManager::new(config.redis_url.expose_secret()).context("REDIS_URL is invalid")?;
     Ok(bb8::Pool::builder()
         .max_size(config.redis_pool_size)
         .test_on_check_out(false)

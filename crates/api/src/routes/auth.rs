@@ -113,7 +113,12 @@ pub async fn signup(
     meta: ClientMeta,
     ValidJson(body): ValidJson<SignupRequest>,
 ) -> ApiResult<HttpResponse> {
-    limit(&req, state.limits.config.signup, meta.ip.as_deref().unwrap_or("unknown")).await?;
+    limit(
+        &req,
+        state.limits.config.signup,
+        meta.ip.as_deref().unwrap_or("unknown"),
+    )
+    .await?;
     let account = NewAccount {
         email: parsed(Email::parse(&body.email))?,
         password: parsed(Password::parse(body.password, "password"))?,
@@ -272,7 +277,12 @@ pub async fn forgot_password(
     meta: ClientMeta,
     ValidJson(body): ValidJson<ForgotRequest>,
 ) -> ApiResult<HttpResponse> {
-    limit(&req, state.limits.config.forgot, meta.ip.as_deref().unwrap_or("unknown")).await?;
+    limit(
+        &req,
+        state.limits.config.forgot,
+        meta.ip.as_deref().unwrap_or("unknown"),
+    )
+    .await?;
     services::auth::forgot_password(&state, &body.email, &meta).await?;
     Ok(HttpResponse::Accepted().finish())
 }

@@ -265,7 +265,9 @@ async fn slow_requests_time_out_with_a_problem() {
     let elapsed = started.elapsed();
     let body = res.assert_problem(503, "request_timeout");
     assert!(body["detail"].as_str().unwrap().contains("100 ms"), "{body}");
-    assert!(elapsed < Duration::from_millis(400), "answered after {elapsed:?}");
+    // The 503 itself shows the handler was abandoned (finished, it answers 401); the bound is loose
+    // because the whole suite shares two cores.
+    assert!(elapsed < Duration::from_secs(2), "answered after {elapsed:?}");
     assert_security_headers(&res, API_CSP);
     assert_eq!(res.header("cache-control"), Some("no-store"));
     assert_eq!(res.header("access-control-allow-origin"), Some(APP_ORIGIN));

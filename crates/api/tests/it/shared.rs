@@ -28,7 +28,13 @@ async fn admin_user_list_is_cached_and_invalidated_on_write() {
     let app = TestApp::spawn().await;
     let admin = app.admin("cache-admin@example.com").await;
     let first = app.get("/v1/users", Some(&admin.access)).await;
-    assert_eq!(first.header("x-cache"), Some("miss"), "{:?} {}", first.headers, first.body);
+    assert_eq!(
+        first.header("x-cache"),
+        Some("miss"),
+        "{:?} {}",
+        first.headers,
+        first.body
+    );
     let second = app.get("/v1/users", Some(&admin.access)).await;
     assert_eq!(second.header("x-cache"), Some("hit"));
     assert_eq!(first.body, second.body);
@@ -37,21 +43,41 @@ async fn admin_user_list_is_cached_and_invalidated_on_write() {
     let newcomer = app.signup("newcomer@example.com").await;
     let third = app.get("/v1/users", Some(&admin.access)).await;
     assert_eq!(third.header("x-cache"), Some("miss"));
-    assert!(third.body["items"].as_array().unwrap().iter().any(|u| u["email"] == "newcomer@example.com"));
+    assert!(
+        third.body["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|u| u["email"] == "newcomer@example.com")
+    );
 
     // Single users too, invalidated by an admin update.
     let path = format!("/v1/users/{}", newcomer.user_id);
-    assert_eq!(app.get(&path, Some(&admin.access)).await.header("x-cache"), Some("miss"));
+    assert_eq!(
+        app.get(&path, Some(&admin.access)).await.header("x-cache"),
+        Some("miss")
+    );
     assert_eq!(app.get(&path, Some(&admin.access)).await.header("x-cache"), Some("hit"));
-    app.patch(&path, Some(&admin.access), json!({"name": "Renamed Newcomer"})).await;
+    app.patch(&path, Some(&admin.access), json!({"name": "Renamed Newcomer"}))
+        .await;
     let fresh = app.get(&path, Some(&admin.access)).await;
-    assert_eq!((fresh.header("x-cache"), fresh.body["name"].as_str()), (Some("miss"), Some("Renamed Newcomer")));
+    assert_eq!(
+        (fresh.header("x-cache"), fresh.body["name"].as_str()),
+        (Some("miss"), Some("Renamed Newcomer"))
+    );
     // Different pages and filters are different entries.
-    assert_eq!(app.get("/v1/users?q=new", Some(&admin.access)).await.header("x-cache"), Some("miss"));
+    assert_eq!(
+        app.get("/v1/users?q=new", Some(&admin.access)).await.header("x-cache"),
+        Some("miss")
+    );
     // A 404 is never cached.
     let missing = format!("/v1/users/{}", uuid::Uuid::now_v7());
-    app.get(&missing, Some(&admin.access)).await.assert_problem(404, "not_found");
-    app.get(&missing, Some(&admin.access)).await.assert_problem(404, "not_found");
+    app.get(&missing, Some(&admin.access))
+        .await
+        .assert_problem(404, "not_found");
+    app.get(&missing, Some(&admin.access))
+        .await
+        .assert_problem(404, "not_found");
 }
 
 #[tokio::test]
@@ -65,12 +91,20 @@ async fn a_write_on_one_instance_is_seen_at_once_through_the_others_cache() {
     assert_eq!(b.get(&path, Some(&admin.access)).await.header("x-cache"), Some("hit"));
     b.get("/v1/users", Some(&admin.access)).await;
 
-    let res = a.patch(&path, Some(&admin.access), json!({"name": "Changed On A"})).await;
+    let res = a
+        .patch(&path, Some(&admin.access), json!({"name": "Changed On A"}))
+        .await;
     assert_eq!(res.status, StatusCode::OK);
     let seen = b.get(&path, Some(&admin.access)).await;
     assert_eq!(seen.body["name"], "Changed On A", "B must not serve its stale entry");
     let list = b.get("/v1/users", Some(&admin.access)).await;
-    assert!(list.body["items"].as_array().unwrap().iter().any(|u| u["name"] == "Changed On A"));
+    assert!(
+        list.body["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|u| u["name"] == "Changed On A")
+    );
 }
 
 #[tokio::test]
@@ -99,9 +133,19 @@ async fn a_slow_reader_cannot_store_a_stale_value_after_an_invalidation() {
     // …and only then does the slow reader store what it read.
     release_tx.send(()).unwrap();
     assert_eq!(slow.await.unwrap(), ("stale".to_owned(), CacheStatus::Miss));
-    let (value, status) = cache.get_or_load("race", "k", || async { Ok("fresh".to_owned()) }).await.unwrap();
-    assert_eq!((value.as_str(), status), ("fresh", CacheStatus::Miss), "the stale value must not be served");
-    let (value, status) = cache.get_or_load("race", "k", || async { Ok("never".to_owned()) }).await.unwrap();
+    let (value, status) = cache
+        .get_or_load("race", "k", || async { Ok("fresh".to_owned()) })
+        .await
+        .unwrap();
+    assert_eq!(
+        (value.as_str(), status),
+        ("fresh", CacheStatus::Miss),
+        "the stale value must not be served"
+    );
+    let (value, status) = cache
+        .get_or_load("race", "k", || async { Ok("never".to_owned()) })
+        .await
+        .unwrap();
     assert_eq!((value.as_str(), status), ("fresh", CacheStatus::Hit));
 }
 
@@ -125,7 +169,11 @@ async fn one_request_recomputes_an_expired_hot_key() {
         }
     }))
     .await;
-    assert_eq!(loads.load(Ordering::SeqCst), 1, "one recompute for 20 concurrent misses");
+    assert_eq!(
+        loads.load(Ordering::SeqCst),
+        1,
+        "one recompute for 20 concurrent misses"
+    );
     assert!(results.iter().all(|(v, _)| v == "value"));
     assert_eq!(results.iter().filter(|(_, s)| *s == CacheStatus::Miss).count(), 1);
 }
@@ -142,25 +190,43 @@ async fn redis_going_away_degrades_to_postgres_and_recovers() {
     .await;
     let admin = app.admin("outage-admin@example.com").await;
     app.get("/v1/users", Some(&admin.access)).await;
-    assert_eq!(app.get("/v1/users", Some(&admin.access)).await.header("x-cache"), Some("hit"));
+    assert_eq!(
+        app.get("/v1/users", Some(&admin.access)).await.header("x-cache"),
+        Some("hit")
+    );
 
     redis.stop();
     for _ in 0..3 {
         let res = app.get("/v1/users", Some(&admin.access)).await;
-        assert_eq!(res.status, StatusCode::OK, "reads fall through to Postgres: {}", res.body);
+        assert_eq!(
+            res.status,
+            StatusCode::OK,
+            "reads fall through to Postgres: {}",
+            res.body
+        );
         assert_eq!(res.header("x-cache"), Some("miss"));
     }
-    assert_eq!(app.signup("during-outage@example.com").await.email, "during-outage@example.com");
+    assert_eq!(
+        app.signup("during-outage@example.com").await.email,
+        "during-outage@example.com"
+    );
     // Login keeps a conservative in-process limit while Redis is away.
     let statuses: Vec<u16> = {
         let mut v = vec![];
         for _ in 0..5 {
-            v.push(app.login("outage-admin@example.com", "wrong-password").await.status.as_u16());
+            v.push(
+                app.login("outage-admin@example.com", "wrong-password")
+                    .await
+                    .status
+                    .as_u16(),
+            );
         }
         v
     };
     assert_eq!(statuses, [401, 401, 401, 429, 429]);
-    app.get("/health/ready", None).await.assert_problem(503, "dependency_unavailable");
+    app.get("/health/ready", None)
+        .await
+        .assert_problem(503, "dependency_unavailable");
 
     redis.restart();
     let mut recovered = false;
@@ -186,15 +252,25 @@ async fn login_limit_is_exact_across_two_instances() {
     });
     let results = join_all(attempts).await;
     let passed = results.iter().filter(|r| r.status == StatusCode::OK).count();
-    let limited = results.iter().filter(|r| r.status == StatusCode::TOO_MANY_REQUESTS).count();
+    let limited = results
+        .iter()
+        .filter(|r| r.status == StatusCode::TOO_MANY_REQUESTS)
+        .count();
     assert_eq!((passed, limited), (10, 90));
-    let rejected = results.iter().find(|r| r.status == StatusCode::TOO_MANY_REQUESTS).unwrap();
+    let rejected = results
+        .iter()
+        .find(|r| r.status == StatusCode::TOO_MANY_REQUESTS)
+        .unwrap();
     rejected.assert_problem(429, "rate_limited");
     let retry: u64 = rejected.header("retry-after").unwrap().parse().unwrap();
     assert!((1..=60).contains(&retry));
     assert_eq!(rejected.header("ratelimit-policy"), Some("\"login\";q=10;w=60"));
     let ok = results.iter().find(|r| r.status == StatusCode::OK).unwrap();
-    assert!(ok.header("ratelimit").unwrap().starts_with("\"login\";r="), "{:?}", ok.headers);
+    assert!(
+        ok.header("ratelimit").unwrap().starts_with("\"login\";r="),
+        "{:?}",
+        ok.headers
+    );
 }
 
 #[tokio::test]
@@ -255,7 +331,9 @@ async fn per_user_and_anonymous_limits() {
     assert_eq!(codes, [200, 200, 200, 429]);
     // Anonymous traffic: the sign-up above used one of the two.
     assert_eq!(app.get("/v1/no-such-thing", None).await.status.as_u16(), 404);
-    app.get("/v1/no-such-thing", None).await.assert_problem(429, "rate_limited");
+    app.get("/v1/no-such-thing", None)
+        .await
+        .assert_problem(429, "rate_limited");
     // Health and docs are never limited.
     for _ in 0..5 {
         assert_eq!(app.get("/health/live", None).await.status, StatusCode::OK);

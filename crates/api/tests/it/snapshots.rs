@@ -7,7 +7,11 @@ use testkit::TestApp;
 async fn response_shapes() {
     let app = TestApp::spawn().await;
     let signup = app
-        .post("/v1/auth/signup", None, json!({"email": "shape@example.com", "password": testkit::PASSWORD, "name": "Shape"}))
+        .post(
+            "/v1/auth/signup",
+            None,
+            json!({"email": "shape@example.com", "password": testkit::PASSWORD, "name": "Shape"}),
+        )
         .await;
     insta::assert_json_snapshot!("signup", signup.body, {
         ".user.id" => "[id]",
@@ -15,11 +19,21 @@ async fn response_shapes() {
         ".access_token" => "[jwt]",
         ".refresh_token" => "[token]",
     });
-    let problem = app.post("/v1/auth/signup", None, json!({"email": "bad", "password": "x", "name": ""})).await;
+    let problem = app
+        .post(
+            "/v1/auth/signup",
+            None,
+            json!({"email": "bad", "password": "x", "name": ""}),
+        )
+        .await;
     insta::assert_json_snapshot!("validation_problem", problem.body, { ".request_id" => "[request-id]" });
     let token = signup.body["access_token"].as_str().unwrap();
     let task = app
-        .post("/v1/tasks", Some(token), json!({"title": "Snapshot me", "priority": "high", "due_at": "2030-01-01T00:00:00Z"}))
+        .post(
+            "/v1/tasks",
+            Some(token),
+            json!({"title": "Snapshot me", "priority": "high", "due_at": "2030-01-01T00:00:00Z"}),
+        )
         .await;
     insta::assert_json_snapshot!("task", task.body, {
         ".id" => "[id]",
