@@ -89,25 +89,9 @@ pub struct Config {
     pub http: crate::hardening::HttpSettings,
 }
 
-/// Parses `900`, `30s`, `15m`, `12h` or `30d`.
+/// `500ms`, `30s`, `15m`, `12h`, `30d` or plain seconds (see `domain::duration`).
 pub fn parse_duration(raw: &str) -> anyhow::Result<Duration> {
-    let raw = raw.trim();
-    let (num, unit) = match raw.char_indices().find(|(_, c)| !c.is_ascii_digit()) {
-        Some((i, _)) => raw.split_at(i),
-        None => (raw, "s"),
-    };
-    let n: u64 = num.parse().with_context(|| format!("{raw:?} is not a duration"))?;
-    let secs = match unit {
-        "s" => n,
-        "m" => n * 60,
-        "h" => n * 3600,
-        "d" => n * 86_400,
-        _ => bail!("{raw:?}: unit must be s, m, h or d"),
-    };
-    if secs == 0 {
-        bail!("{raw:?}: duration must be positive");
-    }
-    Ok(Duration::from_secs(secs))
+    domain::duration::parse(raw).map_err(anyhow::Error::msg)
 }
 
 fn var(name: &str) -> Option<String> {
@@ -236,18 +220,6 @@ impl Config {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn durations() {
-        assert_eq!(parse_duration("900").unwrap(), Duration::from_secs(900));
-        assert_eq!(parse_duration("30s").unwrap(), Duration::from_secs(30));
-        assert_eq!(parse_duration("15m").unwrap(), Duration::from_secs(900));
-        assert_eq!(parse_duration("12h").unwrap(), Duration::from_secs(43_200));
-        assert_eq!(parse_duration("30d").unwrap(), Duration::from_secs(2_592_000));
-        for bad in ["", "0", "15x", "m", "-5", "1.5h"] {
-            assert!(parse_duration(bad).is_err(), "{bad:?}");
-        }
-    }
 
     #[test]
     fn app_env_parse() {

@@ -138,17 +138,7 @@ impl HttpSettings {
     }
 }
 
-/// `500ms`, or anything [`crate::config::parse_duration`] takes (`30s`, `15m`, plain seconds).
-pub fn parse_duration(raw: &str) -> anyhow::Result<Duration> {
-    let raw = raw.trim();
-    match raw.strip_suffix("ms") {
-        Some(ms) => match ms.parse::<u64>() {
-            Ok(n) if n > 0 => Ok(Duration::from_millis(n)),
-            _ => bail!("{raw:?} is not a positive duration"),
-        },
-        None => crate::config::parse_duration(raw),
-    }
-}
+pub use crate::config::parse_duration;
 
 /// An origin as browsers send it: `scheme://host[:port]`, lower case, no default port, no path.
 /// `*` and `null` are refused: the allow-list names real origins only.

@@ -2,6 +2,7 @@
 //! ("parse, don't validate"), enums with their string forms, pagination primitives and the
 //! domain error. Nothing here performs I/O.
 
+pub mod duration;
 pub mod email;
 pub mod error;
 pub mod jobs;

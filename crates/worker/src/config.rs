@@ -60,26 +60,9 @@ where
     }
 }
 
-/// `500ms`, `30s`, `15m`, `12h`, `7d`, or plain seconds.
+/// `500ms`, `30s`, `15m`, `12h`, `7d`, or plain seconds (see `domain::duration`).
 pub fn parse_duration(raw: &str) -> anyhow::Result<Duration> {
-    let raw = raw.trim();
-    if let Some(ms) = raw.strip_suffix("ms") {
-        let n: u64 = ms.parse().with_context(|| format!("{raw:?} is not a duration"))?;
-        return Ok(Duration::from_millis(n));
-    }
-    let (num, unit) = match raw.char_indices().find(|(_, c)| !c.is_ascii_digit()) {
-        Some((i, _)) => raw.split_at(i),
-        None => (raw, "s"),
-    };
-    let n: u64 = num.parse().with_context(|| format!("{raw:?} is not a duration"))?;
-    let secs = match unit {
-        "s" => n,
-        "m" => n * 60,
-        "h" => n * 3600,
-        "d" => n * 86_400,
-        _ => bail!("{raw:?}: unit must be ms, s, m, h or d"),
-    };
-    Ok(Duration::from_secs(secs))
+    domain::duration::parse(raw).map_err(anyhow::Error::msg)
 }
 
 fn duration(name: &str, default: &str) -> anyhow::Result<Duration> {
@@ -148,19 +131,5 @@ impl WorkerConfig {
                 None => Some(SocketAddr::from(([127, 0, 0, 1], 9464))),
             },
         })
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn durations() {
-        assert_eq!(parse_duration("500ms").unwrap(), Duration::from_millis(500));
-        assert_eq!(parse_duration("7d").unwrap(), Duration::from_secs(604_800));
-        assert_eq!(parse_duration("10").unwrap(), Duration::from_secs(10));
-        assert!(parse_duration("5x").is_err());
-        assert!(parse_duration("ms").is_err());
     }
 }

@@ -218,59 +218,7 @@ impl Drop for Worker {
     }
 }
 
-/// A `redis-server` owned by one test, so the test can stop and restart it.
-pub struct OwnRedis {
-    child: Option<Child>,
-    pub port: u16,
-}
-
-impl OwnRedis {
-    pub fn start() -> Self {
-        let mut r = Self {
-            child: None,
-            port: free_port(),
-        };
-        r.restart();
-        r
-    }
-
-    pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
-    }
-
-    pub fn restart(&mut self) {
-        let child = Command::new("redis-server")
-            .args([
-                "--port",
-                &self.port.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-            ])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("redis-server on PATH");
-        self.child = Some(child);
-        wait_port(self.port, Duration::from_secs(10));
-    }
-
-    pub fn stop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
-impl Drop for OwnRedis {
-    fn drop(&mut self) {
-        self.stop();
-    }
-}
+pub use testkit::OwnRedis;
 
 /// A TCP proxy to Postgres that a test can cut (every connection dropped, new ones refused) and
 /// restore: a Postgres outage as the worker sees it, without stopping the shared server.
