@@ -3,7 +3,7 @@
 #
 #   bash deploy/scripts/bench.sh [SECTION...]      (normally via `just bench [SECTION...]`)
 #
-# Sections (default: all, in this order): auth jobs
+# Sections (default: all, in this order): auth jobs tasks cache
 #   auth  /health/live, /v1/users/me, login throughput vs the bcrypt ceiling, health under logins
 #   jobs  audit jobs/s of one and of two `worker` processes (JOBS_N synthetic jobs each), then
 #         signup p50/p99 without and with a worker running (API restarted at SIGNUP_BCRYPT_COST
@@ -12,15 +12,32 @@
 #         request_id 'bench', so no other audit row is counted. With JOBS_N > ~8,000 a worker's
 #         first fetch may fail (apalis-redis 1.0 promotes all due jobs at once) and that queue's
 #         worker restarts after 1 s: the run warns, and "first row after" includes the restart.
+#   tasks GET /v1/tasks at one million rows, as seed7@seed.example.com (~1,000 tasks of its own),
+#         at TASKS_CONNS: /health/live (the baseline at that concurrency), the first page of every
+#         sort, a deep page (the URL after following next_cursor 25 times, limit 20, status
+#         todo,in_progress, sort due_at), the filters q, category_id, priority+status and
+#         due_before, then POST /v1/tasks and PATCH of one task (status todo <-> done). Runs
+#         against its own database `taskshop_bench_tasks`, which is kept between runs: created,
+#         migrated, and seeded (`api seed --users 1000 --tasks 1000000`, ~45 s) only while it
+#         holds fewer than 1,000,000 tasks; the tasks the create run adds are deleted again. The
+#         API is restarted on that database for the section, then on `taskshop_bench` again.
+#         Summary: the max p99 over the list scenarios, and list req/s as % of /health/live.
+#   cache GET /v1/users (admin) served from the cache (X-Cache: hit), the same with the API
+#         restarted at CACHE_ENABLED=false, then a read-mostly mix on the cached API: every
+#         CACHE_WRITE_EVERY-th request renames one user (PATCH /v1/users/{id}), which invalidates
+#         the users namespace; the wrk script counts X-Cache hit/miss of the GETs. Users: the
+#         admin bench-admin@example.com (`api create-admin`) and CACHE_USERS seed accounts
+#         (`api seed --users N`). The bench's Redis cache keys are deleted first.
 #
 # Expects target/release/api and target/release/worker to be built, PostgreSQL at 127.0.0.1:5432
 # (trust auth) and Redis at 127.0.0.1:6379 (`just bench` takes care of all three). Every run drops
-# and recreates the database `taskshop_bench`, starts `api serve` on 127.0.0.1:18080 and stops it
-# (and any worker it started) on exit. Redis keys are under the prefix `bench`; the jobs section
-# deletes `bench:jobs:*` before each measurement, and refuses to run if some other process
-# consumes that queue. Each wrk run is bounded by DURATION. Results are printed as a Markdown block
-# and appended to var/bench/results-<timestamp>.md; the logs of the last run are
-# var/bench/last-api.log (every api serve of the run, appended) and var/bench/last-worker.log.
+# and recreates the database `taskshop_bench` (section tasks keeps its own, see above), starts
+# `api serve` on 127.0.0.1:18080 and stops it (and any worker it started) on exit. Redis keys are
+# under the prefix `bench`; the jobs section deletes `bench:jobs:*` before each measurement, and
+# refuses to run if some other process consumes that queue. Each wrk run is bounded by DURATION
+# (TASKS_DURATION in section tasks). Results are printed as a Markdown block and appended to
+# var/bench/results-<timestamp>.md; the logs of the last run are var/bench/last-api.log (every
+# api serve of the run, appended) and var/bench/last-worker.log.
 #
 # Knobs (environment):
 #   DURATION=10s     length of every wrk run
@@ -46,6 +63,12 @@
 #   SIGNUP_CONNS=16  connections of the signup runs       SIGNUP_DURATION=$DURATION  their length
 #   SIGNUP_BCRYPT_COST=4  bcrypt cost of the API during the signup runs (so bcrypt does not drown
 #                    the difference the worker makes)
+#   TASKS_CONNS=32   connections of the tasks runs      TASKS_DURATION=5s  their length
+#   TASKS_WARMUP=0   warm-up of each tasks run after the first, which gets WARMUP (that opens
+#                    the DB pool; the data is in shared buffers after the vacuum); keeps the
+#                    section at ~90 s once seeded
+#   CACHE_USERS=50   seed accounts for the cached user list (20 per page: 3 pages)
+#   CACHE_WRITE_EVERY=20  the mix's share of writes: 1 request in N is a PATCH (20 = 5%)
 #
 # Adding a section: write `section_<name>() { ... }` that calls `wrk_run` (and `note` for extra
 # summary lines), then add <name> to SECTIONS below. `health_baseline` gives the /health/live
@@ -58,7 +81,7 @@ SCRIPT_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 REPO_ROOT="$(cd "$SCRIPT_DIR/../.." && pwd)"
 cd "$REPO_ROOT"
 
-SECTIONS=(auth jobs)
+SECTIONS=(auth jobs tasks cache)
 
 DURATION="${DURATION:-10s}"
 CONNS="${CONNS:-64}"
@@ -74,17 +97,30 @@ WORKER_CONCURRENCY="${WORKER_CONCURRENCY:-32}"
 SIGNUP_CONNS="${SIGNUP_CONNS:-16}"
 SIGNUP_DURATION="${SIGNUP_DURATION:-$DURATION}"
 SIGNUP_BCRYPT_COST="${SIGNUP_BCRYPT_COST:-4}"
+TASKS_CONNS="${TASKS_CONNS:-32}"
+TASKS_DURATION="${TASKS_DURATION:-5s}"
+TASKS_WARMUP="${TASKS_WARMUP:-0}"
+CACHE_USERS="${CACHE_USERS:-50}"
+CACHE_WRITE_EVERY="${CACHE_WRITE_EVERY:-20}"
 
 PG_HOST=127.0.0.1
 PG_PORT=5432
 PG_USER=postgres
 BENCH_DB=taskshop_bench
+# The tasks section's database: a million seeded tasks, kept between runs (seeding takes ~45 s).
+TASKS_DB=taskshop_bench_tasks
+TASKS_SEED_USERS=1000
+TASKS_SEED_ROWS=1000000
+TASKS_EMAIL="seed7@seed.example.com"
+SEED_PASSWORD="demo-password-123"
 API_BIN="$REPO_ROOT/target/release/api"
 WORKER_BIN="$REPO_ROOT/target/release/worker"
 BASE_URL="http://127.0.0.1:18080"
 
 BENCH_EMAIL="bench@example.com"
 BENCH_PASSWORD="bench-password-1"
+ADMIN_EMAIL="bench-admin@example.com"
+ADMIN_PASSWORD="bench-password-1"
 
 export DATABASE_URL="postgres://$PG_USER@$PG_HOST:$PG_PORT/$BENCH_DB"
 export REDIS_URL="redis://127.0.0.1:6379"
@@ -172,6 +208,9 @@ ensure_tools() {
     if [[ " ${RUN_SECTIONS[*]} " == *" jobs "* ]]; then
         [[ -x $WORKER_BIN ]] || die "$WORKER_BIN not found; run: cargo build --release --bin api --bin worker"
         command -v redis-cli >/dev/null 2>&1 || die "redis-cli is required (section jobs)"
+    fi
+    if [[ " ${RUN_SECTIONS[*]} " == *" cache "* ]]; then
+        command -v redis-cli >/dev/null 2>&1 || die "redis-cli is required (section cache)"
     fi
 }
 
@@ -273,10 +312,11 @@ now_s() { date +%s.%N; }
 # worker_cmd ARGS…: the worker binary with the bench environment (DATABASE_URL, REDIS_URL,
 # REDIS_PREFIX, APP_ENV, RUST_LOG and LOG_FORMAT are exported above). SMTP_URL is set empty so a
 # .env cannot point it at a real server: e-mails become .eml files under $WORK/mail.
+# WORKER_METRICS_ADDR=off: two workers on one host would both bind the default metrics port.
 # start_workers repeats the command inline: a backgrounded function is a subshell whose pid ($!)
 # SIGTERM would kill, orphaning the worker.
 worker_cmd() {
-    env MAIL_DIR="$WORK/mail" SMTP_URL="" WORKER_CONCURRENCY="$WORKER_CONCURRENCY" "$WORKER_BIN" "$@"
+    env MAIL_DIR="$WORK/mail" SMTP_URL="" WORKER_METRICS_ADDR=off WORKER_CONCURRENCY="$WORKER_CONCURRENCY" "$WORKER_BIN" "$@"
 }
 
 # start_workers K: starts K worker processes back to back (WORKER_PIDS; log: WORKER_LOG).
@@ -286,7 +326,7 @@ start_workers() {
     WORKER_LOG_MARK="$(wc -l <"$WORKER_LOG" 2>/dev/null || echo 0)"
     for ((i = 0; i < $1; i++)); do
         printf '=== worker, WORKER_CONCURRENCY=%s, %s\n' "$WORKER_CONCURRENCY" "$(date -u +%FT%TZ)" >>"$WORKER_LOG"
-        env MAIL_DIR="$WORK/mail" SMTP_URL="" WORKER_CONCURRENCY="$WORKER_CONCURRENCY" \
+        env MAIL_DIR="$WORK/mail" SMTP_URL="" WORKER_METRICS_ADDR=off WORKER_CONCURRENCY="$WORKER_CONCURRENCY" \
             "$WORKER_BIN" run >>"$WORKER_LOG" 2>&1 &
         WORKER_PIDS+=($!)
     done
@@ -678,6 +718,277 @@ section_jobs() {
     stop_api
     export BCRYPT_COST="$saved_cost"
     start_api
+}
+
+# ------------------------------------------------------- tasks and cache ---
+
+# login EMAIL PASSWORD: prints the access token (dies unless the login answers 200).
+login() {
+    local status
+    status="$(curl -sS -o "$WORK/login-as.json" -w '%{http_code}' --max-time 30 \
+        -H 'Content-Type: application/json' \
+        -d "$(printf '{"email":"%s","password":"%s"}' "$1" "$2")" "$BASE_URL/v1/auth/login")"
+    [[ $status == 200 ]] || {
+        cat "$WORK/login-as.json" >&2 || true
+        die "login of $1 returned HTTP $status, expected 200"
+    }
+    python3 -c 'import json, sys; print(json.load(sys.stdin)["access_token"])' <"$WORK/login-as.json"
+}
+
+# get_ok URL TOKEN: GET into $WORK/get.json (headers in $WORK/get.headers); dies unless 200.
+get_ok() {
+    local status
+    status="$(curl -sS -D "$WORK/get.headers" -o "$WORK/get.json" -w '%{http_code}' --max-time 30 \
+        -H "Authorization: Bearer $2" "$1")"
+    [[ $status == 200 ]] || {
+        cat "$WORK/get.json" >&2 || true
+        die "GET $1 returned HTTP $status, expected 200"
+    }
+}
+
+# json_py EXPR: evaluates the Python expression EXPR with `d` = the JSON of $WORK/get.json.
+json_py() { python3 -c "import json, sys, urllib.parse; d = json.load(sys.stdin); print($1)" <"$WORK/get.json"; }
+
+# x_cache: the X-Cache header of the last get_ok ("" if none).
+x_cache() { awk -F': *' 'tolower($1) == "x-cache" { sub(/\r$/, "", $2); print $2 }' "$WORK/get.headers"; }
+
+# tasks_db_prepare: creates TASKS_DB if missing, migrates it, and seeds it unless it already has
+# TASKS_SEED_ROWS tasks. Sets TASKS_SEED (a summary line).
+tasks_db_prepare() {
+    local pg=(-h "$PG_HOST" -p "$PG_PORT" -U "$PG_USER" -w) url n t0
+    url="postgres://$PG_USER@$PG_HOST:$PG_PORT/$TASKS_DB"
+    if [[ -z "$(psql "${pg[@]}" -X -q -d postgres -tAc "select 1 from pg_database where datname = '$TASKS_DB'")" ]]; then
+        log "creating database $TASKS_DB (kept between runs)"
+        createdb "${pg[@]}" "$TASKS_DB"
+    fi
+    DATABASE_URL="$url" "$API_BIN" migrate >"$WORK/migrate-tasks.log" 2>&1 || {
+        cat "$WORK/migrate-tasks.log" >&2
+        die "api migrate of $TASKS_DB failed"
+    }
+    n="$(BENCH_DB="$TASKS_DB" pg_q 'select count(*) from tasks')"
+    if ((n >= TASKS_SEED_ROWS)); then
+        log "$TASKS_DB has $n tasks: not seeding"
+        TASKS_SEED="$n tasks in $TASKS_DB (kept from an earlier run, not seeded)"
+        return
+    fi
+    log "$TASKS_DB has $n tasks: seeding $TASKS_SEED_USERS users / $TASKS_SEED_ROWS tasks (~45 s)"
+    t0=$SECONDS
+    DATABASE_URL="$url" RUST_LOG=info "$API_BIN" seed --users "$TASKS_SEED_USERS" --tasks "$TASKS_SEED_ROWS" \
+        >"$WORK/seed-tasks.log" 2>&1 || {
+        tail -n 20 "$WORK/seed-tasks.log" >&2
+        die "api seed of $TASKS_DB failed"
+    }
+    grep -q 'bulk seed done' "$WORK/seed-tasks.log" || warn "api seed did not log 'bulk seed done'"
+    n="$(BENCH_DB="$TASKS_DB" pg_q 'select count(*) from tasks')"
+    ((n >= TASKS_SEED_ROWS)) || die "after seeding, $TASKS_DB has only $n tasks"
+    log "seeded $TASKS_DB in $((SECONDS - t0)) s ($n tasks)"
+    TASKS_SEED="$n tasks in $TASKS_DB (seeded in this run: $((SECONDS - t0)) s)"
+}
+
+# tasks_cleanup: deletes the tasks the create scenario added (title 'bench task', TASKS_EMAIL's),
+# so the seeded data set stays the same from run to run, then vacuums: autovacuum would not run
+# for so few rows, and their dead index entries sit right at the start of TASKS_EMAIL's
+# -created_at range (newest first), so every later default-sort page would step over them
+# (~50k after three runs made that page 15x slower: 3.2 ms instead of 0.2 ms).
+tasks_cleanup() {
+    local n
+    n="$(BENCH_DB="$TASKS_DB" pg_q "with d as (delete from tasks where title = 'bench task' and user_id in
+        (select id from users where email = '$TASKS_EMAIL') returning 1) select count(*) from d")"
+    if ((n > 0)); then log "deleted $n tasks made by the create scenario"; fi
+    BENCH_DB="$TASKS_DB" pg_q 'vacuum (analyze) tasks, task_categories'
+}
+
+section_tasks() {
+    local saved_url="$DATABASE_URL" saved_db="$BENCH_DB" token auth health lua url name cursor cat_id
+    local s due task_id i p99max=0 p99name="" rpsmin="" rpsname="" list=() n_items
+    tasks_db_prepare
+    stop_api
+    export DATABASE_URL="postgres://$PG_USER@$PG_HOST:$PG_PORT/$TASKS_DB"
+    BENCH_DB="$TASKS_DB"
+    start_api
+    tasks_cleanup
+    token="$(login "$TASKS_EMAIL" "$SEED_PASSWORD")"
+    [[ -n $token ]] || die "login of $TASKS_EMAIL returned no access_token"
+    auth="Authorization: Bearer $token"
+
+    # tasks_run NAME URL [wrk args]: one measurement at TASKS_CONNS for TASKS_DURATION; the first
+    # warms up for WARMUP (the DB pool opens its connections), the others for TASKS_WARMUP.
+    local warm="$WARMUP"
+    tasks_run() {
+        WARMUP="$warm" wrk_run "$1" "$2" -c "$TASKS_CONNS" -d "$TASKS_DURATION" -H "$auth" "${@:3}"
+        warm="$TASKS_WARMUP"
+    }
+    # list_run NAME URL: a list scenario (must answer 200 with items first).
+    list_run() {
+        get_ok "$2" "$token"
+        n_items="$(json_py 'len(d["items"])')"
+        ((n_items > 0)) || add_warning "$1: the page is empty (measuring anyway)"
+        tasks_run "$1" "$2"
+        list+=("$1")
+    }
+
+    # The baseline at the same concurrency, right before the lists (no DB: no warm-up needed).
+    if [[ $TASKS_CONNS == "$CONNS" ]]; then
+        health_baseline
+        health="$HEALTH"
+    else
+        health="GET /health/live (c=$TASKS_CONNS)"
+        WARMUP=0 wrk_run "$health" "$BASE_URL/health/live" -c "$TASKS_CONNS" -d "$TASKS_DURATION"
+    fi
+
+    # First pages, every sort.
+    list_run "GET /v1/tasks (first page, -created_at = default)" "$BASE_URL/v1/tasks"
+    local default_name="${list[-1]}"
+    for s in created_at due_at -due_at priority -priority; do
+        list_run "GET /v1/tasks?sort=$s (first page)" "$BASE_URL/v1/tasks?sort=$s"
+    done
+
+    # Deep page: follow next_cursor 25 times (rows ~501-520), then measure that exact URL.
+    url="$BASE_URL/v1/tasks?status=todo,in_progress&sort=due_at&limit=20"
+    cursor=""
+    for ((i = 1; i <= 25; i++)); do
+        get_ok "$url${cursor:+&cursor=$cursor}" "$token"
+        cursor="$(json_py 'urllib.parse.quote(d["next_cursor"] or "", safe="")')"
+        [[ -n $cursor ]] || die "deep page: no next_cursor on page $i of $url"
+    done
+    list_run "GET /v1/tasks?status=todo,in_progress&sort=due_at, page 26 (cursor)" "$url&cursor=$cursor"
+
+    # Filters.
+    get_ok "$BASE_URL/v1/categories" "$token"
+    cat_id="$(json_py 'd["items"][0]["id"]')"
+    due="$(date -u -d '+7 days' +%Y-%m-%dT%H:%M:%SZ)"
+    list_run "GET /v1/tasks?q=report" "$BASE_URL/v1/tasks?q=report"
+    list_run "GET /v1/tasks?category_id=<own>" "$BASE_URL/v1/tasks?category_id=$cat_id"
+    list_run "GET /v1/tasks?priority=high&status=todo" "$BASE_URL/v1/tasks?priority=high&status=todo"
+    list_run "GET /v1/tasks?due_before=<now+7d>" "$BASE_URL/v1/tasks?due_before=$due"
+
+    # Writes: create, then updates of one existing task (its oldest), alternating todo/done.
+    lua="$WORK/task-create.lua"
+    lua_post "$lua" '{"title":"bench task","priority":"high"}'
+    tasks_run "POST /v1/tasks" "$BASE_URL/v1/tasks" -s "$lua"
+    get_ok "$BASE_URL/v1/tasks?sort=created_at&limit=1" "$token"
+    task_id="$(json_py 'd["items"][0]["id"]')"
+    lua="$WORK/task-update.lua"
+    cat >"$lua" <<'LUA'
+wrk.method = "PATCH"
+wrk.headers["Content-Type"] = "application/json"
+local n = 0
+local bodies = { '{"status":"done"}', '{"status":"todo"}' }
+function request()
+    n = n + 1
+    return wrk.format(nil, nil, nil, bodies[n % 2 + 1])
+end
+LUA
+    tasks_run "PATCH /v1/tasks/{id} (one task, todo<->done)" "$BASE_URL/v1/tasks/$task_id" -s "$lua"
+    wait_idle
+    tasks_cleanup
+
+    for name in "${list[@]}"; do
+        if awk -v a="${P99[$name]}" -v b="$p99max" 'BEGIN { exit !(a + 0 > b + 0) }'; then
+            p99max="${P99[$name]}" p99name="$name"
+        fi
+        if [[ -z $rpsmin ]] || awk -v a="${RPS[$name]}" -v b="$rpsmin" 'BEGIN { exit !(a + 0 < b + 0) }'; then
+            rpsmin="${RPS[$name]}" rpsname="$name"
+        fi
+    done
+    note "tasks data" "$TASKS_SEED; as $TASKS_EMAIL; c=$TASKS_CONNS, $TASKS_DURATION per scenario (warm-up: $WARMUP before the first, then $TASKS_WARMUP)"
+    note "tasks list p99, max over ${#list[@]} list scenarios" "$p99max ms ($p99name; aim < 20 ms)"
+    note "tasks list req/s vs /health/live (c=$TASKS_CONNS, ${RPS[$health]} req/s)" \
+        "default first page ${RPS[$default_name]} = $(pct "${RPS[$default_name]}" "${RPS[$health]}"); min $rpsmin = $(pct "$rpsmin" "${RPS[$health]}") ($rpsname); aim ≥ 25%"
+
+    # Restore the API the other sections expect.
+    stop_api
+    export DATABASE_URL="$saved_url"
+    BENCH_DB="$saved_db"
+    start_api
+}
+
+# lua_cache_mix FILE PATH_OF_USER: ~1/CACHE_WRITE_EVERY of the requests rename one user (PATCH,
+# alternating names), the rest GET /v1/users; counts X-Cache hit/miss/absent over all threads.
+lua_cache_mix() {
+    cat >"$1" <<EOF
+local every, path = $CACHE_WRITE_EVERY, "$2"
+local n, get_headers, patch_headers = 0, {}, {}
+hits, misses, other = 0, 0, 0
+local threads = {}
+function setup(thread) table.insert(threads, thread) end
+function init(args)
+    for k, v in pairs(wrk.headers) do get_headers[k] = v; patch_headers[k] = v end
+    patch_headers["Content-Type"] = "application/json"
+end
+function request()
+    n = n + 1
+    if n % every == 0 then
+        local name = ((n / every) % 2 == 0) and "Bench Rename A" or "Bench Rename B"
+        return wrk.format("PATCH", path, patch_headers, '{"name":"' .. name .. '"}')
+    end
+    return wrk.format("GET", "/v1/users", get_headers, nil)
+end
+function response(status, headers, body)
+    local c = headers["x-cache"] or headers["X-Cache"]
+    if c == "hit" then hits = hits + 1 elseif c == "miss" then misses = misses + 1 else other = other + 1 end
+end
+function done(summary, latency, requests)
+    local h, m, o = 0, 0, 0
+    for _, t in ipairs(threads) do h = h + t:get("hits"); m = m + t:get("misses"); o = o + t:get("other") end
+    io.write(string.format("cache-mix: hits=%d misses=%d other=%d\n", h, m, o))
+end
+EOF
+}
+
+section_cache() {
+    local token auth cached uncached mix lua target hits misses other me="GET /v1/users/me (auth)" extra=""
+    # Users for the list (one shared bcrypt hash: seed{i}@seed.example.com), and the admin.
+    "$API_BIN" seed --users "$CACHE_USERS" --tasks 1 >"$WORK/seed-cache.log" 2>&1 || {
+        tail -n 20 "$WORK/seed-cache.log" >&2
+        die "api seed --users $CACHE_USERS failed"
+    }
+    "$API_BIN" create-admin --email "$ADMIN_EMAIL" --password "$ADMIN_PASSWORD" >"$WORK/admin.log" 2>&1 || {
+        cat "$WORK/admin.log" >&2
+        die "api create-admin failed"
+    }
+    # Seeded rows were inserted behind the API's back: start from an empty cache.
+    redis-cli -u "$REDIS_URL" --scan --pattern "$REDIS_PREFIX:cache:*" | xargs -r redis-cli -u "$REDIS_URL" del >/dev/null
+    token="$(login "$ADMIN_EMAIL" "$ADMIN_PASSWORD")"
+    [[ -n $token ]] || die "login of $ADMIN_EMAIL returned no access_token"
+    auth="Authorization: Bearer $token"
+    get_ok "$BASE_URL/v1/users" "$token"
+    [[ "$(json_py 'len(d["items"]) == 20 and bool(d["next_cursor"])')" == True ]] ||
+        die "GET /v1/users: expected 20 users and a next page, got $(json_py 'len(d["items"])') users"
+    get_ok "$BASE_URL/v1/users" "$token"
+    [[ "$(x_cache)" == hit ]] || die "GET /v1/users: second read answered X-Cache '$(x_cache)', expected hit (CACHE_ENABLED?)"
+    target="$(pg_q "select id from users where email = 'seed1@seed.example.com' and deleted_at is null")"
+    [[ -n $target ]] || die "seed1@seed.example.com not found"
+
+    health_baseline
+    cached="GET /v1/users (admin, cached: hit)"
+    wrk_run "$cached" "$BASE_URL/v1/users" -H "$auth"
+    get_ok "$BASE_URL/v1/users" "$token"
+    [[ "$(x_cache)" == hit ]] || add_warning "$cached: X-Cache '$(x_cache)' right after the run (expected hit)"
+
+    stop_api
+    CACHE_ENABLED=false start_api
+    uncached="GET /v1/users (admin, CACHE_ENABLED=false)"
+    get_ok "$BASE_URL/v1/users" "$token"
+    [[ "$(x_cache)" == miss ]] || die "GET /v1/users with CACHE_ENABLED=false answered X-Cache '$(x_cache)'"
+    wrk_run "$uncached" "$BASE_URL/v1/users" -H "$auth"
+    stop_api
+    CACHE_ENABLED=true start_api
+
+    if [[ -n ${RPS[$me]:-} ]]; then extra="; $me: $(pct "${RPS[$me]}" "${RPS[$HEALTH]}"), the ceiling of any authenticated route"; fi
+    note "cached user list vs /health/live" "$(pct "${RPS[$cached]}" "${RPS[$HEALTH]}") (${RPS[$cached]} of ${RPS[$HEALTH]} req/s; aim ≥ 50%$extra)"
+    note "cached vs uncached user list" "$(awk -v a="${RPS[$cached]}" -v b="${RPS[$uncached]}" 'BEGIN { if (b > 0) printf "%.2f×", a / b; else print "n/a" }') (${RPS[$cached]} / ${RPS[$uncached]} req/s; aim ≥ 3×)"
+
+    # Read-mostly mix against the cached API: every CACHE_WRITE_EVERY-th request renames seed1.
+    lua="$WORK/cache-mix.lua"
+    lua_cache_mix "$lua" "/v1/users/$target"
+    mix="GET /v1/users + $(awk -v e="$CACHE_WRITE_EVERY" 'BEGIN { printf "%g", 100 / e }')% PATCH /v1/users/{id} (cached)"
+    wrk_run "$mix" "$BASE_URL/v1/users" -H "$auth" -s "$lua"
+    read -r hits misses other < <(awk -F'[= ]' '/^cache-mix:/ { print $3, $5, $7 }' "$WORK/$(safe_name "$mix").out") ||
+        die "$mix: the wrk script printed no cache counts ($WORK/$(safe_name "$mix").out)"
+    # Each PATCH bumps the namespace's generation, so the next GET misses: with one miss per
+    # write the hit rate is at most 1 - PATCHes / GETs.
+    note "cache hit rate, ${mix%% (cached)}" "$(pct "$hits" "$((hits + misses))") of GETs ($hits hit, $misses miss; $other responses without X-Cache = PATCHes; one miss per write would give $(pct "$((hits + misses - other))" "$((hits + misses))"); aim ≥ 95%)"
 }
 
 # --------------------------------------------------------------- report ---
