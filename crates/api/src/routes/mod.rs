@@ -4,6 +4,7 @@ use actix_web::web;
 
 pub mod audit;
 pub mod auth;
+pub mod categories;
 pub mod health;
 pub mod tasks;
 pub mod users;
@@ -25,13 +26,13 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                 .service(web::resource("/audit-events").route(web::get().to(audit::list)))
                 .service(
                     web::resource("/categories")
-                        .route(web::get().to(tasks::list_categories))
-                        .route(web::post().to(tasks::create_category)),
+                        .route(web::get().to(categories::list_categories))
+                        .route(web::post().to(categories::create_category)),
                 )
                 .service(
                     web::resource("/categories/{id}")
-                        .route(web::patch().to(tasks::rename_category))
-                        .route(web::delete().to(tasks::delete_category)),
+                        .route(web::patch().to(categories::rename_category))
+                        .route(web::delete().to(categories::delete_category)),
                 )
                 .service(
                     web::resource("/tasks")
