@@ -160,7 +160,36 @@ fn is_problem(headers: &actix_web::http::header::HeaderMap) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use super::valid_request_id;
+    use actix_web::{App, HttpResponse, middleware::from_fn, test as atest, web};
+
+    use super::{edge, valid_request_id};
+
+    #[tokio::test]
+    async fn a_panicking_handler_is_a_500_problem_not_a_dropped_connection() {
+        let app = atest::init_service(
+            App::new()
+                .route("/boom", web::get().to(|| async { panic!("bug") as HttpResponse }))
+                .route("/fine", web::get().to(|| async { HttpResponse::Ok().finish() }))
+                .wrap(from_fn(edge)),
+        )
+        .await;
+        // The middleware hands actix an error that renders itself; the server answers with it.
+        let err = atest::try_call_service(&app, atest::TestRequest::get().uri("/boom").to_request())
+            .await
+            .expect_err("the panic surfaces as an error response");
+        let res = err.error_response();
+        assert_eq!(res.status(), 500);
+        let id = res.headers().get("x-request-id").unwrap().to_str().unwrap().to_owned();
+        assert_eq!(res.headers().get("content-type").unwrap(), "application/problem+json");
+        let bytes = actix_web::body::to_bytes(res.into_body()).await.unwrap();
+        let body: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+        assert_eq!(body["code"], "internal_error");
+        assert_eq!(body["request_id"], id.as_str());
+        assert!(!body.to_string().contains("bug"), "no panic message leaks");
+        // The worker thread survives: the next request is served.
+        let ok = atest::call_service(&app, atest::TestRequest::get().uri("/fine").to_request()).await;
+        assert_eq!(ok.status(), 200);
+    }
 
     #[test]
     fn request_id_validation() {
