@@ -91,11 +91,9 @@ where
                         detail: "The request body could not be read.".into(),
                     },
                 })?;
-            // Well-formedness first (one cheap pass), so syntax errors are 400 whatever the shape.
-            serde_json::from_slice::<serde::de::IgnoredAny>(&bytes).map_err(|_| ApiError::BadRequest {
-                code: "malformed_json",
-                detail: "The request body is not valid JSON.".into(),
-            })?;
+            // One cheap pass first: well-formedness (else 400, whatever the shape) and no NUL in
+            // any string (else 422 naming the field).
+            scan_json(&bytes)?;
             let mut de = serde_json::Deserializer::from_slice(&bytes);
             let value: T = serde_path_to_error::deserialize(&mut de)
                 .map_err(|err| ApiError::Validation(vec![deserialize_error(err)]))?;
@@ -103,6 +101,90 @@ where
             Ok(ValidJson(value))
         })
     }
+}
+
+/// Postgres `text` cannot hold NUL, so no string that reaches it may contain one. JSON can only
+/// carry it escaped (`\u0000`), in any string or key; query strings as `%00`.
+const NUL_MESSAGE: &str = "must not contain NUL characters";
+
+/// Walks a JSON document without building it, failing on a string or key that contains NUL.
+struct NulFree;
+
+impl<'de> serde::Deserialize<'de> for NulFree {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(NulFree)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for NulFree {
+    type Value = NulFree;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("any JSON value")
+    }
+
+    fn visit_bool<E>(self, _: bool) -> Result<NulFree, E> {
+        Ok(NulFree)
+    }
+    fn visit_i64<E>(self, _: i64) -> Result<NulFree, E> {
+        Ok(NulFree)
+    }
+    fn visit_u64<E>(self, _: u64) -> Result<NulFree, E> {
+        Ok(NulFree)
+    }
+    fn visit_f64<E>(self, _: f64) -> Result<NulFree, E> {
+        Ok(NulFree)
+    }
+    fn visit_unit<E>(self) -> Result<NulFree, E> {
+        Ok(NulFree)
+    }
+    fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<NulFree, E> {
+        if v.contains('\0') {
+            Err(E::custom(NUL_MESSAGE))
+        } else {
+            Ok(NulFree)
+        }
+    }
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<NulFree, A::Error> {
+        while seq.next_element::<NulFree>()?.is_some() {}
+        Ok(NulFree)
+    }
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<NulFree, A::Error> {
+        while let Some(key) = map.next_key::<String>()? {
+            if key.contains('\0') {
+                return Err(serde::de::Error::custom(NUL_MESSAGE));
+            }
+            map.next_value::<NulFree>()?;
+        }
+        Ok(NulFree)
+    }
+}
+
+fn scan_json(bytes: &[u8]) -> Result<(), ApiError> {
+    let malformed = || ApiError::BadRequest {
+        code: "malformed_json",
+        detail: "The request body is not valid JSON.".into(),
+    };
+    let mut de = serde_json::Deserializer::from_slice(bytes);
+    match serde_path_to_error::deserialize::<_, NulFree>(&mut de) {
+        Ok(NulFree) => de.end().map_err(|_| malformed()),
+        Err(err) if err.inner().is_data() => Err(ApiError::Validation(vec![deserialize_error(err)])),
+        Err(_) => Err(malformed()),
+    }
+}
+
+/// The decoded query pairs; a NUL (`%00`) in a name or value is a 422 naming the parameter.
+pub fn query_pairs(query: &str) -> Result<Vec<(String, String)>, ApiError> {
+    form_urlencoded::parse(query.as_bytes())
+        .into_owned()
+        .map(|(k, v)| {
+            if k.contains('\0') || v.contains('\0') {
+                Err(ApiError::field(&k.replace('\0', ""), NUL_MESSAGE))
+            } else {
+                Ok((k, v))
+            }
+        })
+        .collect()
 }
 
 /// A query string deserialised into `T` (unknown parameters rejected) and validated with garde.
@@ -120,6 +202,7 @@ where
 
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
         let parsed = (|| {
+            query_pairs(req.query_string())?;
             let de = serde_urlencoded::Deserializer::new(form_urlencoded::parse(req.query_string().as_bytes()));
             let value: T = serde_path_to_error::deserialize(de)
                 .map_err(|err| ApiError::Validation(vec![deserialize_error(err)]))?;
@@ -172,11 +255,9 @@ impl FromRequest for ClientMeta {
             .map(|r| r.0.clone())
             .unwrap_or_default();
         // The client address as the rate limiter sees it (X-Forwarded-For only from trusted proxies).
-        let trusted = req
-            .app_data::<web::Data<AppState>>()
-            .map(|s| s.limits.config.trusted_proxies.clone())
-            .unwrap_or_default();
-        let ip = crate::ratelimit::request_ip(req, &trusted).map(|ip| ip.to_string());
+        let state = req.app_data::<web::Data<AppState>>();
+        let trusted = state.map_or(&[][..], |s| &s.limits.config.trusted_proxies[..]);
+        let ip = crate::ratelimit::request_ip(req, trusted).map(|ip| ip.to_string());
         std::future::ready(Ok(Self {
             ip,
             user_agent,

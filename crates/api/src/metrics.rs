@@ -219,7 +219,11 @@ async fn outbox_backlog(state: &AppState) {
     }
 }
 
-/// `GET /metrics`: refreshes the scrape-time gauges and renders the Prometheus text format.
+/// Prometheus metrics (text format). Served here unless `METRICS_ADDR` moves it to a separate
+/// listener; then this port answers 404.
+#[utoipa::path(get, path = "/metrics", tag = "health", responses(
+    (status = 200, content_type = "text/plain", body = String, description = "Prometheus text exposition format"),
+))]
 pub async fn scrape(state: web::Data<AppState>) -> HttpResponse {
     let handle = handle();
     pool_metrics("db", &state.db.state(), state.config.database_pool_size);

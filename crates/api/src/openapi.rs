@@ -21,6 +21,7 @@ use crate::routes;
     paths(
         routes::health::live,
         routes::health::ready,
+        crate::metrics::scrape,
         routes::auth::signup,
         routes::auth::login,
         routes::auth::refresh,
@@ -52,7 +53,7 @@ use crate::routes;
     components(schemas(crate::error::Problem, domain::FieldError, domain::jobs::AuditEventType)),
     modifiers(&BearerAuth, &ResponseDescriptions),
     tags(
-        (name = "health", description = "Liveness and readiness"),
+        (name = "health", description = "Liveness, readiness and metrics"),
         (name = "auth", description = "Sign-up, login, token rotation, sessions"),
         (name = "users", description = "Your profile; user administration (admin)"),
         (name = "audit", description = "The append-only audit log (admin)"),

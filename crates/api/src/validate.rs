@@ -1,7 +1,7 @@
 //! garde custom rules that delegate to the domain parsers, so a request DTO reports every bad
 //! field at once while the rules themselves live in one place (`domain`).
 
-use domain::{Email, Password, Role, UserName};
+use domain::{Email, Password, UserName};
 
 fn check<T>(r: Result<T, domain::DomainError>) -> garde::Result {
     r.map(|_| ()).map_err(|domain::DomainError::Validation(errs)| {
@@ -27,14 +27,4 @@ pub fn opt_name(v: &Option<String>, ctx: &()) -> garde::Result {
 
 pub fn opt_password(v: &Option<String>, ctx: &()) -> garde::Result {
     v.as_deref().map_or(Ok(()), |v| password(v, ctx))
-}
-
-pub fn role(v: &str, _: &()) -> garde::Result {
-    check(v.parse::<Role>())
-}
-
-/// Converts a field already checked by garde into its domain type. garde ran the same parser, so
-/// this cannot fail in practice; if it ever does, it is still a 422, never a panic.
-pub fn parsed<T>(r: Result<T, domain::DomainError>) -> Result<T, crate::error::ApiError> {
-    r.map_err(Into::into)
 }

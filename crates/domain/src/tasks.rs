@@ -107,10 +107,13 @@ pub fn parse_title(raw: &str) -> Result<String, DomainError> {
     Ok(t.to_owned())
 }
 
-/// A description: at most 10,000 characters (newlines allowed).
+/// A description: at most 10,000 characters (newlines and tabs allowed, NUL not).
 pub fn parse_description(raw: &str) -> Result<String, DomainError> {
     if raw.chars().count() > 10_000 {
         return Err(DomainError::field("description", "must be at most 10000 characters"));
+    }
+    if raw.contains('\0') {
+        return Err(DomainError::field("description", "must not contain NUL characters"));
     }
     Ok(raw.to_owned())
 }
@@ -224,8 +227,12 @@ fn many<T: FromStr>(name: &str, raw: &str, allowed: &str, out: &mut Vec<T>, erro
 }
 
 fn time(name: &str, raw: &str, errors: &mut Vec<FieldError>) -> Option<DateTime<Utc>> {
-    match DateTime::parse_from_rfc3339(raw) {
-        Ok(t) => Some(t.with_timezone(&Utc)),
+    match DateTime::parse_from_rfc3339(raw).map(|t| t.with_timezone(&Utc)) {
+        Ok(t) if crate::time::check(name, t).is_err() => {
+            errors.push(FieldError::new(name, "must be between the years 1 and 9999"));
+            None
+        }
+        Ok(t) => Some(t),
         Err(_) => {
             errors.push(FieldError::new(
                 name,
@@ -453,6 +460,7 @@ mod tests {
         assert_eq!(parse_title("  Buy milk ").unwrap(), "Buy milk");
         assert!(parse_title("").is_err() && parse_title(&"x".repeat(201)).is_err() && parse_title("a\u{0}b").is_err());
         assert!(parse_description(&"x".repeat(10_000)).is_ok() && parse_description(&"x".repeat(10_001)).is_err());
+        assert!(parse_description("line\nbreak\ttab").is_ok() && parse_description("a\0b").is_err());
         assert!(parse_category_name(" Work ").is_ok() && parse_category_name(&"c".repeat(51)).is_err());
     }
 

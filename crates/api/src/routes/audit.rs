@@ -69,7 +69,9 @@ pub async fn list(
     ValidQuery(q): ValidQuery<AuditQuery>,
 ) -> ApiResult<HttpResponse> {
     let limit = Limit::parse(q.limit)?;
-    if let (Some(from), Some(to)) = (q.from, q.to)
+    let from = q.from.map(|t| domain::time::check("from", t)).transpose()?;
+    let to = q.to.map(|t| domain::time::check("to", t)).transpose()?;
+    if let (Some(from), Some(to)) = (from, to)
         && from >= to
     {
         return Err(ApiError::field("to", "must be after `from`"));
@@ -78,8 +80,8 @@ pub async fn list(
     let filter = AuditFilter {
         actor_id: q.actor_id,
         event_type: q.event_type.map(|t| t.as_str().to_owned()),
-        from: q.from,
-        to: q.to,
+        from,
+        to,
     };
     let (rows, next) = services::audit::list(&state, &filter, before, limit).await?;
     Ok(HttpResponse::Ok().json(Page {

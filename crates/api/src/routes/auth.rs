@@ -14,7 +14,7 @@ use crate::{
     ratelimit::limit,
     services::{self, auth::NewAccount},
     state::AppState,
-    validate::{self, parsed},
+    validate,
 };
 use domain::{Email, Password, Role, UserName};
 
@@ -120,9 +120,9 @@ pub async fn signup(
     )
     .await?;
     let account = NewAccount {
-        email: parsed(Email::parse(&body.email))?,
-        password: parsed(Password::parse(body.password, "password"))?,
-        name: parsed(UserName::parse(&body.name))?,
+        email: Email::parse(&body.email)?,
+        password: Password::parse(body.password, "password")?,
+        name: UserName::parse(&body.name)?,
         role: Role::User,
     };
     let (user, tokens) = services::auth::signup(&state, account, &meta).await?;
@@ -166,7 +166,10 @@ pub async fn refresh(
     meta: ClientMeta,
     ValidJson(body): ValidJson<RefreshRequest>,
 ) -> ApiResult<HttpResponse> {
-    if let Some(session) = services::auth::session_of_refresh_token(&state, &body.refresh_token).await? {
+    // The REFRESH policy is per session: find it only when limits are on (one indexed read).
+    if state.limits.config.enabled
+        && let Some(session) = services::auth::session_of_refresh_token(&state, &body.refresh_token).await?
+    {
         limit(&req, state.limits.config.refresh, &session.to_string()).await?;
     }
     let tokens = services::auth::refresh(&state, &body.refresh_token, &meta).await?;
@@ -298,7 +301,7 @@ pub async fn reset_password(
     meta: ClientMeta,
     ValidJson(body): ValidJson<ResetRequest>,
 ) -> ApiResult<HttpResponse> {
-    let password = parsed(Password::parse(body.new_password, "new_password"))?;
+    let password = Password::parse(body.new_password, "new_password")?;
     services::auth::reset_password(&state, &body.token, &password, &meta).await?;
     Ok(HttpResponse::NoContent().finish())
 }

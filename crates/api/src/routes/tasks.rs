@@ -183,6 +183,9 @@ pub async fn create(
         .description
         .as_deref()
         .map(|d| collect(&mut errors, parse_description(d)));
+    let due_at = b
+        .due_at
+        .and_then(|t| collect(&mut errors, domain::time::check("due_at", t)));
     if !errors.is_empty() {
         return Err(ApiError::Validation(errors));
     }
@@ -191,7 +194,7 @@ pub async fn create(
         description: description.flatten(),
         status: b.status.unwrap_or(TaskStatus::Todo),
         priority: b.priority.unwrap_or(Priority::Medium),
-        due_at: b.due_at,
+        due_at,
         category_ids: b.category_ids.unwrap_or_default(),
     };
     let task = svc::create(&state, me.id(), input).await?;
@@ -205,9 +208,7 @@ pub async fn create(
     (status = 422, body = Problem, content_type = "application/problem+json", description = "Unknown parameter, bad filter value, unknown sort, or a tampered cursor"),
 ))]
 pub async fn list(state: web::Data<AppState>, me: AuthUser, req: HttpRequest) -> ApiResult<HttpResponse> {
-    let pairs: Vec<(String, String)> = form_urlencoded::parse(req.query_string().as_bytes())
-        .into_owned()
-        .collect();
+    let pairs = crate::extract::query_pairs(req.query_string())?;
     let query = TaskListQuery::parse(pairs.iter().map(|(k, v)| (k.as_str(), v.as_str())))?;
     let (views, next) = svc::list(&state, me.id(), &query).await?;
     Ok(HttpResponse::Ok().json(Page {
@@ -258,7 +259,10 @@ pub async fn update(
         Some(None) => not_null(&mut errors, "priority"),
         other => patch.priority = other.flatten(),
     }
-    patch.due_at = b.due_at;
+    patch.due_at = match b.due_at {
+        Some(Some(t)) => collect(&mut errors, domain::time::check("due_at", t)).map(Some),
+        other => other,
+    };
     match b.category_ids {
         Some(None) => not_null(&mut errors, "category_ids"),
         Some(Some(ids)) if ids.len() > 50 => errors.push(FieldError::new("category_ids", "at most 50 categories")),

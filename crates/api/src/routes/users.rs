@@ -16,7 +16,7 @@ use crate::{
         users::{PasswordChange, UserCursor},
     },
     state::AppState,
-    validate::{self, parsed},
+    validate,
 };
 use domain::{Cursor, Email, Limit, Password, Role, UserName};
 
@@ -104,7 +104,7 @@ pub async fn patch_me(
         }
         (Some(new), Some(current)) => Some(PasswordChange {
             current,
-            new: parsed(Password::parse(new, "password"))?,
+            new: Password::parse(new, "password")?,
         }),
     };
     let user = services::users::update_me(&state, &me, name, password, &meta).await?;
@@ -162,9 +162,9 @@ pub async fn create(
     ValidJson(body): ValidJson<CreateUserRequest>,
 ) -> ApiResult<HttpResponse> {
     let account = NewAccount {
-        email: parsed(Email::parse(&body.email))?,
-        password: parsed(Password::parse(body.password, "password"))?,
-        name: parsed(UserName::parse(&body.name))?,
+        email: Email::parse(&body.email)?,
+        password: Password::parse(body.password, "password")?,
+        name: UserName::parse(&body.name)?,
         role: body.role.unwrap_or(Role::User),
     };
     let user = services::users::create(&state, &admin, account, &meta).await?;

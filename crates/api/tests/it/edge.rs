@@ -36,6 +36,7 @@ async fn openapi_covers_every_route_and_docs_render() {
     for (path, method) in [
         ("/health/live", "get"),
         ("/health/ready", "get"),
+        ("/metrics", "get"),
         ("/v1/auth/signup", "post"),
         ("/v1/auth/login", "post"),
         ("/v1/auth/refresh", "post"),
@@ -118,6 +119,19 @@ async fn actix_rejections_are_problems() {
         .header("content-type", "application/json")
         .body(huge);
     app.send(too_big).await.assert_problem(413, "payload_too_large");
+
+    // NUL anywhere in a JSON body (Postgres text cannot hold it): 422 naming where.
+    let nul = app
+        .post(
+            "/v1/auth/login",
+            None,
+            json!({"email": "a\u{0}@example.com", "password": "x"}),
+        )
+        .await;
+    assert_eq!(
+        nul.assert_problem(422, "validation_failed")["errors"][0]["field"],
+        "email"
+    );
 
     let s = app.signup("edge@example.com").await;
     let bad_id = app.delete("/v1/auth/sessions/not-a-uuid", Some(&s.access)).await;

@@ -231,6 +231,11 @@ async fn create_and_patch_semantics() {
         json!({"title": "ok", "category_ids": ["nope"]}),
         json!({"title": "ok", "user_id": Uuid::now_v7()}),
         json!({"title": "ok", "description": "d".repeat(10_001)}),
+        // Postgres text cannot hold NUL, and timestamptz has a range: both are 422, never a 500.
+        json!({"title": "ok", "description": "a\u{0}b"}),
+        json!({"title": "ok", "labels": {"a\u{0}": 1}}),
+        json!({"title": "ok", "due_at": "-5000-01-01T00:00:00Z"}),
+        json!({"title": "ok", "due_at": "+200000-01-01T00:00:00Z"}),
     ] {
         app.post("/v1/tasks", Some(&s.access), bad)
             .await
@@ -530,6 +535,8 @@ async fn bad_list_parameters_are_422() {
         ("limit=1000", "limit"),
         ("limit=ten", "limit"),
         ("q=", "q"),
+        ("q=a%00b", "q"),
+        ("due_before=0000-01-01T00:00:00Z", "due_before"),
         ("bogus=1", "bogus"),
         ("cursor=%%%", "cursor"),
         (&format!("sort=created_at&cursor={priority_cursor}"), "cursor"),
