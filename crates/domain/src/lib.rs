@@ -9,6 +9,7 @@ pub mod jobs;
 pub mod pagination;
 pub mod password;
 pub mod tasks;
+pub mod text;
 pub mod time;
 pub mod user;
 

@@ -1,8 +1,10 @@
 //! Cursor pagination primitives: a bounded page size and an opaque cursor.
 //!
 //! A cursor is the base64url (no padding) encoding of a small JSON document holding the sort key
-//! of the last row of the previous page. Clients must treat it as opaque; anything that does not
-//! decode to the expected shape is rejected as a validation error (422), never a 500.
+//! of the last row of the previous page. Clients must treat it as opaque; anything that is not
+//! exactly what [`Cursor::encode`] could have produced is rejected at decode time as a validation
+//! error (422 naming `cursor`), never a 500: no unknown or missing field, no other spelling of a
+//! value, and no timestamp outside the years 1–9999 (a key the database cannot compare with).
 
 use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
 use serde::{Serialize, de::DeserializeOwned};
@@ -49,13 +51,36 @@ impl Cursor {
         URL_SAFE_NO_PAD.encode(json)
     }
 
-    pub fn decode<K: DeserializeOwned>(raw: &str) -> Result<K, DomainError> {
+    pub fn decode<K: Serialize + DeserializeOwned>(raw: &str) -> Result<K, DomainError> {
         let invalid = || DomainError::field("cursor", "is not a valid cursor");
         if raw.len() > 512 {
             return Err(invalid());
         }
         let bytes = URL_SAFE_NO_PAD.decode(raw).map_err(|_| invalid())?;
-        serde_json::from_slice(&bytes).map_err(|_| invalid())
+        let value: serde_json::Value = serde_json::from_slice(&bytes).map_err(|_| invalid())?;
+        if !timestamps_in_range(&value) {
+            return Err(invalid());
+        }
+        let key: K = serde_json::from_value(value.clone()).map_err(|_| invalid())?;
+        // Canonical form only: what `encode` writes for this key, and nothing else.
+        if serde_json::to_value(&key).ok().as_ref() != Some(&value) {
+            return Err(invalid());
+        }
+        Ok(key)
+    }
+}
+
+/// Every string in the cursor that reads as a date-time (the way chrono's serde reads one) lies
+/// in the years the API itself ever writes ([`crate::time::check`]).
+fn timestamps_in_range(value: &serde_json::Value) -> bool {
+    use serde_json::Value;
+    match value {
+        Value::String(s) => s
+            .parse::<chrono::DateTime<chrono::FixedOffset>>()
+            .map_or(true, |t| crate::time::check("cursor", t.to_utc()).is_ok()),
+        Value::Array(items) => items.iter().all(timestamps_in_range),
+        Value::Object(fields) => fields.values().all(timestamps_in_range),
+        Value::Null | Value::Bool(_) | Value::Number(_) => true,
     }
 }
 
@@ -92,5 +117,58 @@ mod tests {
         let mut tampered = c.clone();
         tampered.insert(3, '!');
         assert!(Cursor::decode::<Key>(&tampered).is_err());
+    }
+
+    #[derive(Debug, Serialize, Deserialize, PartialEq)]
+    struct TimeKey {
+        t: chrono::DateTime<chrono::Utc>,
+        id: uuid::Uuid,
+    }
+
+    fn raw(json: &str) -> String {
+        URL_SAFE_NO_PAD.encode(json)
+    }
+
+    /// A crafted cursor whose timestamp the database cannot hold (or that the API never writes)
+    /// is refused when decoded, whatever key type it is decoded into.
+    #[test]
+    fn cursor_timestamps_outside_years_1_to_9999_are_rejected() {
+        let id = uuid::Uuid::nil();
+        let ok = TimeKey {
+            t: "2026-05-01T10:00:00.123456Z".parse().unwrap(),
+            id,
+        };
+        assert_eq!(Cursor::decode::<TimeKey>(&Cursor::encode(&ok)).unwrap(), ok);
+        for t in [
+            "-5000-01-01T00:00:00Z",
+            "-0001-12-31T23:59:59Z",
+            "0000-01-01T00:00:00Z",
+            "+10000-01-01T00:00:00Z",
+            "+200000-01-01T00:00:00Z",
+        ] {
+            let crafted = raw(&format!(r#"{{"t":"{t}","id":"{id}"}}"#));
+            assert_eq!(
+                Cursor::decode::<TimeKey>(&crafted),
+                Err(DomainError::field("cursor", "is not a valid cursor")),
+                "{t}"
+            );
+            // Also when the key type has no timestamp at all: an extra field is tampering.
+            assert!(Cursor::decode::<Key>(&crafted).is_err(), "{t}");
+        }
+    }
+
+    #[test]
+    fn only_the_canonical_encoding_is_accepted() {
+        let id: uuid::Uuid = "0190a5f2-7c3e-7abc-8def-0123456789ab".parse().unwrap();
+        for crafted in [
+            format!(r#"{{"id":"{id}","extra":1}}"#),
+            format!(r#"{{"id":"{}"}}"#, id.simple()),
+            format!(r#"{{"id":"{}"}}"#, id.to_string().to_uppercase()),
+        ] {
+            assert!(Cursor::decode::<Key>(&raw(&crafted)).is_err(), "{crafted}");
+        }
+        let offset = raw(&format!(r#"{{"t":"2026-05-01T12:00:00+02:00","id":"{id}"}}"#));
+        assert!(Cursor::decode::<TimeKey>(&offset).is_err(), "another spelling of a time");
+        assert!(Cursor::decode::<Key>(&raw(&format!(r#"{{"id":"{id}"}}"#))).is_ok());
     }
 }

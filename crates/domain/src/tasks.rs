@@ -217,6 +217,9 @@ pub struct TaskListQuery {
     pub after: Option<TaskCursor>,
 }
 
+/// The message for a single-valued query parameter given more than once.
+pub const REPEATED: &str = "must be given at most once";
+
 fn many<T: FromStr>(name: &str, raw: &str, allowed: &str, out: &mut Vec<T>, errors: &mut Vec<FieldError>) {
     for part in raw.split(',') {
         match part.trim().parse::<T>() {
@@ -245,9 +248,10 @@ fn time(name: &str, raw: &str, errors: &mut Vec<FieldError>) -> Option<DateTime<
 
 impl TaskListQuery {
     /// Parses raw query pairs. `status` and `priority` accept several values, repeated
-    /// (`status=todo&status=done`) or comma-separated (`status=todo,done`). Unknown parameters,
-    /// bad values, an unknown sort and a cursor that does not decode (or belongs to another sort)
-    /// are all reported, each naming its parameter.
+    /// (`status=todo&status=done`) or comma-separated (`status=todo,done`); every other parameter
+    /// takes one value, and repeating it is an error (never "the last one wins"). Unknown
+    /// parameters, bad values, an unknown sort and a cursor that does not decode (or belongs to
+    /// another sort) are all reported, each naming its parameter.
     pub fn parse<'a>(pairs: impl IntoIterator<Item = (&'a str, &'a str)>) -> Result<Self, DomainError> {
         let mut errors = Vec::new();
         let mut statuses = Vec::new();
@@ -257,7 +261,17 @@ impl TaskListQuery {
         let mut sort = TaskSort::CreatedDesc;
         let mut limit = None;
         let mut cursor = None;
+        let mut seen: Vec<&str> = Vec::new();
         for (key, value) in pairs {
+            if !matches!(key, "status" | "priority") {
+                if seen.contains(&key) {
+                    if !errors.iter().any(|e: &FieldError| e.field == key && e.message == REPEATED) {
+                        errors.push(FieldError::new(key, REPEATED));
+                    }
+                    continue;
+                }
+                seen.push(key);
+            }
             match key {
                 "status" => many("status", value, "todo, in_progress, done", &mut statuses, &mut errors),
                 "priority" => many("priority", value, "low, medium, high", &mut priorities, &mut errors),
@@ -402,6 +416,45 @@ mod tests {
             fields(parse("due_after=2026-02-01T00:00:00Z&due_before=2026-01-01T00:00:00Z")),
             ["due_after"]
         );
+    }
+
+    #[test]
+    fn a_single_valued_parameter_given_twice_is_named() {
+        for name in [
+            "sort",
+            "limit",
+            "cursor",
+            "q",
+            "category_id",
+            "due_before",
+            "due_after",
+            "include_deleted",
+        ] {
+            let cursor = Cursor::encode(&TaskCursor {
+                s: TaskSort::CreatedDesc,
+                t: Some(Utc::now()),
+                p: None,
+                id: Uuid::nil(),
+            });
+            let value = match name {
+                "sort" => "-created_at",
+                "limit" => "5",
+                "cursor" => cursor.as_str(),
+                "q" => "milk",
+                "category_id" => "0190a5f2-7c3e-7abc-8def-0123456789ab",
+                "include_deleted" => "true",
+                _ => "2026-01-01T00:00:00Z",
+            };
+            let r = parse(&format!("{name}={value}&{name}={value}&{name}={value}"));
+            match r {
+                Err(DomainError::Validation(e)) => {
+                    assert_eq!(e, [FieldError::new(name, REPEATED)], "{name}");
+                }
+                Ok(q) => panic!("{name} repeated was accepted: {q:?}"),
+            }
+        }
+        // Multi-valued filters are honoured, repeated or not.
+        assert!(parse("status=todo&status=done&priority=low&priority=high").is_ok());
     }
 
     #[test]

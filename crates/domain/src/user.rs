@@ -39,8 +39,11 @@ impl fmt::Display for Role {
     }
 }
 
-/// A display name: trimmed, 1 to 100 characters, no control characters (it ends up in e-mail
-/// headers, so CR/LF must never get through).
+/// A display name: 1 to 100 characters, with no control character (it ends up in e-mail headers,
+/// so CR/LF must never get through) and no invisible one ([`crate::text::is_invisible`]: zero-width
+/// characters, U+FEFF, bidi overrides…), so two names that look the same are the same. Any run of
+/// white space (no-break, ideographic, line separators…) becomes one ASCII space, and the ends are
+/// trimmed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UserName(String);
 
@@ -48,7 +51,17 @@ impl UserName {
     pub const MAX_CHARS: usize = 100;
 
     pub fn parse(raw: &str) -> Result<Self, DomainError> {
-        let s = raw.trim();
+        let raw = raw.trim();
+        if raw.chars().any(char::is_control) {
+            return Err(DomainError::field("name", "must not contain control characters"));
+        }
+        if raw.chars().any(crate::text::is_invisible) {
+            return Err(DomainError::field(
+                "name",
+                "must not contain invisible characters (zero-width, bidi or other format characters)",
+            ));
+        }
+        let s = crate::text::collapse_whitespace(raw);
         if s.is_empty() {
             return Err(DomainError::field("name", "must not be empty"));
         }
@@ -58,10 +71,7 @@ impl UserName {
                 format!("must be at most {} characters", Self::MAX_CHARS),
             ));
         }
-        if s.chars().any(char::is_control) {
-            return Err(DomainError::field("name", "must not contain control characters"));
-        }
-        Ok(Self(s.to_owned()))
+        Ok(Self(s))
     }
 
     pub fn as_str(&self) -> &str {
@@ -92,5 +102,28 @@ mod tests {
         assert!(UserName::parse("Eve\r\nBcc: x@y.z").is_err());
         assert!(UserName::parse(&"n".repeat(101)).is_err());
         assert!(UserName::parse(&"é".repeat(100)).is_ok());
+    }
+
+    #[test]
+    fn names_cannot_hide_characters() {
+        for hidden in [
+            "Ada\u{200B}",
+            "\u{FEFF}Ada",
+            "A\u{200D}da",
+            "Ada\u{202E}ecalevoL",
+            "Ada\u{2066}x\u{2069}",
+            "\u{3164}",
+            "Ada\u{00AD}",
+            "Ada\u{FE0F}",
+            "Ada\u{E0041}",
+        ] {
+            assert!(UserName::parse(hidden).is_err(), "{hidden:?} should be rejected");
+        }
+        // Look-alike spacing is normalised rather than refused.
+        for spaced in ["Ada\u{00A0}Lovelace", "Ada  Lovelace", " Ada\u{3000}Lovelace\u{2003}", "Ada\u{2028}Lovelace"] {
+            assert_eq!(UserName::parse(spaced).unwrap().as_str(), "Ada Lovelace", "{spaced:?}");
+        }
+        assert!(UserName::parse("\u{00A0}\u{2003}").is_err(), "blank after normalising");
+        assert!(UserName::parse("Zoë 李 😀").is_ok());
     }
 }
