@@ -215,16 +215,16 @@ impl Ctx {
                     let token = self
                         .issue_token(&mut conn, user.id, TokenPurpose::VerifyEmail, 24)
                         .await?;
-                    templates::verify_email(&user.name, &format!("{}/verify-email?token={token}", self.public_url))
+                    templates::verify_email(&user, &format!("{}/verify-email?token={token}", self.public_url))
                 }
                 EmailMessage::PasswordReset { .. } => {
                     let token = self
                         .issue_token(&mut conn, user.id, TokenPurpose::PasswordReset, 1)
                         .await?;
-                    templates::password_reset(&user.name, &format!("{}/reset-password?token={token}", self.public_url))
+                    templates::password_reset(&user, &format!("{}/reset-password?token={token}", self.public_url))
                 }
-                EmailMessage::Welcome { .. } => templates::welcome(&user.name, &self.public_url),
-                EmailMessage::SessionsRevoked { .. } => templates::sessions_revoked(&user.name),
+                EmailMessage::Welcome { .. } => templates::welcome(&user, &self.public_url),
+                EmailMessage::SessionsRevoked { .. } => templates::sessions_revoked(&user),
             };
             let to = mailbox(&user.name, &user.email).map_err(|e| JobError::Malformed(e.to_string()))?;
             (to, body)
