@@ -20,7 +20,8 @@
 //! | `CACHE_ENABLED` | `true` | cache-aside for shared reads (admin user list, users) |
 //! | `CACHE_TTL` | `60s` | lifetime of every cache entry |
 //! | `RATE_LIMIT_ENABLED` | `true` | all rate limits on/off |
-//! | `RATE_LIMIT_<POLICY>` | see `ratelimit.rs` | `<count>/<seconds>` for LOGIN, SIGNUP, FORGOT, REFRESH, USER, ANON |
+//! | `RATE_LIMIT_<POLICY>` | see `ratelimit.rs` | `<count>/<seconds>` for LOGIN, SIGNUP, FORGOT, RESET, REFRESH, USER, ANON |
+//! | `RATE_LIMIT_IPV6_PREFIX` | `64` | per-IP policies count an IPv6 client by its network of this many bits (1–128) |
 //! | `TRUSTED_PROXIES` | – | comma-separated IPs/CIDRs whose `X-Forwarded-For` is believed |
 
 use std::{env, net::SocketAddr, path::PathBuf, str::FromStr, time::Duration};
@@ -74,6 +75,9 @@ pub struct Config {
     pub redis_url: SecretString,
     pub redis_pool_size: u32,
     pub redis_prefix: String,
+    /// `OUTBOX_VISIBILITY_TIMEOUT` (default 60s, as the worker's): a job the API pushed and no
+    /// handler finished within this is pushed again by the worker's outbox dispatcher.
+    pub outbox_visibility: Duration,
     pub api_addr: SocketAddr,
     pub api_workers: Option<usize>,
     pub jwt: JwtKeySource,
@@ -84,6 +88,7 @@ pub struct Config {
     pub log_format: LogFormat,
     pub cache_enabled: bool,
     pub cache_ttl: Duration,
+    /// `RATE_LIMIT_*` (policies, `RATE_LIMIT_IPV6_PREFIX`) and `TRUSTED_PROXIES`: see `ratelimit.rs`.
     pub rate_limits: crate::ratelimit::RateLimitConfig,
     /// Timeouts, connection limits, CORS, HSTS, metrics listener: see `hardening.rs`.
     pub http: crate::hardening::HttpSettings,
@@ -181,6 +186,8 @@ impl Config {
             redis_url: redis_url.into(),
             redis_pool_size: parsed("REDIS_POOL_SIZE", 16)?,
             redis_prefix: var("REDIS_PREFIX").unwrap_or_else(|| "app".into()),
+            outbox_visibility: parse_duration(&var("OUTBOX_VISIBILITY_TIMEOUT").unwrap_or_else(|| "60s".into()))
+                .context("OUTBOX_VISIBILITY_TIMEOUT")?,
             api_addr: parsed("API_ADDR", SocketAddr::from(([127, 0, 0, 1], 8080)))?,
             api_workers: var("API_WORKERS")
                 .map(|v| v.parse())

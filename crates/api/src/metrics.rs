@@ -19,7 +19,7 @@
 //! | `db_pool_connections`, `db_pool_idle_connections`, `db_pool_max_connections` | gauge | – | Postgres pool (bb8 `state()`) |
 //! | `db_pool_waited_total`, `db_pool_timeouts_total` | counter | – | checkouts that had to wait / gave up |
 //! | `redis_pool_connections`, `redis_pool_idle_connections`, `redis_pool_max_connections`, `redis_pool_waited_total`, `redis_pool_timeouts_total` | | | the same for the Redis pool |
-//! | `outbox_backlog` | gauge | – | outbox rows not yet pushed to Redis (counted at scrape time, 1 s budget) |
+//! | `outbox_backlog` | gauge | – | outbox rows whose job is not finished yet (counted at scrape time, 1 s budget) |
 //! | `jobs_enqueued_total` | counter | `queue` | jobs pushed by this API after commit |
 //! | `cache_hits_total`, `cache_misses_total` | counter | `cache` | cache lookups |
 //! | `rate_limit_rejections_total` | counter | `policy` | 429s |
@@ -123,7 +123,7 @@ fn describe() {
         );
         describe_counter!(format!("{pool}_pool_timeouts_total"), "Checkouts that timed out.");
     }
-    describe_gauge!("outbox_backlog", "Outbox rows not yet pushed to Redis.");
+    describe_gauge!("outbox_backlog", "Outbox rows whose job is not finished yet.");
     describe_counter!("jobs_enqueued_total", "Jobs pushed to their queue by the API.");
     describe_counter!("cache_hits_total", "Cache lookups answered from Redis.");
     describe_counter!("cache_misses_total", "Cache lookups that went to Postgres.");

@@ -1,7 +1,10 @@
 //! After-commit dispatch of outbox jobs. A use case commits its change together with its outbox
 //! rows, then calls [`Dispatcher::after_commit`]: a background task pushes the jobs to Redis and
-//! marks the rows dispatched, so the request never waits on Redis. If Redis is down (or this
-//! process dies first), the rows stay pending and the worker's outbox dispatcher pushes them later.
+//! marks the rows pushed, so the request never waits on Redis. A pushed row is not done: it stays
+//! in the outbox until the worker's handler finishes it, and the worker's outbox dispatcher pushes
+//! it again if that has not happened within the visibility timeout (Redis may have lost it). If
+//! Redis is down (or this process dies first), the rows stay unpushed and the dispatcher pushes
+//! them about 2 s after commit.
 
 use std::sync::Arc;
 
@@ -27,12 +30,12 @@ impl Dispatcher {
         tokio::spawn(async move { this.dispatch(pending).await });
     }
 
-    /// Pushes the jobs in order and marks the pushed ones dispatched. Stops at the first failure:
-    /// the rest stay pending for the worker's dispatcher.
+    /// Pushes the jobs in order and marks the pushed ones. Stops at the first failure: the rest
+    /// stay due for the worker's dispatcher.
     pub async fn dispatch(&self, pending: Vec<Pending>) {
         let mut pushed = Vec::with_capacity(pending.len());
         for p in &pending {
-            match self.producer.push_outbox(p.id, &p.job).await {
+            match self.producer.push_outbox(p.id, 0, &p.job).await {
                 Ok(()) => {
                     pushed.push(p.id);
                     crate::metrics::job_enqueued(p.job.queue().as_str());
@@ -47,14 +50,14 @@ impl Dispatcher {
             return;
         }
         let marked = match self.db.get().await {
-            Ok(mut conn) => db::outbox::mark_dispatched(&mut conn, &pushed)
+            Ok(mut conn) => db::outbox::mark_pushed(&mut conn, &pushed, self.producer.settings().visibility)
                 .await
                 .map_err(|e| e.to_string()),
             Err(e) => Err(e.to_string()),
         };
         if let Err(e) = marked {
             // Harmless: the dispatcher re-pushes the row and the queue's idempotency key drops it.
-            tracing::warn!(error = %e, "could not mark outbox rows dispatched");
+            tracing::warn!(error = %e, "could not mark outbox rows pushed");
         }
     }
 }

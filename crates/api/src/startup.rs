@@ -37,10 +37,9 @@ pub async fn build_state(config: Config) -> anyhow::Result<AppState> {
     );
     let cost = config.bcrypt_cost;
     let hasher = tokio::task::spawn_blocking(move || PasswordHasher::new(cost)).await??;
-    let producer = Producer::new(
-        config.redis_url.expose_secret(),
-        QueueSettings::new(config.redis_prefix.clone()),
-    );
+    let mut queues = QueueSettings::new(config.redis_prefix.clone());
+    queues.visibility = config.outbox_visibility;
+    let producer = Producer::new(config.redis_url.expose_secret(), queues);
     let jobs = Dispatcher::new(Arc::new(producer), db.clone());
     let cache = Cache::new(
         redis.clone(),

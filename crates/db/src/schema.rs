@@ -78,6 +78,10 @@ diesel::table! {
         dispatched_at -> Nullable<Timestamptz>,
         attempts -> Int4,
         last_error -> Nullable<Text>,
+        next_push_at -> Timestamptz,
+        finished_at -> Nullable<Timestamptz>,
+        dead_at -> Nullable<Timestamptz>,
+        epoch -> Int4,
     }
 }
 

@@ -71,3 +71,15 @@ pub async fn retry(
         .await?;
     Ok(moved == 1)
 }
+
+/// Drops a dead task from the dead set (its outbox row was re-driven instead). Returns whether
+/// it was there.
+pub async fn forget(
+    conn: &mut ConnectionManager,
+    settings: &QueueSettings,
+    queue: Queue,
+    id: &str,
+) -> redis::RedisResult<bool> {
+    let removed: i64 = conn.srem(settings.config(queue).dead_jobs_set(), id).await?;
+    Ok(removed == 1)
+}

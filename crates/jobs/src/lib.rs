@@ -6,7 +6,11 @@
 //!   worker decodes the job itself, so a malformed payload is dead-lettered at once with a clear
 //!   log line instead of failing inside apalis.
 //! - A task pushed from the outbox uses the outbox row id as its task id and idempotency key, so a
-//!   row pushed twice (by the API and by the dispatcher) is enqueued once.
+//!   row pushed twice (by the API and by the dispatcher) is enqueued once. The envelope carries
+//!   the row id: the handler marks the row finished (or dead) in Postgres, and until then the
+//!   outbox re-pushes it after the visibility timeout — Redis may lose it, the outbox does not.
+//! - [`marker`] detects a Redis that came back without its data, so every unfinished outbox row
+//!   is pushed again at once instead of after the visibility timeout.
 //! - Retries are ours ([`backoff`]): the handler re-pushes the job with an exponential, jittered
 //!   delay and acknowledges the current task; after the queue's last attempt it aborts, and
 //!   apalis-redis moves the task to `{queue}:dead`, where [`dead`] lists and re-drives it.
@@ -14,6 +18,7 @@
 pub mod backoff;
 pub mod dead;
 pub mod maintenance;
+pub mod marker;
 pub mod producer;
 
 use std::time::Duration;
@@ -30,6 +35,9 @@ pub struct Envelope {
     /// 1 for the first run; incremented by each retry re-push.
     pub attempt: u32,
     pub job: serde_json::Value,
+    /// The outbox row this job came from (none for jobs pushed directly, e.g. benchmarks).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outbox_id: Option<uuid::Uuid>,
 }
 
 /// Per-queue delivery settings.
@@ -40,7 +48,13 @@ pub struct QueueSettings {
     /// Worker heartbeat; a dead worker's jobs are re-delivered after `heartbeat × missed`.
     pub heartbeat: Duration,
     pub missed_heartbeats: usize,
+    /// A pushed outbox row not finished within this time is pushed again (`OUTBOX_VISIBILITY_TIMEOUT`).
+    pub visibility: Duration,
 }
+
+/// The default visibility timeout. A Redis that comes back empty is noticed at once (see
+/// [`marker`]); this bounds the loss of a Redis that kept only part of its data.
+pub const DEFAULT_VISIBILITY: Duration = Duration::from_secs(60);
 
 impl QueueSettings {
     pub fn new(prefix: impl Into<String>) -> Self {
@@ -48,6 +62,7 @@ impl QueueSettings {
             prefix: prefix.into(),
             heartbeat: Duration::from_secs(5),
             missed_heartbeats: 3,
+            visibility: DEFAULT_VISIBILITY,
         }
     }
 
@@ -80,4 +95,29 @@ pub async fn connect(url: &str) -> redis::RedisResult<apalis_redis::ConnectionMa
 /// A UUID (v7 outbox id) as an apalis task id.
 pub fn task_id(id: uuid::Uuid) -> apalis::prelude::TaskId {
     apalis::prelude::TaskId::from_ulid(ulid::Ulid::from(id.as_u128()))
+}
+
+/// The outbox row id behind a task id made by [`task_id`] (for `worker dead retry <id>`).
+pub fn outbox_id(task_id: &str) -> Option<uuid::Uuid> {
+    task_id.parse::<ulid::Ulid>().ok().map(|u| uuid::Uuid::from_u128(u.0))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn task_ids_map_back_to_outbox_ids() {
+        let id = uuid::Uuid::now_v7();
+        assert_eq!(outbox_id(&task_id(id).to_string()), Some(id));
+        assert_eq!(outbox_id("not a ulid"), None);
+    }
+
+    #[test]
+    fn envelopes_without_an_outbox_id_still_decode() {
+        let e: Envelope = serde_json::from_str(r#"{"attempt":2,"job":{}}"#).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(e.outbox_id, None);
+        let json = serde_json::to_string(&e).unwrap_or_else(|e| panic!("{e}"));
+        assert!(!json.contains("outbox_id"), "{json}");
+    }
 }

@@ -65,8 +65,11 @@ impl Producer {
         Ok(conn)
     }
 
-    /// Pushes an outbox job, first attempt, with the outbox id as task id and idempotency key.
-    pub async fn push_outbox(&self, id: Uuid, job: &Job) -> Result<(), PushError> {
+    /// Pushes an outbox job, first attempt. The idempotency key is the outbox id (plus the
+    /// re-drive epoch once a dead row was re-driven), so a row pushed twice — by the API and by
+    /// the dispatcher, or again after the visibility timeout — is enqueued once while Redis
+    /// remembers it, and again when Redis lost it.
+    pub async fn push_outbox(&self, id: Uuid, epoch: i32, job: &Job) -> Result<(), PushError> {
         let (queue, payload) = match job {
             Job::Email(j) => (Queue::Email, serde_json::to_value(j)?),
             Job::Audit(j) => (Queue::Audit, serde_json::to_value(j)?),
@@ -74,9 +77,14 @@ impl Producer {
         let builder = TaskBuilder::new(Envelope {
             attempt: 1,
             job: payload,
-        })
-        .task_id(task_id(id))
-        .idempotency_key(id.to_string());
+            outbox_id: Some(id),
+        });
+        let builder = if epoch == 0 {
+            builder.task_id(task_id(id)).idempotency_key(id.to_string())
+        } else {
+            // A new task id: the dead task of the earlier epoch may still hold the old one.
+            builder.idempotency_key(format!("{id}:{epoch}"))
+        };
         self.push(queue, builder).await
     }
 
@@ -89,7 +97,14 @@ impl Producer {
     pub async fn push_many(&self, queue: Queue, jobs: Vec<serde_json::Value>) -> Result<(), PushError> {
         let conn = self.connection().await?;
         let mut storage = RedisStorage::<Envelope>::new(conn).with_config(self.settings.config(queue));
-        let envelopes = jobs.into_iter().map(|job| Envelope { attempt: 1, job }).collect();
+        let envelopes = jobs
+            .into_iter()
+            .map(|job| Envelope {
+                attempt: 1,
+                job,
+                outbox_id: None,
+            })
+            .collect();
         storage
             .push_bulk(envelopes)
             .await

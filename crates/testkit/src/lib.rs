@@ -150,6 +150,7 @@ pub fn test_config(database_url: &str) -> Config {
         redis_url: redis_url().into(),
         redis_pool_size: 4,
         redis_prefix: format!("test:{}", Uuid::new_v4().simple()),
+        outbox_visibility: std::time::Duration::from_secs(60),
         api_addr: "127.0.0.1:0".parse().unwrap(),
         api_workers: Some(2),
         jwt: JwtKeySource::Secret(TEST_JWT_SECRET.to_owned().into()),

@@ -15,7 +15,8 @@
 //! | `JOB_BACKOFF_BASE` / `JOB_BACKOFF_CAP` | `2s` / `10m` | retry delay: exponential with jitter |
 //! | `WORKER_HEARTBEAT` | `5s` | a killed worker's jobs are re-delivered after 3 missed heartbeats |
 //! | `OUTBOX_POLL` | `500ms` | outbox dispatcher period |
-//! | `OUTBOX_RETENTION` | `7d` | dispatched outbox rows older than this are pruned |
+//! | `OUTBOX_RETENTION` | `7d` | finished outbox rows older than this are pruned (dead rows are kept) |
+//! | `OUTBOX_VISIBILITY_TIMEOUT` | `60s` | a pushed outbox row not finished within this is pushed again (a Redis that restarted empty is noticed at once) |
 //! | `WORKER_NAME` | `{host}-{pid}-{random}` | unique instance name |
 //! | `WORKER_METRICS_ADDR` | `127.0.0.1:9464` | Prometheus metrics listener (`off`: none); two workers on one host need different ports |
 
@@ -41,6 +42,7 @@ pub struct WorkerConfig {
     pub heartbeat: Duration,
     pub outbox_poll: Duration,
     pub outbox_retention: Duration,
+    pub outbox_visibility: Duration,
     pub name: String,
     /// `None`: no metrics listener.
     pub metrics_addr: Option<SocketAddr>,
@@ -121,6 +123,7 @@ impl WorkerConfig {
             heartbeat: duration("WORKER_HEARTBEAT", "5s")?,
             outbox_poll: duration("OUTBOX_POLL", "500ms")?,
             outbox_retention: duration("OUTBOX_RETENTION", "7d")?,
+            outbox_visibility: duration("OUTBOX_VISIBILITY_TIMEOUT", "60s")?,
             name: var("WORKER_NAME").unwrap_or_else(default_name),
             metrics_addr: match var("WORKER_METRICS_ADDR").as_deref().map(str::trim) {
                 Some("off") => None,

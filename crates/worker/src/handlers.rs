@@ -118,7 +118,8 @@ impl Ctx {
             }
         };
         let started = std::time::Instant::now();
-        let result = match queue {
+        let outbox_id = envelope.outbox_id;
+        let mut result = match queue {
             Queue::Email => match serde_json::from_value::<EmailJob>(envelope.job.clone()) {
                 Ok(job) => self.send_email(&job).await,
                 Err(e) => Err(JobError::Malformed(e.to_string())),
@@ -128,6 +129,13 @@ impl Ctx {
                 Err(e) => Err(JobError::Malformed(e.to_string())),
             },
         };
+        // The effect is done: only now is the outbox row finished. If Postgres cannot record
+        // that, the job is retried (without consuming an attempt) and finds its effect done.
+        if result.is_ok()
+            && let Some(id) = outbox_id
+        {
+            result = self.finish(id).await;
+        }
         metrics::duration(queue, started.elapsed().as_secs_f64());
         let attempt = envelope.attempt;
         match result {
@@ -140,13 +148,17 @@ impl Ctx {
                 tracing::error!(queue = %queue, task.id = %id, error = %e, "malformed job payload: dead-lettered");
                 metrics::failed(queue, "malformed");
                 metrics::dead(queue);
-                Err(AbortError::new(format!("malformed job: {e}")).into())
+                let error = format!("malformed job: {e}");
+                self.mark_dead(outbox_id, &error).await;
+                Err(AbortError::new(error).into())
             }
             Err(JobError::Failed(e)) if attempt >= self.max_attempts(queue) => {
                 tracing::error!(queue = %queue, task.id = %id, attempt, error = %e, "job failed for the last time: dead");
                 metrics::failed(queue, "failed");
                 metrics::dead(queue);
-                Err(AbortError::new(format!("attempt {attempt}: {e}")).into())
+                let error = format!("attempt {attempt}: {e}");
+                self.mark_dead(outbox_id, &error).await;
+                Err(AbortError::new(error).into())
             }
             Err(JobError::Failed(e)) => {
                 metrics::failed(queue, "failed");
@@ -157,6 +169,7 @@ impl Ctx {
                     Envelope {
                         attempt: attempt + 1,
                         job: envelope.job,
+                        outbox_id,
                     },
                     delay,
                 )
@@ -171,7 +184,38 @@ impl Ctx {
         }
     }
 
+    async fn finish(&self, outbox_id: uuid::Uuid) -> Result<(), JobError> {
+        let mut conn = self.conn().await?;
+        db::outbox::finish(&mut conn, outbox_id).await?;
+        Ok(())
+    }
+
+    /// Best effort: if Postgres cannot record the death now, the row falls due again after the
+    /// visibility timeout, the job runs (and dies) once more, and is recorded then.
+    async fn mark_dead(&self, outbox_id: Option<uuid::Uuid>, error: &str) {
+        let Some(id) = outbox_id else { return };
+        let marked = match self.conn().await {
+            Ok(mut conn) => db::outbox::mark_dead(&mut conn, id, error)
+                .await
+                .map_err(JobError::from),
+            Err(e) => Err(e),
+        };
+        if let Err(e) = marked {
+            tracing::warn!(outbox.id = %id, error = %e, "could not record the dead job in the outbox");
+        }
+    }
+
     async fn retry(&self, queue: Queue, envelope: Envelope, delay: Duration) -> Result<(), BoxDynError> {
+        // The outbox must not push the row again while the retry waits for its backoff. Best
+        // effort: when Postgres is down, a re-push (deduplicated by Redis) is the only cost.
+        if let Some(id) = envelope.outbox_id {
+            let visibility = self.producer.settings().visibility;
+            if let Ok(mut conn) = self.conn().await
+                && let Err(e) = db::outbox::postpone(&mut conn, id, delay + visibility).await
+            {
+                tracing::debug!(outbox.id = %id, error = %e, "could not postpone the outbox row");
+            }
+        }
         // If even the re-push fails (Redis down), fail the task: apalis-redis reschedules it.
         self.producer
             .push_retry(queue, envelope, delay)

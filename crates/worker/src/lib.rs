@@ -2,6 +2,7 @@
 //! runner, and operator commands for dead jobs. `main.rs` only parses the command line.
 
 pub mod config;
+pub mod dead;
 pub mod handlers;
 pub mod mailer;
 pub mod metrics;

@@ -2,7 +2,6 @@
 
 use std::process::ExitCode;
 
-use anyhow::Context;
 use clap::{Parser, Subcommand};
 use domain::jobs::Queue;
 use tokio_util::sync::CancellationToken;
@@ -120,31 +119,18 @@ async fn dispatch(command: Command) -> anyhow::Result<()> {
         }
         Command::Dead { action } => {
             let settings = run::queue_settings(&config);
-            let mut conn = jobs::connect(&config.redis_url)
-                .await
-                .context("cannot connect to Redis")?;
             match action {
                 DeadAction::List { queue } => {
-                    let queues = match queue {
-                        Some(q) => vec![q.parse::<Queue>().map_err(anyhow::Error::msg)?],
-                        None => Queue::ALL.to_vec(),
-                    };
-                    for q in queues {
-                        for job in jobs::dead::list(&mut conn, &settings, q).await? {
-                            println!(
-                                "{}\t{}\tattempts={}\terror={}\tpayload={}",
-                                job.queue,
-                                job.id,
-                                job.attempts.unwrap_or_default(),
-                                job.error.unwrap_or_default(),
-                                job.payload.unwrap_or_default()
-                            );
-                        }
+                    let queue = queue
+                        .map(|q| q.parse::<Queue>().map_err(anyhow::Error::msg))
+                        .transpose()?;
+                    for line in worker::dead::list(&config, &settings, queue).await? {
+                        println!("{line}");
                     }
                 }
                 DeadAction::Retry { queue, id } => {
                     let q = queue.parse::<Queue>().map_err(anyhow::Error::msg)?;
-                    if jobs::dead::retry(&mut conn, &settings, q, &id).await? {
+                    if worker::dead::retry(&config, &settings, q, &id).await? {
                         println!("re-queued {q} {id}");
                     } else {
                         anyhow::bail!("no dead job {id} in queue {q}");

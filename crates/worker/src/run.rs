@@ -24,6 +24,7 @@ const JOB_TIMEOUT: Duration = Duration::from_secs(120);
 pub fn queue_settings(config: &WorkerConfig) -> QueueSettings {
     let mut settings = QueueSettings::new(config.redis_prefix.clone());
     settings.heartbeat = config.heartbeat;
+    settings.visibility = config.outbox_visibility;
     settings
 }
 

@@ -11,7 +11,7 @@ use crate::support::{Smtp, Worker, eventually, free_port};
 
 const WAIT: Duration = Duration::from_secs(30);
 
-fn worker_cli(app: &TestApp, args: &[&str]) -> (bool, String) {
+pub(crate) fn worker_cli(app: &TestApp, args: &[&str]) -> (bool, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_worker"))
         .args(args)
         .env_clear()
@@ -35,7 +35,7 @@ fn worker_cli(app: &TestApp, args: &[&str]) -> (bool, String) {
     (out.status.success(), text)
 }
 
-fn dead_ids(listing: &str) -> Vec<String> {
+pub(crate) fn dead_ids(listing: &str) -> Vec<String> {
     listing
         .lines()
         .filter_map(|l| l.split('\t').nth(1))
@@ -55,6 +55,7 @@ async fn a_malformed_job_is_dead_lettered_at_once() {
     let poison = Envelope {
         attempt: 1,
         job: serde_json::json!({"key": "not-a-uuid", "message": {"kind": "bogus"}}),
+        outbox_id: None,
     };
     producer.push_retry(Queue::Email, poison, Duration::ZERO).await.unwrap();
 

@@ -7,4 +7,5 @@ mod dead;
 mod faults;
 mod flows;
 mod metrics;
+mod redis_loss;
 mod support;
