@@ -286,7 +286,8 @@ impl AuthUser {
     }
 }
 
-fn bearer(req: &HttpRequest) -> Option<String> {
+/// The token of an `Authorization: Bearer …` header, if there is one (unverified).
+pub(crate) fn bearer(req: &HttpRequest) -> Option<String> {
     let value = req.headers().get(header::AUTHORIZATION)?.to_str().ok()?;
     let (scheme, token) = value.split_once(' ')?;
     scheme
@@ -302,17 +303,12 @@ impl FromRequest for AuthUser {
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
         let state = req.app_data::<web::Data<AppState>>().cloned();
         let token = bearer(req);
-        let req = req.clone();
         Box::pin(async move {
             let state = state.ok_or_else(|| ApiError::internal(anyhow::anyhow!("AppState missing")))?;
             let token = token.ok_or_else(ApiError::unauthorized)?;
+            // The per-user limit was charged by the rate-limit middleware, keyed by this same
+            // verified subject, before any database work.
             let claims = state.tokens.verify(&token).map_err(|_| ApiError::invalid_token())?;
-            // The per-user limit, keyed by the verified subject (before any database work).
-            let decision = state
-                .limits
-                .check(state.limits.config.user, &claims.sub.to_string())
-                .await;
-            crate::ratelimit::enforce(&req, decision)?;
             let mut conn = state.db.get().await.map_err(db::DbError::from)?;
             let (session, user) = db::sessions::find_live_with_user(&mut conn, claims.sid)
                 .await?

@@ -2,22 +2,27 @@
 //! any number of API instances, clocked by Redis' own `TIME` so instance clocks do not matter).
 //!
 //! Policies (`RATE_LIMIT_<POLICY>=<count>/<seconds>`; `RATE_LIMIT_ENABLED=false` turns all off):
-//! `LOGIN` per account and per client IP, `SIGNUP` and `FORGOT` per IP, `REFRESH` per session,
-//! `USER` per authenticated user (every authenticated request), `ANON` per IP (every request
-//! without credentials, except health, metrics and docs). A limit of N per P seconds admits a
-//! burst of N, then one request every P/N seconds.
+//! `LOGIN` per account and per client IP (login, and wrong-password guesses through
+//! `PATCH /v1/users/me`), `SIGNUP` and `FORGOT` per IP, `RESET` per IP and per token,
+//! `REFRESH` per session, `USER` per user (every request whose access token verifies), `ANON` per
+//! IP (every other request: no credentials, or credentials that do not verify; health, metrics and
+//! docs exempt). A limit of N per P seconds admits a burst of N, then one request every P/N
+//! seconds.
+//!
+//! "Per IP" means per client address (see [`client_ip`]) for IPv4, and per network of
+//! `RATE_LIMIT_IPV6_PREFIX` bits (default /64, what one host is usually given) for IPv6.
 //!
 //! Responses on limited routes carry `RateLimit-Policy: "<policy>";q=<count>;w=<seconds>` and
 //! `RateLimit: "<policy>";r=<remaining>;t=<seconds until full>` (IETF httpapi-ratelimit-headers,
 //! structured-field form); a rejection is a 429 problem with `Retry-After`.
 //!
-//! Redis down: `LOGIN`, `SIGNUP` and `FORGOT` fall back to the same limits kept in this process
+//! Redis down: `LOGIN`, `SIGNUP`, `FORGOT` and `RESET` fall back to the same limits kept in this process
 //! (per instance: conservative for a single instance, up to N× looser across N instances);
 //! `REFRESH`, `USER` and `ANON` fail open. Never a 5xx.
 
 use std::{
     collections::HashMap,
-    net::IpAddr,
+    net::{IpAddr, Ipv6Addr, SocketAddr},
     str::FromStr,
     sync::{Arc, Mutex},
     time::{Duration, Instant},
@@ -32,7 +37,7 @@ use actix_web::{
     web,
 };
 use anyhow::bail;
-use ipnet::IpNet;
+use ipnet::{IpNet, Ipv6Net};
 
 use crate::{
     error::ApiError,
@@ -87,18 +92,22 @@ pub struct RateLimitConfig {
     pub login: Policy,
     pub signup: Policy,
     pub forgot: Policy,
+    pub reset: Policy,
     pub refresh: Policy,
     pub user: Policy,
     pub anon: Policy,
     /// Peers whose `X-Forwarded-For` is believed.
     pub trusted_proxies: Vec<IpNet>,
+    /// Per-IP policies count IPv6 clients by their network of this many bits.
+    pub ipv6_prefix: u8,
 }
 
 impl RateLimitConfig {
-    pub const DEFAULTS: [(&'static str, &'static str); 6] = [
+    pub const DEFAULTS: [(&'static str, &'static str); 7] = [
         ("LOGIN", "10/60"),
         ("SIGNUP", "20/3600"),
         ("FORGOT", "5/3600"),
+        ("RESET", "10/3600"),
         ("REFRESH", "30/60"),
         ("USER", "1200/60"),
         ("ANON", "300/60"),
@@ -122,17 +131,26 @@ impl RateLimitConfig {
             Ok(list) => parse_proxies(&list)?,
             Err(_) => vec![],
         };
+        let ipv6_prefix = match std::env::var("RATE_LIMIT_IPV6_PREFIX") {
+            Ok(raw) if !raw.trim().is_empty() => parse_ipv6_prefix(&raw)?,
+            _ => Self::DEFAULT_IPV6_PREFIX,
+        };
         Ok(Self {
             enabled,
             login: get("LOGIN")?,
             signup: get("SIGNUP")?,
             forgot: get("FORGOT")?,
+            reset: get("RESET")?,
             refresh: get("REFRESH")?,
             user: get("USER")?,
             anon: get("ANON")?,
             trusted_proxies,
+            ipv6_prefix,
         })
     }
+
+    /// The default IPv6 prefix of per-IP keys: a /64 is one host's (or one LAN's) allocation.
+    pub const DEFAULT_IPV6_PREFIX: u8 = 64;
 
     /// Defaults, all off (tests enable what they exercise).
     pub fn disabled() -> Self {
@@ -149,10 +167,12 @@ impl RateLimitConfig {
             login: p("LOGIN"),
             signup: p("SIGNUP"),
             forgot: p("FORGOT"),
+            reset: p("RESET"),
             refresh: p("REFRESH"),
             user: p("USER"),
             anon: p("ANON"),
             trusted_proxies: vec![],
+            ipv6_prefix: Self::DEFAULT_IPV6_PREFIX,
         }
     }
 }
@@ -162,6 +182,7 @@ fn policy_name(env: &str) -> &'static str {
         "LOGIN" => "login",
         "SIGNUP" => "signup",
         "FORGOT" => "forgot",
+        "RESET" => "reset",
         "REFRESH" => "refresh",
         "USER" => "user",
         _ => "anon",
@@ -181,33 +202,100 @@ pub fn parse_proxies(list: &str) -> anyhow::Result<Vec<IpNet>> {
         .collect()
 }
 
-/// The client's address: the socket peer, unless the peer is a trusted proxy — then the
-/// right-most address of `X-Forwarded-For` that is not itself a trusted proxy. Anyone else's
-/// `X-Forwarded-For` is ignored, so it cannot be used to dodge a limit.
-pub fn client_ip(peer: Option<IpAddr>, forwarded_for: Option<&str>, trusted: &[IpNet]) -> Option<IpAddr> {
-    let peer = peer?;
+/// `RATE_LIMIT_IPV6_PREFIX`: 1 to 128 bits.
+fn parse_ipv6_prefix(raw: &str) -> anyhow::Result<u8> {
+    match raw.trim().trim_start_matches('/').parse::<u8>() {
+        Ok(bits @ 1..=128) => Ok(bits),
+        _ => bail!("RATE_LIMIT_IPV6_PREFIX must be a prefix length from 1 to 128, not {raw:?}"),
+    }
+}
+
+/// One `X-Forwarded-For` entry: `192.0.2.1`, `192.0.2.1:443`, `2001:db8::1`, `[2001:db8::1]` or
+/// `[2001:db8::1]:443`. IPv4-mapped IPv6 addresses come back as IPv4. Anything else (`unknown`,
+/// an obfuscated name, garbage) is `None`.
+pub fn parse_forwarded_entry(raw: &str) -> Option<IpAddr> {
+    let s = raw.trim();
+    let ip = IpAddr::from_str(s)
+        .ok()
+        .or_else(|| SocketAddr::from_str(s).ok().map(|a| a.ip()))
+        .or_else(|| {
+            let inner = s.strip_prefix('[')?.strip_suffix(']')?;
+            Ipv6Addr::from_str(inner).ok().map(IpAddr::V6)
+        })?;
+    Some(ip.to_canonical())
+}
+
+/// The client's address: the socket peer, unless the peer is a trusted proxy — then the entries of
+/// every `X-Forwarded-For` line (`forwarded_for`, in the order received) are walked from the right
+/// past trusted proxies, and the first one that is not a trusted proxy is the client. An entry
+/// that cannot be parsed stops the walk at the last trusted hop: what lies left of it was written
+/// by whoever the proxy could not identify. Anyone else's `X-Forwarded-For` is ignored, so it
+/// cannot be used to dodge a limit; the RFC 7239 `Forwarded` header is ignored too (a proxy that
+/// is trusted must append to `X-Forwarded-For`; believing a second header it may not manage would
+/// let clients write their own address).
+pub fn client_ip<S: AsRef<str>>(
+    peer: Option<IpAddr>,
+    forwarded_for: impl DoubleEndedIterator<Item = S>,
+    trusted: &[IpNet],
+) -> Option<IpAddr> {
+    let peer = peer?.to_canonical();
     let is_trusted = |ip: &IpAddr| trusted.iter().any(|n| n.contains(ip));
     if !is_trusted(&peer) {
         return Some(peer);
     }
-    let hops: Vec<IpAddr> = forwarded_for
-        .unwrap_or_default()
-        .split(',')
-        .filter_map(|h| IpAddr::from_str(h.trim()).ok())
-        .collect();
-    Some(
-        hops.iter()
-            .rev()
-            .find(|ip| !is_trusted(ip))
-            .or(hops.first())
-            .copied()
-            .unwrap_or(peer),
-    )
+    let mut nearest_trusted = peer;
+    'walk: for line in forwarded_for.rev() {
+        for entry in line.as_ref().rsplit(',').filter(|e| !e.trim().is_empty()) {
+            match parse_forwarded_entry(entry) {
+                Some(ip) if is_trusted(&ip) => nearest_trusted = ip,
+                Some(ip) => return Some(ip),
+                None => break 'walk,
+            }
+        }
+    }
+    Some(nearest_trusted)
 }
 
 pub fn request_ip(req: &HttpRequest, trusted: &[IpNet]) -> Option<IpAddr> {
-    let xff = req.headers().get("x-forwarded-for").and_then(|v| v.to_str().ok());
-    client_ip(req.peer_addr().map(|a| a.ip()), xff, trusted)
+    // Every line, in order (RFC 9110 §5.3: together they are one comma-separated list). Bytes
+    // that are not UTF-8 spoil only their own entry, not the line.
+    let lines = req
+        .headers()
+        .get_all("x-forwarded-for")
+        .map(|v| String::from_utf8_lossy(v.as_bytes()));
+    client_ip(req.peer_addr().map(|a| a.ip()), lines, trusted)
+}
+
+/// What per-IP policies count against: an IPv4 address itself, an IPv6 address by its network
+/// of `ipv6_prefix` bits (one host usually owns a whole /64, so counting single addresses would
+/// give it 2^64 budgets).
+pub fn ip_subject(ip: IpAddr, ipv6_prefix: u8) -> String {
+    match ip.to_canonical() {
+        IpAddr::V4(v4) => v4.to_string(),
+        IpAddr::V6(v6) => Ipv6Net::new(v6, ipv6_prefix).map_or_else(|_| v6.to_string(), |n| n.trunc().to_string()),
+    }
+}
+
+/// The per-IP subject of a request (`unknown` without a peer address).
+pub fn client_subject(req: &HttpRequest, config: &RateLimitConfig) -> String {
+    request_ip(req, &config.trusted_proxies)
+        .map_or_else(|| "unknown".to_owned(), |ip| ip_subject(ip, config.ipv6_prefix))
+}
+
+/// The subject of a single-use token's budget: its SHA-256 (the plain token is a credential and
+/// never becomes a Redis key).
+pub fn token_subject(token: &str) -> String {
+    use base64::Engine;
+    format!(
+        "token:{}",
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(auth::RefreshToken::hash(token))
+    )
+}
+
+/// The subject of an account's `LOGIN` budget (login attempts and `current_password` guesses
+/// share it), from an already normalised e-mail address.
+pub fn account_subject(email: &str) -> String {
+    format!("account:{email}")
 }
 
 /// The outcome of one check, also what the response headers report.
@@ -291,7 +379,7 @@ impl RateLimiter {
         match self.remote(policy, &key).await {
             Ok(d) => Some(d),
             Err(e) => match policy.name {
-                "login" | "signup" | "forgot" => {
+                "login" | "signup" | "forgot" | "reset" => {
                     tracing::warn!(error = %e, policy = policy.name, "rate limiter: Redis unavailable, using the local fallback");
                     Some(self.local(policy, &key))
                 }
@@ -385,25 +473,46 @@ pub async fn limit(req: &HttpRequest, policy: Policy, subject: &str) -> Result<(
     enforce(req, decision)
 }
 
+/// Checks `policy` for the client's address (see [`client_subject`]) and enforces the result.
+pub async fn limit_ip(req: &HttpRequest, policy: Policy) -> Result<(), ApiError> {
+    let Some(state) = req.app_data::<web::Data<AppState>>() else {
+        return Ok(());
+    };
+    let decision = state
+        .limits
+        .check(policy, &client_subject(req, &state.limits.config))
+        .await;
+    enforce(req, decision)
+}
+
 fn exempt(path: &str) -> bool {
     path.starts_with("/health/") || path == "/metrics" || path.starts_with("/docs") || path == "/openapi.json"
 }
 
-/// Middleware: the `ANON` limit for requests without credentials, and the `RateLimit` headers of
-/// whatever policy a handler or extractor checked.
+/// Middleware: every request (bar health, metrics and docs) is charged to `USER` for the subject
+/// of its access token when that token verifies, and to `ANON` for its client address otherwise —
+/// a header that merely says `Authorization` changes nothing. Then the `RateLimit` headers of
+/// whatever policy was checked on the way.
 pub async fn middleware(
     req: ServiceRequest,
     next: Next<impl MessageBody + 'static>,
 ) -> Result<ServiceResponse<BoxBody>, actix_web::Error> {
-    let anonymous = !req.headers().contains_key(actix_web::http::header::AUTHORIZATION);
-    if anonymous
-        && !exempt(req.path())
+    if !exempt(req.path())
         && let Some(state) = req.app_data::<web::Data<AppState>>().cloned()
         && state.limits.config.enabled
     {
-        let ip = request_ip(req.request(), &state.limits.config.trusted_proxies)
-            .map_or_else(|| "unknown".to_owned(), |ip| ip.to_string());
-        let decision = state.limits.check(state.limits.config.anon, &ip).await;
+        let config = &state.limits.config;
+        // A signature check only (no database): cheap enough to run before anything else.
+        let verified = crate::extract::bearer(req.request()).and_then(|t| state.tokens.verify(&t).ok());
+        let decision = match verified {
+            Some(claims) => state.limits.check(config.user, &claims.sub.to_string()).await,
+            None => {
+                state
+                    .limits
+                    .check(config.anon, &client_subject(req.request(), config))
+                    .await
+            }
+        };
         if let Err(e) = enforce(req.request(), decision) {
             let res = actix_web::ResponseError::error_response(&e);
             return Ok(req.into_response(res));
@@ -432,27 +541,139 @@ mod tests {
         }
     }
 
+    fn ip(s: &str) -> IpAddr {
+        IpAddr::from_str(s).unwrap()
+    }
+
+    /// `client_ip` with the header lines given in order.
+    fn client(peer: &str, lines: &[&str], trusted: &[IpNet]) -> Option<IpAddr> {
+        client_ip(Some(ip(peer)), lines.iter(), trusted)
+    }
+
     #[test]
     fn forwarded_for_is_only_believed_from_trusted_proxies() {
         let trusted = parse_proxies("10.0.0.0/8, 127.0.0.1").unwrap();
-        let ip = |s: &str| IpAddr::from_str(s).unwrap();
         // An untrusted peer: its header is ignored.
-        assert_eq!(
-            client_ip(Some(ip("203.0.113.9")), Some("1.2.3.4"), &trusted),
-            Some(ip("203.0.113.9"))
-        );
+        assert_eq!(client("203.0.113.9", &["1.2.3.4"], &trusted), Some(ip("203.0.113.9")));
         // A trusted proxy: the right-most untrusted hop.
         assert_eq!(
-            client_ip(Some(ip("10.1.2.3")), Some("1.2.3.4, 198.51.100.7, 10.0.0.5"), &trusted),
+            client("10.1.2.3", &["1.2.3.4, 198.51.100.7, 10.0.0.5"], &trusted),
             Some(ip("198.51.100.7"))
         );
         // Garbage in the header: the peer.
+        assert_eq!(client("127.0.0.1", &["nonsense"], &trusted), Some(ip("127.0.0.1")));
+        assert_eq!(client("127.0.0.1", &[], &[]), Some(ip("127.0.0.1")));
+        // Only trusted hops: the left-most of them.
         assert_eq!(
-            client_ip(Some(ip("127.0.0.1")), Some("nonsense"), &trusted),
+            client("127.0.0.1", &["10.0.0.7, 10.0.0.8"], &trusted),
+            Some(ip("10.0.0.7"))
+        );
+        assert!(parse_proxies("10.0.0.0/8, nope").is_err());
+    }
+
+    #[test]
+    fn forwarded_for_lines_are_one_list_in_order() {
+        let trusted = parse_proxies("127.0.0.1, 10.0.0.0/8").unwrap();
+        // The client's own line first, the proxy's appended line second: the proxy's entry wins.
+        assert_eq!(
+            client("127.0.0.1", &["203.0.113.66", "198.51.100.7"], &trusted),
+            Some(ip("198.51.100.7"))
+        );
+        // Two proxies, each adding a line; empty lines and empty entries are skipped.
+        assert_eq!(
+            client("127.0.0.1", &["6.6.6.6, 198.51.100.7", "", "10.0.0.5,"], &trusted),
+            Some(ip("198.51.100.7"))
+        );
+    }
+
+    #[test]
+    fn forwarded_for_entries_may_carry_ports_and_brackets() {
+        for (entry, want) in [
+            ("192.0.2.1", "192.0.2.1"),
+            (" 192.0.2.1:443 ", "192.0.2.1"),
+            ("2001:db8::1", "2001:db8::1"),
+            ("[2001:db8::1]", "2001:db8::1"),
+            ("[2001:db8::1]:443", "2001:db8::1"),
+            ("::ffff:192.0.2.1", "192.0.2.1"),
+            ("[::ffff:192.0.2.1]:80", "192.0.2.1"),
+        ] {
+            assert_eq!(parse_forwarded_entry(entry), Some(ip(want)), "{entry:?}");
+        }
+        for bad in [
+            "",
+            "unknown",
+            "_hidden",
+            "192.0.2.1:",
+            "192.0.2.1:99999",
+            "[2001:db8::1",
+            "2001:db8::1]:443",
+            "[192.0.2.1]",
+            "host:80",
+        ] {
+            assert_eq!(parse_forwarded_entry(bad), None, "{bad:?}");
+        }
+        let trusted = parse_proxies("127.0.0.1").unwrap();
+        // A port on the proxy's entry no longer hides it (and lets the spoofed one win).
+        assert_eq!(
+            client("127.0.0.1", &["203.0.113.66, [2001:db8::7]:51000"], &trusted),
+            Some(ip("2001:db8::7"))
+        );
+        assert_eq!(
+            client("127.0.0.1", &["203.0.113.66, 198.51.100.7:51000"], &trusted),
+            Some(ip("198.51.100.7"))
+        );
+    }
+
+    #[test]
+    fn an_unparseable_entry_stops_the_walk() {
+        let trusted = parse_proxies("127.0.0.1, 10.0.0.0/8").unwrap();
+        // What lies left of an entry the proxy could not name is not believed: the last trusted
+        // hop stands in for the client.
+        assert_eq!(
+            client("127.0.0.1", &["203.0.113.66, unknown, 10.0.0.5"], &trusted),
+            Some(ip("10.0.0.5"))
+        );
+        assert_eq!(
+            client("127.0.0.1", &["203.0.113.66, unknown"], &trusted),
             Some(ip("127.0.0.1"))
         );
-        assert_eq!(client_ip(Some(ip("127.0.0.1")), None, &[]), Some(ip("127.0.0.1")));
-        assert!(parse_proxies("10.0.0.0/8, nope").is_err());
+    }
+
+    #[test]
+    fn peers_are_canonical() {
+        // A dual-stack listener reports IPv4 peers as IPv4-mapped IPv6 addresses.
+        let trusted = parse_proxies("127.0.0.1").unwrap();
+        assert_eq!(
+            client("::ffff:127.0.0.1", &["198.51.100.7"], &trusted),
+            Some(ip("198.51.100.7"))
+        );
+        assert_eq!(client("::ffff:192.0.2.1", &[], &[]), Some(ip("192.0.2.1")));
+    }
+
+    #[test]
+    fn ipv6_clients_are_keyed_by_their_network() {
+        assert_eq!(ip_subject(ip("192.0.2.1"), 64), "192.0.2.1");
+        assert_eq!(ip_subject(ip("::ffff:192.0.2.1"), 64), "192.0.2.1");
+        let a = ip_subject(ip("2001:db8:1:2::1"), 64);
+        assert_eq!(a, "2001:db8:1:2::/64");
+        assert_eq!(ip_subject(ip("2001:db8:1:2:ffff:ffff:ffff:ffff"), 64), a);
+        assert_ne!(ip_subject(ip("2001:db8:1:3::1"), 64), a);
+        // Configurable: a /56 groups what a /64 separates; /128 is one address.
+        assert_eq!(
+            ip_subject(ip("2001:db8:1:3::1"), 56),
+            ip_subject(ip("2001:db8:1:2::1"), 56)
+        );
+        assert_eq!(ip_subject(ip("2001:db8::1"), 128), "2001:db8::1/128");
+    }
+
+    #[test]
+    fn ipv6_prefix_parses() {
+        assert_eq!(parse_ipv6_prefix("64").unwrap(), 64);
+        assert_eq!(parse_ipv6_prefix(" /56 ").unwrap(), 56);
+        assert_eq!(parse_ipv6_prefix("128").unwrap(), 128);
+        for bad in ["0", "129", "-1", "x", ""] {
+            assert!(parse_ipv6_prefix(bad).is_err(), "{bad:?}");
+        }
     }
 
     #[tokio::test]

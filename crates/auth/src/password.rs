@@ -26,6 +26,8 @@ pub struct PasswordHasher {
     /// threads that share the cores and all finish together seconds later, starving the event
     /// loop meanwhile; with it they queue and complete one after another at the machine's rate.
     permits: std::sync::Arc<tokio::sync::Semaphore>,
+    /// bcrypt runs started by this hasher (and its clones): hashes and verifies, dummy included.
+    runs: std::sync::Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl PasswordHasher {
@@ -37,6 +39,7 @@ impl PasswordHasher {
             cost,
             dummy_hash,
             permits: std::sync::Arc::new(tokio::sync::Semaphore::new(cores)),
+            runs: std::sync::Arc::default(),
         })
     }
 
@@ -44,10 +47,22 @@ impl PasswordHasher {
         self.cost
     }
 
+    /// How many bcrypt runs (hashes and verifies, dummy verifies included) this hasher and its
+    /// clones have started: the expensive work a caller made the process do.
+    pub fn runs(&self) -> u64 {
+        self.runs.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    async fn permit(&self) -> Result<tokio::sync::SemaphorePermit<'_>, HashError> {
+        let permit = self.permits.acquire().await.map_err(|_| HashError::Closed)?;
+        self.runs.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Ok(permit)
+    }
+
     pub async fn hash(&self, password: &Password) -> Result<String, HashError> {
         let pw = password.expose().to_owned();
         let cost = self.cost;
-        let _permit = self.permits.acquire().await.map_err(|_| HashError::Closed)?;
+        let _permit = self.permit().await?;
         Ok(tokio::task::spawn_blocking(move || bcrypt::hash(pw, cost)).await??)
     }
 
@@ -59,7 +74,7 @@ impl PasswordHasher {
         let hash = hash.unwrap_or(&self.dummy_hash).to_owned();
         let pw = password.to_owned();
         let fits = pw.len() <= domain::password::MAX_BYTES;
-        let _permit = self.permits.acquire().await.map_err(|_| HashError::Closed)?;
+        let _permit = self.permit().await?;
         let ok = tokio::task::spawn_blocking(move || bcrypt::verify(pw, &hash).unwrap_or(false)).await?;
         Ok(ok && known && fits)
     }
@@ -83,6 +98,16 @@ mod tests {
     async fn unknown_account_never_verifies() {
         let h = PasswordHasher::new(4).unwrap();
         assert!(!h.verify("dummy password for timing equalisation", None).await.unwrap());
+    }
+
+    #[tokio::test]
+    async fn counts_every_bcrypt_run_across_clones() {
+        let h = PasswordHasher::new(4).unwrap();
+        let pw = Password::parse("correct horse battery".into(), "password").unwrap();
+        let hash = h.clone().hash(&pw).await.unwrap();
+        h.verify("wrong", Some(&hash)).await.unwrap();
+        h.verify("wrong", None).await.unwrap();
+        assert_eq!(h.runs(), 3);
     }
 
     #[tokio::test]

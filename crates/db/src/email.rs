@@ -8,7 +8,7 @@ use uuid::Uuid;
 
 use crate::{
     DbResult,
-    schema::{email_log, email_tokens},
+    schema::{email_log, email_tokens, users},
 };
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -84,28 +84,48 @@ pub async fn insert_token(
     Ok(())
 }
 
-/// Marks a live (unused, unexpired) token of this purpose used and returns its user. A single
-/// conditional UPDATE: two concurrent uses cannot both succeed.
+/// A live token of this purpose: unused, unexpired, and its account not deleted (a deleted
+/// account's tokens are dead, whatever their age). Primary-key lookup.
+#[diesel::dsl::auto_type(no_type_alias)]
+fn live_token<'a>(token_hash: &'a [u8], purpose: &'a str) -> _ {
+    email_tokens::table
+        .filter(email_tokens::token_hash.eq(token_hash))
+        .filter(email_tokens::purpose.eq(purpose))
+        .filter(email_tokens::used_at.is_null())
+        .filter(email_tokens::expires_at.gt(diesel::dsl::now))
+        .filter(email_tokens::user_id.eq_any(users::table.filter(users::deleted_at.is_null()).select(users::id)))
+}
+
+/// The user of a live token of this purpose, without using it up (a cheap check before
+/// expensive work; [`consume_token`] still decides who wins).
+pub async fn find_live_token(
+    conn: &mut AsyncPgConnection,
+    token_hash: &[u8],
+    purpose: TokenPurpose,
+) -> DbResult<Option<Uuid>> {
+    Ok(live_token(token_hash, purpose.as_str())
+        .select(email_tokens::user_id)
+        .first(conn)
+        .await
+        .optional()?)
+}
+
+/// Marks a live token of this purpose used and returns its user. A single conditional UPDATE:
+/// two concurrent uses cannot both succeed.
 pub async fn consume_token(
     conn: &mut AsyncPgConnection,
     token_hash: &[u8],
     purpose: TokenPurpose,
 ) -> DbResult<Option<Uuid>> {
-    Ok(diesel::update(
-        email_tokens::table
-            .find(token_hash)
-            .filter(email_tokens::purpose.eq(purpose.as_str()))
-            .filter(email_tokens::used_at.is_null())
-            .filter(email_tokens::expires_at.gt(diesel::dsl::now)),
-    )
-    .set(email_tokens::used_at.eq(diesel::dsl::now))
-    .returning(email_tokens::user_id)
-    .get_result(conn)
-    .await
-    .optional()?)
+    Ok(diesel::update(live_token(token_hash, purpose.as_str()))
+        .set(email_tokens::used_at.eq(diesel::dsl::now))
+        .returning(email_tokens::user_id)
+        .get_result(conn)
+        .await
+        .optional()?)
 }
 
-/// Invalidates every other live token of this purpose for the user (after a successful reset).
+/// Invalidates every live token of this purpose for the user (after a reset or a password change).
 pub async fn invalidate_tokens(conn: &mut AsyncPgConnection, user_id: Uuid, purpose: TokenPurpose) -> DbResult<usize> {
     Ok(diesel::update(
         email_tokens::table

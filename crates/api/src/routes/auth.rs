@@ -11,7 +11,7 @@ use crate::{
     dto::UserResponse,
     error::{ApiResult, Problem},
     extract::{AuthUser, ClientMeta, IdPath, ValidJson},
-    ratelimit::limit,
+    ratelimit::{account_subject, limit, limit_ip, token_subject},
     services::{self, auth::NewAccount},
     state::AppState,
     validate,
@@ -113,12 +113,7 @@ pub async fn signup(
     meta: ClientMeta,
     ValidJson(body): ValidJson<SignupRequest>,
 ) -> ApiResult<HttpResponse> {
-    limit(
-        &req,
-        state.limits.config.signup,
-        meta.ip.as_deref().unwrap_or("unknown"),
-    )
-    .await?;
+    limit_ip(&req, state.limits.config.signup).await?;
     let account = NewAccount {
         email: Email::parse(&body.email)?,
         password: Password::parse(body.password, "password")?,
@@ -147,9 +142,9 @@ pub async fn login(
 ) -> ApiResult<HttpResponse> {
     // Per client IP and per account (the normalised address, so case variants share a budget).
     let policy = state.limits.config.login;
-    limit(&req, policy, meta.ip.as_deref().unwrap_or("unknown")).await?;
+    limit_ip(&req, policy).await?;
     let account = Email::parse(&body.email).map_or_else(|_| body.email.trim().to_lowercase(), String::from);
-    limit(&req, policy, &format!("account:{account}")).await?;
+    limit(&req, policy, &account_subject(&account)).await?;
     let tokens = services::auth::login(&state, &body.email, &body.password, &meta).await?;
     Ok(no_store(actix_web::http::StatusCode::OK).json(TokenResponse::from(tokens)))
 }
@@ -280,12 +275,7 @@ pub async fn forgot_password(
     meta: ClientMeta,
     ValidJson(body): ValidJson<ForgotRequest>,
 ) -> ApiResult<HttpResponse> {
-    limit(
-        &req,
-        state.limits.config.forgot,
-        meta.ip.as_deref().unwrap_or("unknown"),
-    )
-    .await?;
+    limit_ip(&req, state.limits.config.forgot).await?;
     services::auth::forgot_password(&state, &body.email, &meta).await?;
     Ok(HttpResponse::Accepted().finish())
 }
@@ -295,13 +285,18 @@ pub async fn forgot_password(
     (status = 204, description = "Password changed; all sessions revoked"),
     (status = 400, body = Problem, content_type = "application/problem+json", description = "`invalid_token`"),
     (status = 422, body = Problem, content_type = "application/problem+json", description = "weak password"),
+    (status = 429, body = Problem, content_type = "application/problem+json", description = "`rate_limited` (RESET policy, per IP and per token)"),
 ))]
 pub async fn reset_password(
     state: web::Data<AppState>,
+    req: HttpRequest,
     meta: ClientMeta,
     ValidJson(body): ValidJson<ResetRequest>,
 ) -> ApiResult<HttpResponse> {
     let password = Password::parse(body.new_password, "new_password")?;
+    let policy = state.limits.config.reset;
+    limit_ip(&req, policy).await?;
+    limit(&req, policy, &token_subject(&body.token)).await?;
     services::auth::reset_password(&state, &body.token, &password, &meta).await?;
     Ok(HttpResponse::NoContent().finish())
 }

@@ -1,6 +1,6 @@
 //! `/v1/users/*`: the caller's profile and user administration (admins only).
 
-use actix_web::{HttpResponse, web};
+use actix_web::{HttpRequest, HttpResponse, web};
 use garde::Validate;
 use serde::Deserialize;
 use utoipa::{IntoParams, ToSchema};
@@ -10,6 +10,7 @@ use crate::{
     dto::{Page, UserResponse},
     error::{ApiError, ApiResult, Problem},
     extract::{AdminUser, AuthUser, ClientMeta, IdPath, ValidJson, ValidQuery},
+    ratelimit::{account_subject, limit},
     services::{
         self,
         auth::NewAccount,
@@ -86,9 +87,11 @@ pub async fn get_me(me: AuthUser) -> HttpResponse {
     (status = 401, body = Problem, content_type = "application/problem+json"),
     (status = 403, body = Problem, content_type = "application/problem+json", description = "`invalid_current_password`"),
     (status = 422, body = Problem, content_type = "application/problem+json", description = "Invalid field, unknown field (e.g. `role`), or `password` without `current_password`"),
+    (status = 429, body = Problem, content_type = "application/problem+json", description = "`rate_limited` (LOGIN policy of the account: every password change attempt counts, like a login)"),
 ))]
 pub async fn patch_me(
     state: web::Data<AppState>,
+    req: HttpRequest,
     me: AuthUser,
     meta: ClientMeta,
     ValidJson(body): ValidJson<UpdateMeRequest>,
@@ -107,6 +110,11 @@ pub async fn patch_me(
             new: Password::parse(new, "password")?,
         }),
     };
+    if password.is_some() {
+        // A current-password check is a password guess: it spends the account's login budget
+        // before bcrypt runs, so an access token is not an unlimited oracle.
+        limit(&req, state.limits.config.login, &account_subject(&me.user.email)).await?;
+    }
     let user = services::users::update_me(&state, &me, name, password, &meta).await?;
     Ok(HttpResponse::Ok().json(UserResponse::from(user)))
 }

@@ -112,6 +112,17 @@ pub struct NewAccount {
     pub role: Role,
 }
 
+/// Hashes a new account's password — after the cheap check that can still refuse the request (the
+/// address is taken), so a request bound to fail never costs a bcrypt run. The unique index
+/// still decides a race between two sign-ups.
+pub async fn hash_new_account_password(state: &AppState, account: &NewAccount) -> ApiResult<String> {
+    let taken = users::find_active_by_email(&mut *conn(state).await?, account.email.as_str()).await?;
+    if taken.is_some() {
+        return Err(email_taken());
+    }
+    Ok(state.hasher.hash(&account.password).await?)
+}
+
 /// Inserts the account row with an already computed hash (hash before taking a connection:
 /// 250 ms of bcrypt should not hold a pooled connection).
 pub async fn insert_account(conn: &mut AsyncPgConnection, account: &NewAccount, hash: &str) -> ApiResult<User> {
@@ -130,7 +141,7 @@ pub async fn insert_account(conn: &mut AsyncPgConnection, account: &NewAccount, 
 }
 
 pub async fn signup(state: &AppState, account: NewAccount, meta: &ClientMeta) -> ApiResult<(User, Tokens)> {
-    let hash = state.hasher.hash(&account.password).await?;
+    let hash = hash_new_account_password(state, &account).await?;
     let mut conn = conn(state).await?;
     let (user, session_id, refresh, jobs) = conn
         .transaction::<_, ApiError, _>(async |conn| {
@@ -335,7 +346,7 @@ pub async fn verify_email(state: &AppState, token: &str, meta: &ClientMeta) -> A
                 .await?
                 .ok_or_else(invalid_email_token)?;
             if !users::mark_email_verified(conn, user_id).await? {
-                // Already verified, or the account is gone: the token is spent either way.
+                // Already verified (a deleted account's token is not live): the token is spent.
                 return Ok(vec![]);
             }
             let jobs = vec![
@@ -382,7 +393,8 @@ pub async fn forgot_password(state: &AppState, email_raw: &str, meta: &ClientMet
 }
 
 /// Consumes a reset token, sets the new password, revokes every session and every other reset
-/// token of the account.
+/// token of the account. The token is checked before the new password is hashed: a dead or made-up
+/// token costs one primary-key read, never a bcrypt run.
 pub async fn reset_password(
     state: &AppState,
     token: &str,
@@ -390,8 +402,12 @@ pub async fn reset_password(
     meta: &ClientMeta,
 ) -> ApiResult<()> {
     let hash = RefreshToken::hash(token);
-    // Hash first (no connection held during bcrypt); wasted work for a bad token is bounded by
-    // the rate limit on this endpoint.
+    let live = db::email::find_live_token(&mut *conn(state).await?, &hash, TokenPurpose::PasswordReset).await?;
+    if live.is_none() {
+        return Err(invalid_email_token());
+    }
+    // No connection held during bcrypt; the conditional UPDATE below still decides between two
+    // concurrent uses of the token.
     let password_hash = state.hasher.hash(new_password).await?;
     let mut conn = conn(state).await?;
     let jobs = conn

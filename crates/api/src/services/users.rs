@@ -15,7 +15,7 @@ use crate::{
     error::{ApiError, ApiResult},
     extract::{AuthUser, ClientMeta},
     services::{
-        auth::{NewAccount, conn, insert_account},
+        auth::{NewAccount, conn, hash_new_account_password, insert_account},
         jobs::{Target, audit},
     },
     state::AppState,
@@ -27,8 +27,10 @@ pub struct PasswordChange {
     pub new: Password,
 }
 
-/// Updates the caller's name and/or password. A password change needs the current password and
-/// revokes every other session of the account (the caller's own session stays signed in).
+/// Updates the caller's name and/or password. A password change needs the current password (the
+/// caller has charged the guess to the account's `LOGIN` budget); it revokes every other session
+/// of the account (the caller's own session stays signed in) and every outstanding reset token.
+/// A wrong current password changes and revokes nothing.
 pub async fn update_me(
     state: &AppState,
     me: &AuthUser,
@@ -66,6 +68,8 @@ pub async fn update_me(
                 let n =
                     sessions::revoke_all_for_user(conn, me.id(), Some(me.session_id), RevokeReason::PasswordChanged)
                         .await?;
+                // A reset link mailed before the change must not undo it.
+                db::email::invalidate_tokens(conn, me.id(), db::email::TokenPurpose::PasswordReset).await?;
                 jobs.push(audit(
                     Ev::PasswordChanged,
                     Some(me.id()),
@@ -116,7 +120,7 @@ pub async fn list(
 }
 
 pub async fn create(state: &AppState, admin: &AuthUser, account: NewAccount, meta: &ClientMeta) -> ApiResult<User> {
-    let hash = state.hasher.hash(&account.password).await?;
+    let hash = hash_new_account_password(state, &account).await?;
     let mut conn = conn(state).await?;
     let (user, jobs) = conn
         .transaction::<_, ApiError, _>(async |conn| {

@@ -6,8 +6,10 @@
 mod audit;
 mod auth;
 mod binary;
+mod credentials;
 mod edge;
 mod hardening;
+mod ratelimit;
 mod shared;
 mod snapshots;
 mod tasks;
