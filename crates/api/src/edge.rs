@@ -6,6 +6,12 @@
 //! - A panic in a handler becomes a 500 problem body instead of a dropped connection.
 //! - Any 4xx/5xx that is not already `application/problem+json` (actix's own 404/405/413…) is
 //!   replaced by the generic problem for its status, so clients see one error format.
+//! - `HEAD` is served by every `GET` route (RFC 9110 §9.3.2): the request is routed and handled as
+//!   a `GET`, and actix-http's encoder sends the head of that response (same status, headers and
+//!   `Content-Length`) without its body. A 405 whose `Allow` lists `GET` lists `HEAD` too.
+//!
+//! Malformed HTTP that never reaches the app (actix-http's own 400/408/431) is answered by
+//! [`crate::wire`].
 
 use std::{panic::AssertUnwindSafe, time::Instant};
 
@@ -13,7 +19,10 @@ use actix_web::{
     Error, HttpMessage, HttpResponse, ResponseError,
     body::{BoxBody, MessageBody},
     dev::{ServiceRequest, ServiceResponse},
-    http::header::{self, HeaderName, HeaderValue},
+    http::{
+        Method, StatusCode,
+        header::{self, HeaderName, HeaderValue},
+    },
     middleware::Next,
 };
 use futures_util::FutureExt;
@@ -34,9 +43,14 @@ fn valid_request_id(v: &str) -> bool {
 }
 
 pub async fn edge(
-    req: ServiceRequest,
+    mut req: ServiceRequest,
     next: Next<impl MessageBody + 'static>,
 ) -> Result<ServiceResponse<BoxBody>, Error> {
+    let method = req.method().clone();
+    if method == Method::HEAD {
+        // Routed as GET; the codec still knows it answers a HEAD and leaves the body out.
+        req.head_mut().method = Method::GET;
+    }
     let id = req
         .headers()
         .get(&REQUEST_ID_HEADER)
@@ -44,7 +58,6 @@ pub async fn edge(
         .filter(|v| valid_request_id(v))
         .map_or_else(|| uuid::Uuid::now_v7().to_string(), str::to_owned);
     req.extensions_mut().insert(RequestId(id.clone()));
-    let method = req.method().clone();
     let span = tracing::info_span!("request", request.id = %id, http.method = %method);
     let started = Instant::now();
 
@@ -117,7 +130,31 @@ fn finish(res: HttpResponse<BoxBody>, id: &str) -> HttpResponse<BoxBody> {
     if let Ok(v) = HeaderValue::from_str(id) {
         res.headers_mut().insert(REQUEST_ID_HEADER, v);
     }
+    if res.status() == StatusCode::METHOD_NOT_ALLOWED {
+        allow_head_with_get(res.headers_mut());
+    }
     res
+}
+
+/// `Allow: GET, POST` → `Allow: GET, HEAD, POST`: every GET route serves HEAD.
+fn allow_head_with_get(headers: &mut header::HeaderMap) {
+    let Some(allow) = headers.get(header::ALLOW).and_then(|v| v.to_str().ok()) else {
+        return;
+    };
+    let methods: Vec<&str> = allow.split(',').map(str::trim).filter(|m| !m.is_empty()).collect();
+    if !methods.contains(&"GET") || methods.contains(&"HEAD") {
+        return;
+    }
+    let mut with_head = Vec::with_capacity(methods.len() + 1);
+    for m in methods {
+        with_head.push(m);
+        if m == "GET" {
+            with_head.push("HEAD");
+        }
+    }
+    if let Ok(v) = HeaderValue::from_str(&with_head.join(", ")) {
+        headers.insert(header::ALLOW, v);
+    }
 }
 
 /// An error escaping the inner service, or a panic (`inner: None`), rendered as problem+json.
@@ -189,6 +226,21 @@ mod tests {
         // The worker thread survives: the next request is served.
         let ok = atest::call_service(&app, atest::TestRequest::get().uri("/fine").to_request()).await;
         assert_eq!(ok.status(), 200);
+    }
+
+    #[test]
+    fn allow_lists_head_with_get() {
+        use actix_web::http::header::{ALLOW, HeaderMap, HeaderValue};
+        let allow = |v: &'static str| {
+            let mut h = HeaderMap::new();
+            h.insert(ALLOW, HeaderValue::from_static(v));
+            super::allow_head_with_get(&mut h);
+            h.get(ALLOW).unwrap().to_str().unwrap().to_owned()
+        };
+        assert_eq!(allow("GET, POST"), "GET, HEAD, POST");
+        assert_eq!(allow("PATCH, GET"), "PATCH, GET, HEAD");
+        assert_eq!(allow("POST"), "POST");
+        assert_eq!(allow("GET, HEAD"), "GET, HEAD");
     }
 
     #[test]

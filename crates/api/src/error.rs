@@ -29,6 +29,11 @@ pub fn current_request_id() -> String {
 
 pub const PROBLEM_JSON: &str = "application/problem+json";
 
+/// `Retry-After` (seconds) of every 503 — a backing service down, a request abandoned after
+/// `REQUEST_TIMEOUT`, readiness failing: every 503 is a problem rendered by
+/// [`Problem::into_response`], which sets it (the edge turns any other 503 into one).
+pub const RETRY_AFTER_SECS: &str = "5";
+
 /// The RFC 9457 problem body.
 #[derive(Debug, Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct Problem {
@@ -61,10 +66,13 @@ impl Problem {
 
     pub fn into_response(self) -> HttpResponse {
         let status = StatusCode::from_u16(self.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-        HttpResponse::build(status)
-            .insert_header((header::CONTENT_TYPE, PROBLEM_JSON))
-            .insert_header((header::CACHE_CONTROL, "no-store"))
-            .json(self)
+        let mut res = HttpResponse::build(status);
+        res.insert_header((header::CONTENT_TYPE, PROBLEM_JSON))
+            .insert_header((header::CACHE_CONTROL, "no-store"));
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            res.insert_header((header::RETRY_AFTER, RETRY_AFTER_SECS));
+        }
+        res.json(self)
     }
 
     /// The generic problem for a status produced outside our handlers (404 route, 405 method…).
@@ -188,10 +196,6 @@ impl ResponseError for ApiError {
             _ => {}
         }
         let mut res = self.problem().into_response();
-        if matches!(self, Self::Unavailable(_)) {
-            res.headers_mut()
-                .insert(header::RETRY_AFTER, header::HeaderValue::from_static("5"));
-        }
         if let Self::RateLimited(d) = self {
             d.write_headers(res.headers_mut());
         }

@@ -20,31 +20,34 @@ use crate::{edge::RequestId, error::ApiError, state::AppState};
 /// The largest JSON body accepted by default (api.md: 64 KiB).
 pub const JSON_LIMIT: usize = 64 * 1024;
 
-fn garde_errors(report: &garde::Report) -> Vec<FieldError> {
+fn garde_errors(report: &garde::Report, root: &str) -> Vec<FieldError> {
     report
         .iter()
         .map(|(path, error)| {
             let field = path.to_string();
             FieldError::new(
-                if field.is_empty() { "body".into() } else { field },
+                if field.is_empty() { root.to_owned() } else { field },
                 error.message().to_string(),
             )
         })
         .collect()
 }
 
-fn deserialize_error<E: std::fmt::Display>(err: serde_path_to_error::Error<E>) -> FieldError {
+/// The field a deserialisation error is about. `root` names the whole input (`body`, `query`) for
+/// the rare error that concerns no single field.
+fn deserialize_error<E: std::fmt::Display>(err: serde_path_to_error::Error<E>, root: &str) -> FieldError {
     let path = err.path().to_string();
     let inner = err.inner().to_string();
-    // serde_path_to_error already includes an unknown field in the path; a missing field is
-    // reported at its parent, with the name only in the message.
-    let missing = inner
-        .strip_prefix("missing field `")
+    // serde_path_to_error already includes an unknown field in the path; a missing or duplicated
+    // field is reported at its parent, with the name only in the message.
+    let named = ["missing field `", "duplicate field `"]
+        .iter()
+        .find_map(|prefix| inner.strip_prefix(prefix))
         .and_then(|rest| rest.split('`').next());
-    let field = match (missing, path.as_str()) {
+    let field = match (named, path.as_str()) {
         (Some(name), "." | "") => name.to_owned(),
         (Some(name), parent) => format!("{parent}.{name}"),
-        (None, "." | "") => "body".to_owned(),
+        (None, "." | "") => root.to_owned(),
         (None, p) => p.to_owned(),
     };
     // Drop serde_json's " at line 1 column 12" suffix: positions mean nothing to API clients.
@@ -96,8 +99,10 @@ where
             scan_json(&bytes)?;
             let mut de = serde_json::Deserializer::from_slice(&bytes);
             let value: T = serde_path_to_error::deserialize(&mut de)
-                .map_err(|err| ApiError::Validation(vec![deserialize_error(err)]))?;
-            value.validate().map_err(|r| ApiError::Validation(garde_errors(&r)))?;
+                .map_err(|err| ApiError::Validation(vec![deserialize_error(err, "body")]))?;
+            value
+                .validate()
+                .map_err(|r| ApiError::Validation(garde_errors(&r, "body")))?;
             Ok(ValidJson(value))
         })
     }
@@ -168,7 +173,7 @@ fn scan_json(bytes: &[u8]) -> Result<(), ApiError> {
     let mut de = serde_json::Deserializer::from_slice(bytes);
     match serde_path_to_error::deserialize::<_, NulFree>(&mut de) {
         Ok(NulFree) => de.end().map_err(|_| malformed()),
-        Err(err) if err.inner().is_data() => Err(ApiError::Validation(vec![deserialize_error(err)])),
+        Err(err) if err.inner().is_data() => Err(ApiError::Validation(vec![deserialize_error(err, "body")])),
         Err(_) => Err(malformed()),
     }
 }
@@ -188,9 +193,25 @@ pub fn query_pairs(query: &str) -> Result<Vec<(String, String)>, ApiError> {
 }
 
 /// A query string deserialised into `T` (unknown parameters rejected) and validated with garde.
-/// Any failure is a 422 naming the parameter.
+/// Any failure is a 422 naming the parameter. Every parameter of such a `T` takes one value: one
+/// given twice is a 422 naming it (lists where repetition means something, such as the task
+/// list's `status`, parse their pairs themselves).
 #[derive(Debug)]
 pub struct ValidQuery<T>(pub T);
+
+/// Every parameter that occurs more than once, in order of first repetition.
+fn repeated(pairs: &[(String, String)]) -> Vec<FieldError> {
+    let mut seen: Vec<&str> = Vec::new();
+    let mut errors: Vec<FieldError> = Vec::new();
+    for (key, _) in pairs {
+        if !seen.contains(&key.as_str()) {
+            seen.push(key);
+        } else if !errors.iter().any(|e| &e.field == key) {
+            errors.push(FieldError::new(key.clone(), domain::error::REPEATED));
+        }
+    }
+    errors
+}
 
 impl<T> FromRequest for ValidQuery<T>
 where
@@ -202,11 +223,17 @@ where
 
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
         let parsed = (|| {
-            query_pairs(req.query_string())?;
+            let pairs = query_pairs(req.query_string())?;
+            let repeated = repeated(&pairs);
+            if !repeated.is_empty() {
+                return Err(ApiError::Validation(repeated));
+            }
             let de = serde_urlencoded::Deserializer::new(form_urlencoded::parse(req.query_string().as_bytes()));
             let value: T = serde_path_to_error::deserialize(de)
-                .map_err(|err| ApiError::Validation(vec![deserialize_error(err)]))?;
-            value.validate().map_err(|r| ApiError::Validation(garde_errors(&r)))?;
+                .map_err(|err| ApiError::Validation(vec![deserialize_error(err, "query")]))?;
+            value
+                .validate()
+                .map_err(|r| ApiError::Validation(garde_errors(&r, "query")))?;
             Ok(ValidQuery(value))
         })();
         std::future::ready(parsed)
@@ -366,7 +393,10 @@ mod tests {
 
     fn err(json: &str) -> FieldError {
         let mut de = serde_json::Deserializer::from_str(json);
-        deserialize_error(serde_path_to_error::deserialize::<_, Body>(&mut de).unwrap_err())
+        deserialize_error(
+            serde_path_to_error::deserialize::<_, Body>(&mut de).unwrap_err(),
+            "body",
+        )
     }
 
     #[test]
@@ -376,5 +406,41 @@ mod tests {
         assert_eq!(err(r#"{"email":5}"#).field, "email");
         assert_eq!(err(r#"{"email":"a","nested":{"n":300}}"#).field, "nested.n");
         assert!(!err(r#"{"email":5}"#).message.contains("line"));
+        assert_eq!(err(r#"{"email":"a","email":"b"}"#).field, "email");
+        assert_eq!(err(r#"{"email":"a","nested":{"n":1,"n":2}}"#).field, "nested.n");
+    }
+
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    #[allow(dead_code)]
+    struct Query {
+        limit: Option<i64>,
+        cursor: Option<String>,
+    }
+
+    fn query_err(query: &str) -> Vec<FieldError> {
+        let pairs = query_pairs(query).unwrap();
+        let repeated = repeated(&pairs);
+        if !repeated.is_empty() {
+            return repeated;
+        }
+        let de = serde_urlencoded::Deserializer::new(form_urlencoded::parse(query.as_bytes()));
+        vec![deserialize_error(
+            serde_path_to_error::deserialize::<_, Query>(de).unwrap_err(),
+            "query",
+        )]
+    }
+
+    #[test]
+    fn a_repeated_query_parameter_is_named_never_body() {
+        assert_eq!(
+            query_err("limit=1&limit=2&cursor=a&limit=3&cursor=b"),
+            [
+                FieldError::new("limit", domain::error::REPEATED),
+                FieldError::new("cursor", domain::error::REPEATED)
+            ]
+        );
+        assert_eq!(query_err("limit=x")[0].field, "limit");
+        assert_eq!(query_err("other=1")[0].field, "other");
     }
 }

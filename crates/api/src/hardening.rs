@@ -4,8 +4,8 @@
 //!
 //! | variable | default | meaning |
 //! |---|---|---|
-//! | `REQUEST_TIMEOUT` | `30s` | longest a request may be handled; then 503 problem `request_timeout` |
-//! | `CLIENT_REQUEST_TIMEOUT` | `10s` | time a client has to send the request head; then 408 |
+//! | `REQUEST_TIMEOUT` | `30s` | longest a request may be handled; then 503 problem `request_timeout` (with `Retry-After`), or 408 when the handler is still waiting for the client's body |
+//! | `CLIENT_REQUEST_TIMEOUT` | `10s` | time a client has to send a request head; then 408 problem (see [`crate::wire`]) |
 //! | `CLIENT_DISCONNECT_TIMEOUT` | `2s` | time a client has to finish closing a connection |
 //! | `KEEP_ALIVE` | `5s` | idle keep-alive of a connection; `off` closes after each response |
 //! | `MAX_CONNECTIONS` | `25000` | concurrent connections per worker thread; further ones wait in the backlog |
@@ -20,13 +20,22 @@
 //! rate limiter's 429 and every error carry the CORS and security headers, and metrics see the
 //! final status.
 
-use std::{net::SocketAddr, time::Duration};
+use std::{
+    net::SocketAddr,
+    pin::Pin,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    task::Poll,
+    time::Duration,
+};
 
 use actix_cors::Cors;
 use actix_web::{
-    Error, HttpResponse, ResponseError,
+    Error, HttpMessage, HttpResponse, ResponseError,
     body::MessageBody,
-    dev::{ServiceRequest, ServiceResponse},
+    dev::{Payload, ServiceRequest, ServiceResponse},
     http::{
         Method, StatusCode, Uri,
         header::{self, HeaderMap, HeaderName, HeaderValue},
@@ -301,14 +310,24 @@ pub fn error_headers(headers: &mut HeaderMap) {
     apply(headers, false, false);
 }
 
+/// The headers of every API (non-docs) response, for responses written below the app
+/// ([`crate::wire`]).
+pub fn api_headers(headers: &mut HeaderMap, hsts: bool) {
+    apply(headers, false, hsts);
+}
+
 /// Bounds the handling of each request by `REQUEST_TIMEOUT`. When it is exceeded the handler's
 /// future is dropped (it stops at its next `.await`; a transaction in flight is rolled back with
-/// its connection, committed work stays) and the client gets 503 `request_timeout`.
+/// its connection, committed work stays) and the client gets
+/// - 408 `request_timeout` if the handler was at that moment waiting for more of the request body
+///   (the client stalled mid-body: its fault, not ours); the connection is closed, since the rest
+///   of the body may still arrive;
+/// - otherwise 503 `request_timeout` with `Retry-After`.
 ///
 /// 503 rather than 504: this server is the origin, not a gateway waiting on an upstream; 503 says
 /// "temporarily unable to handle this, retry", which is what clients and proxies should do.
 pub async fn timeout<B: MessageBody + 'static>(
-    req: ServiceRequest,
+    mut req: ServiceRequest,
     next: Next<B>,
 ) -> Result<ServiceResponse<B>, Error> {
     let limit = req
@@ -316,8 +335,22 @@ pub async fn timeout<B: MessageBody + 'static>(
         .map_or(Duration::from_secs(30), |s| s.config.http.request_timeout);
     let method = req.method().clone();
     let uri = req.uri().clone();
+    let waiting_for_body = Arc::new(AtomicBool::new(false));
+    match req.take_payload() {
+        Payload::None => {}
+        payload => req.set_payload(Payload::Stream {
+            payload: Box::pin(WatchedBody {
+                inner: payload,
+                waiting: waiting_for_body.clone(),
+            }),
+        }),
+    }
     match tokio::time::timeout(limit, next.call(req)).await {
         Ok(res) => res,
+        Err(_elapsed) if waiting_for_body.load(Ordering::Relaxed) => {
+            tracing::warn!(http.method = %method, http.path = %uri.path(), timeout_ms = limit.as_millis() as u64, "client stalled sending the request body");
+            Err(BodyTimeout(limit).into())
+        }
         Err(_elapsed) => {
             tracing::warn!(http.method = %method, http.path = %uri.path(), timeout_ms = limit.as_millis() as u64, "request timed out");
             Err(RequestTimeout(limit).into())
@@ -325,7 +358,25 @@ pub async fn timeout<B: MessageBody + 'static>(
     }
 }
 
-/// The error of [`timeout`]: a 503 problem, rendered by the edge with the request id.
+/// The request body, noting whether its reader is waiting for the client (its last poll was
+/// `Pending`) or not (it got data, the end, or has not asked yet).
+struct WatchedBody {
+    inner: Payload,
+    waiting: Arc<AtomicBool>,
+}
+
+impl futures_util::Stream for WatchedBody {
+    type Item = Result<web::Bytes, actix_web::error::PayloadError>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> Poll<Option<Self::Item>> {
+        let polled = Pin::new(&mut self.inner).poll_next(cx);
+        self.waiting.store(polled.is_pending(), Ordering::Relaxed);
+        polled
+    }
+}
+
+/// The error of [`timeout`] when the handler was not waiting for the client: a 503 problem
+/// (with `Retry-After`), rendered by the edge with the request id.
 #[derive(Debug)]
 pub struct RequestTimeout(pub Duration);
 
@@ -350,6 +401,37 @@ impl ResponseError for RequestTimeout {
             ),
         )
         .into_response()
+    }
+}
+
+/// The error of [`timeout`] when the client stalled mid-body: 408, and the connection closes.
+#[derive(Debug)]
+pub struct BodyTimeout(pub Duration);
+
+impl std::fmt::Display for BodyTimeout {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "request body not received within {} ms", self.0.as_millis())
+    }
+}
+
+impl ResponseError for BodyTimeout {
+    fn status_code(&self) -> StatusCode {
+        StatusCode::REQUEST_TIMEOUT
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        let mut res = Problem::new(
+            StatusCode::REQUEST_TIMEOUT,
+            "request_timeout",
+            format!(
+                "The request body did not arrive within {} ms; send it again, without pausing.",
+                self.0.as_millis()
+            ),
+        )
+        .into_response();
+        res.head_mut()
+            .set_connection_type(actix_web::http::ConnectionType::Close);
+        res
     }
 }
 

@@ -15,7 +15,9 @@ use crate::routes;
             bodies with a stable `code`, field-level `errors` and the `request_id` (also sent as `X-Request-Id` \
             on every response). Lists use opaque cursors: `?limit=1..100&cursor=…` → `{items, next_cursor}`. \
             Request bodies over 64 KiB get 413; malformed JSON 400; a non-JSON content type 415; unknown \
-            fields 422.",
+            fields 422. Every GET also answers HEAD. Every 503 carries `Retry-After`. Malformed HTTP gets a 400 \
+            problem, request heads over 128 KiB or 96 headers 431, a head not sent within \
+            `CLIENT_REQUEST_TIMEOUT` 408 (each closes the connection).",
         version = "1.0.0"
     ),
     paths(
@@ -51,7 +53,7 @@ use crate::routes;
         routes::users::delete,
     ),
     components(schemas(crate::error::Problem, domain::FieldError, domain::jobs::AuditEventType)),
-    modifiers(&BearerAuth, &ResponseDescriptions),
+    modifiers(&BearerAuth, &ResponseDescriptions, &HttpConformance),
     tags(
         (name = "health", description = "Liveness, readiness and metrics"),
         (name = "auth", description = "Sign-up, login, token rotation, sessions"),
@@ -114,6 +116,65 @@ impl Modify for ResponseDescriptions {
                         r.description = reason.to_owned();
                     }
                 }
+            }
+        }
+    }
+}
+
+/// What holds for every operation, written once: each GET also answers HEAD (same status and
+/// headers, no body); every `/v1` operation may answer 503 (a backing service down, or the request
+/// not handled within `REQUEST_TIMEOUT`) and one with a body 408 (the body stalled); every 503
+/// carries `Retry-After`.
+struct HttpConformance;
+
+impl Modify for HttpConformance {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::{Content, Object, Ref, RefOr, Response, Type, header::Header, path::Operation};
+        let problem = |description: &str| {
+            let mut r = Response::new(description);
+            r.content.insert(
+                crate::error::PROBLEM_JSON.to_owned(),
+                RefOr::T(Content::new(Some(Ref::from_schema_name("Problem")))),
+            );
+            RefOr::T(r)
+        };
+        let mut retry_after = Header::new(Object::with_type(Type::Integer));
+        retry_after.description = Some("Seconds to wait before retrying.".to_owned());
+        for (path, item) in openapi.paths.paths.iter_mut() {
+            let ops: [&mut Option<Operation>; 4] = [&mut item.get, &mut item.post, &mut item.patch, &mut item.delete];
+            for op in ops.into_iter().flatten() {
+                let responses = &mut op.responses.responses;
+                if path.starts_with("/v1/") {
+                    responses.entry("503".to_owned()).or_insert_with(|| {
+                        problem(
+                            "A backing service is unavailable (`service_unavailable`), or the request was not \
+                             handled within `REQUEST_TIMEOUT` (`request_timeout`); retry after `Retry-After` seconds",
+                        )
+                    });
+                    if op.request_body.is_some() {
+                        responses.entry("408".to_owned()).or_insert_with(|| {
+                            problem("The request body stopped arriving (`request_timeout`); the connection is closed")
+                        });
+                    }
+                }
+                if let Some(RefOr::T(unavailable)) = responses.get_mut("503") {
+                    unavailable
+                        .headers
+                        .insert("Retry-After".to_owned(), RefOr::T(retry_after.clone()));
+                }
+            }
+            if let (Some(get), None) = (&item.get, &item.head) {
+                let mut head = get.clone();
+                head.operation_id = get.operation_id.as_ref().map(|id| format!("{id}_head"));
+                head.description = Some(
+                    "Like GET, without a body: the same status and headers (including `Content-Length`).".to_owned(),
+                );
+                for response in head.responses.responses.values_mut() {
+                    if let RefOr::T(r) = response {
+                        r.content.clear();
+                    }
+                }
+                item.head = Some(head);
             }
         }
     }

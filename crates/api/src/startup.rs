@@ -3,7 +3,15 @@
 
 use std::{net::TcpListener, sync::Arc, time::Duration};
 
-use actix_web::{App, HttpResponse, dev::Server, http::KeepAlive, middleware::from_fn, web};
+use actix_http::{HttpService, KeepAlive, error::DispatchError};
+use actix_service::{IntoServiceFactory, ServiceFactoryExt, fn_service, map_config};
+use actix_web::{
+    App, HttpResponse,
+    dev::{AppConfig, Server},
+    middleware::from_fn,
+    rt::net::TcpStream,
+    web,
+};
 use anyhow::Context;
 use auth::{PasswordHasher, TokenIssuer};
 use jobs::{Producer, QueueSettings};
@@ -20,6 +28,7 @@ use crate::{
     ratelimit::{self, RateLimiter},
     routes,
     state::{AppState, RedisPool},
+    wire::{self, WireSettings},
 };
 
 /// Connects to Postgres (fails fast when unreachable) and sets up a lazy Redis pool (the API
@@ -113,6 +122,11 @@ pub fn app(
 }
 
 /// Binds the listener and returns the server with the port it got (use port 0 in tests).
+///
+/// This is what `actix_web::HttpServer::listen` assembles (actix-server, actix-http's HTTP/1
+/// service, the app), with one addition: every accepted connection is wrapped in
+/// [`wire::Guarded`], which answers malformed and late request heads with a problem (actix-http's
+/// own head timer is off; the guard keeps `CLIENT_REQUEST_TIMEOUT`). HTTP/1.x only, as before.
 pub fn build_server(state: AppState, listener: TcpListener, workers: Option<usize>) -> anyhow::Result<Server> {
     let http = state.config.http.clone();
     let data = web::Data::new(state);
@@ -126,21 +140,53 @@ pub fn build_server(state: AppState, listener: TcpListener, workers: Option<usiz
         }
         None => None,
     };
-    let mut server = actix_web::HttpServer::new(move || {
-        let _metrics_server = &metrics_server;
-        app(data.clone())
-    })
-    .listen(listener)?
-    .client_request_timeout(http.client_request_timeout)
-    .client_disconnect_timeout(http.client_disconnect_timeout)
-    .keep_alive(http.keep_alive.map_or(KeepAlive::Disabled, KeepAlive::Timeout))
-    // Per worker; TLS ends at the proxy, so `max_connection_rate` (TLS handshakes) does not apply.
-    .max_connections(http.max_connections)
-    .shutdown_timeout(30);
+    let addr = listener.local_addr()?;
+    let wire = WireSettings {
+        head_timeout: http.client_request_timeout,
+        hsts: http.hsts,
+    };
+    let mut builder = actix_server::Server::build()
+        // Per worker; TLS ends at the proxy, so `max_connection_rate` (TLS handshakes) does not apply.
+        .max_concurrent_connections(http.max_connections)
+        .shutdown_timeout(30);
     if let Some(n) = workers {
-        server = server.workers(n);
+        builder = builder.workers(n);
     }
-    Ok(server.run())
+    // Lets keep-alive connections close at once on shutdown instead of idling out.
+    let shutdown = builder.graceful_shutdown_signal();
+    let keep_alive = http.keep_alive.map_or(KeepAlive::Disabled, KeepAlive::Timeout);
+    let disconnect_timeout = http.client_disconnect_timeout;
+    let server = builder
+        .listen("api", listener, move || {
+            let _metrics_server = &metrics_server;
+            let shutdown = shutdown.clone();
+            let app = app(data.clone())
+                .into_factory()
+                .map_err(|err: actix_web::Error| err.error_response());
+            let h1 = HttpService::build()
+                .graceful_shutdown_signal(move || {
+                    let signal = shutdown.clone();
+                    async move { signal.notified().await }
+                })
+                .keep_alive(keep_alive)
+                // The guard times request heads and answers late ones with a problem.
+                .client_request_timeout(Duration::ZERO)
+                .client_disconnect_timeout(disconnect_timeout)
+                // A refused head ends the stream: requests already in flight still get answered.
+                .h1_allow_half_closed(true)
+                .local_addr(addr)
+                // Nothing in the app reads the host or scheme of `AppConfig` (only the peer address,
+                // which the dispatcher sets), and actix-web builds the real one privately.
+                .h1(map_config(app, |_| AppConfig::default()));
+            fn_service(move |io: TcpStream| async move {
+                let _ = io.set_nodelay(true);
+                let peer = io.peer_addr().ok();
+                Ok::<_, DispatchError>((wire::Guarded::new(io, peer, wire), peer))
+            })
+            .and_then(h1)
+        })?
+        .run();
+    Ok(server)
 }
 
 /// Everything `api serve` does before running: state, listener, server. Returns the server, the

@@ -23,6 +23,11 @@ use crate::{
 /// The unique index that keeps category names unique per user, case-insensitively.
 pub const CATEGORY_NAME_UNIQUE: &str = "categories_user_name_key";
 
+/// The foreign key from a task's category link to the category. A write that links a category
+/// deleted meanwhile violates it (see [`owned_category_ids`] for why that cannot happen in a
+/// transaction that checked ownership first).
+pub const TASK_CATEGORY_FK: &str = "task_categories_category_id_fkey";
+
 #[derive(Debug, Clone, Queryable, Selectable)]
 #[diesel(table_name = tasks, check_for_backend(Pg))]
 pub struct TaskRow {
@@ -149,7 +154,11 @@ pub async fn set_deleted(
     Ok(row.optional()?)
 }
 
-/// Which of `ids` are categories of this user.
+/// Which of `ids` are categories of this user, each locked `FOR KEY SHARE` until the end of the
+/// transaction (call inside one): a concurrent delete of one of them waits for this transaction,
+/// so links inserted after this check cannot violate [`TASK_CATEGORY_FK`], and a category deleted
+/// just before is simply not returned. The lock is the one the foreign key check itself takes; it
+/// does not block renames or other links.
 pub async fn owned_category_ids(conn: &mut AsyncPgConnection, user_id: Uuid, ids: &[Uuid]) -> DbResult<Vec<Uuid>> {
     if ids.is_empty() {
         return Ok(vec![]);
@@ -158,6 +167,7 @@ pub async fn owned_category_ids(conn: &mut AsyncPgConnection, user_id: Uuid, ids
         .filter(categories::user_id.eq(user_id))
         .filter(categories::id.eq_any(ids))
         .select(categories::id)
+        .for_key_share()
         .load(conn)
         .await?)
 }

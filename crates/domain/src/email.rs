@@ -209,9 +209,15 @@ mod tests {
             "a!#$%&*/=?^`{|}~@example.com",
         ] {
             let e = Email::parse(good).unwrap_or_else(|err| panic!("{good:?}: {err:?}"));
-            assert!(e.as_str().parse::<lettre::Address>().is_ok(), "{good:?} parses for the mailer");
+            assert!(
+                e.as_str().parse::<lettre::Address>().is_ok(),
+                "{good:?} parses for the mailer"
+            );
         }
-        assert_eq!(Email::parse("\u{3000} Ada@Example.COM\n").unwrap().as_str(), "ada@example.com");
+        assert_eq!(
+            Email::parse("\u{3000} Ada@Example.COM\n").unwrap().as_str(),
+            "ada@example.com"
+        );
     }
 
     #[test]

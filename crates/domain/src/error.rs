@@ -20,6 +20,9 @@ impl FieldError {
     }
 }
 
+/// The message for a single-valued (query) parameter given more than once.
+pub const REPEATED: &str = "must be given at most once";
+
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum DomainError {
     /// One or more fields are invalid.

@@ -168,7 +168,10 @@ mod tests {
             assert!(Cursor::decode::<Key>(&raw(&crafted)).is_err(), "{crafted}");
         }
         let offset = raw(&format!(r#"{{"t":"2026-05-01T12:00:00+02:00","id":"{id}"}}"#));
-        assert!(Cursor::decode::<TimeKey>(&offset).is_err(), "another spelling of a time");
+        assert!(
+            Cursor::decode::<TimeKey>(&offset).is_err(),
+            "another spelling of a time"
+        );
         assert!(Cursor::decode::<Key>(&raw(&format!(r#"{{"id":"{id}"}}"#))).is_ok());
     }
 }

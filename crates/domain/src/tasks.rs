@@ -8,7 +8,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::{Cursor, DomainError, FieldError, Limit};
+use crate::{Cursor, DomainError, FieldError, Limit, error::REPEATED};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
@@ -217,9 +217,6 @@ pub struct TaskListQuery {
     pub after: Option<TaskCursor>,
 }
 
-/// The message for a single-valued query parameter given more than once.
-pub const REPEATED: &str = "must be given at most once";
-
 fn many<T: FromStr>(name: &str, raw: &str, allowed: &str, out: &mut Vec<T>, errors: &mut Vec<FieldError>) {
     for part in raw.split(',') {
         match part.trim().parse::<T>() {
@@ -265,7 +262,10 @@ impl TaskListQuery {
         for (key, value) in pairs {
             if !matches!(key, "status" | "priority") {
                 if seen.contains(&key) {
-                    if !errors.iter().any(|e: &FieldError| e.field == key && e.message == REPEATED) {
+                    if !errors
+                        .iter()
+                        .any(|e: &FieldError| e.field == key && e.message == REPEATED)
+                    {
                         errors.push(FieldError::new(key, REPEATED));
                     }
                     continue;

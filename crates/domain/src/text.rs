@@ -69,8 +69,23 @@ mod tests {
     #[test]
     fn invisible_characters() {
         for c in [
-            '\u{0}', '\u{7F}', '\u{85}', '\u{AD}', '\u{200B}', '\u{200D}', '\u{200E}', '\u{202E}', '\u{2066}',
-            '\u{2069}', '\u{2060}', '\u{FEFF}', '\u{3164}', '\u{115F}', '\u{FE0F}', '\u{E0041}', '\u{2800}',
+            '\u{0}',
+            '\u{7F}',
+            '\u{85}',
+            '\u{AD}',
+            '\u{200B}',
+            '\u{200D}',
+            '\u{200E}',
+            '\u{202E}',
+            '\u{2066}',
+            '\u{2069}',
+            '\u{2060}',
+            '\u{FEFF}',
+            '\u{3164}',
+            '\u{115F}',
+            '\u{FE0F}',
+            '\u{E0041}',
+            '\u{2800}',
         ] {
             assert!(is_invisible(c), "U+{:04X} is invisible", c as u32);
         }
@@ -81,7 +96,10 @@ mod tests {
 
     #[test]
     fn whitespace_collapses() {
-        assert_eq!(collapse_whitespace("  Ada \u{00A0}\u{2003} Lovelace\u{3000}"), "Ada Lovelace");
+        assert_eq!(
+            collapse_whitespace("  Ada \u{00A0}\u{2003} Lovelace\u{3000}"),
+            "Ada Lovelace"
+        );
         assert_eq!(collapse_whitespace("a\u{2028}b"), "a b");
         assert_eq!(collapse_whitespace(" \u{00A0} "), "");
     }

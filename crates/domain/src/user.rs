@@ -120,7 +120,12 @@ mod tests {
             assert!(UserName::parse(hidden).is_err(), "{hidden:?} should be rejected");
         }
         // Look-alike spacing is normalised rather than refused.
-        for spaced in ["Ada\u{00A0}Lovelace", "Ada  Lovelace", " Ada\u{3000}Lovelace\u{2003}", "Ada\u{2028}Lovelace"] {
+        for spaced in [
+            "Ada\u{00A0}Lovelace",
+            "Ada  Lovelace",
+            " Ada\u{3000}Lovelace\u{2003}",
+            "Ada\u{2028}Lovelace",
+        ] {
             assert_eq!(UserName::parse(spaced).unwrap().as_str(), "Ada Lovelace", "{spaced:?}");
         }
         assert!(UserName::parse("\u{00A0}\u{2003}").is_err(), "blank after normalising");

@@ -68,8 +68,27 @@ fn map_category_conflict(e: db::DbError) -> ApiError {
     }
 }
 
+fn not_your_category(id: impl std::fmt::Display) -> ApiError {
+    ApiError::field("category_ids", format!("{id} is not one of your categories"))
+}
+
+/// Links the task to its (checked) categories. A category deleted between the check and the
+/// insert is the same 422 as one that never was yours (by the foreign key's name; the check's
+/// lock makes it unreachable, this keeps it a client error if that ever changes).
+async fn link_categories(conn: &mut db::AsyncPgConnection, task_id: Uuid, ids: &[Uuid]) -> ApiResult<()> {
+    tasks::replace_categories(conn, task_id, ids)
+        .await
+        .map_err(|e| match e {
+            db::DbError::ConstraintViolation { constraint } if constraint == tasks::TASK_CATEGORY_FK => {
+                ApiError::field("category_ids", "names a category that was deleted meanwhile")
+            }
+            other => other.into(),
+        })
+}
+
 /// Checks that every id names one of the user's categories; naming another user's (or an
-/// unknown) category is a 422, never a silent link. Returns the de-duplicated ids.
+/// unknown, or a just deleted) category is a 422, never a silent link. Returns the de-duplicated
+/// ids, locked against deletion until the transaction ends.
 async fn owned_categories(conn: &mut db::AsyncPgConnection, user_id: Uuid, ids: &[Uuid]) -> ApiResult<Vec<Uuid>> {
     let wanted: Vec<Uuid> = ids.iter().copied().collect::<HashSet<_>>().into_iter().collect();
     let owned: HashSet<Uuid> = tasks::owned_category_ids(conn, user_id, &wanted)
@@ -77,10 +96,7 @@ async fn owned_categories(conn: &mut db::AsyncPgConnection, user_id: Uuid, ids: 
         .into_iter()
         .collect();
     if let Some(missing) = wanted.iter().find(|id| !owned.contains(id)) {
-        return Err(ApiError::field(
-            "category_ids",
-            format!("{missing} is not one of your categories"),
-        ));
+        return Err(not_your_category(missing));
     }
     Ok(wanted)
 }
@@ -114,7 +130,7 @@ pub async fn create(state: &AppState, user_id: Uuid, input: NewTaskInput) -> Api
             },
         )
         .await?;
-        tasks::replace_categories(conn, row.id, &category_ids).await?;
+        link_categories(conn, row.id, &category_ids).await?;
         view(conn, row).await
     })
     .await
@@ -154,7 +170,7 @@ pub async fn update(state: &AppState, user_id: Uuid, id: Uuid, patch: TaskPatch)
         let row = tasks::update(conn, id, &changes).await?;
         if let Some(ids) = &patch.category_ids {
             let ids = owned_categories(conn, user_id, ids).await?;
-            tasks::replace_categories(conn, id, &ids).await?;
+            link_categories(conn, id, &ids).await?;
         }
         view(conn, row).await
     })

@@ -6,6 +6,8 @@
 mod audit;
 mod auth;
 mod binary;
+mod conformance;
+mod crafted;
 mod credentials;
 mod edge;
 mod hardening;
