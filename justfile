@@ -78,10 +78,10 @@ test *ARGS: services tools
     export RUST_LOG="${RUST_LOG:-warn}"
     cargo test --workspace "$@"
 
-# Run the HTTP benchmarks against release binaries
+# Run the HTTP benchmarks against release binaries (`just bench tasks`: one section; `--quick`: 1 s runs)
 [positional-arguments]
 bench *ARGS: services tools build
-    bash deploy/scripts/bench.sh "$@"
+    python3 deploy/bench/bench.py "$@"
 
 # Check formatting and lints (CI-strict)
 lint:
