@@ -24,6 +24,12 @@
 //! | `cache_hits_total`, `cache_misses_total` | counter | `cache` | cache lookups |
 //! | `rate_limit_rejections_total` | counter | `policy` | 429s |
 //! | `metrics_scrape_errors_total` | counter | `source` | a scrape-time reading that failed (`outbox_backlog`); the gauge keeps its last value |
+//!
+//! Series with a known label set exist from the start, at zero: every cache namespace
+//! ([`CACHES`]), every rate-limit policy, every queue, every scrape-time source, and the in-flight
+//! gauge — so a fresh process already answers `cache_hits_total{cache="users"} 0` and a
+//! dashboard or an alert on a rate has a series to read before the first event. HTTP series are
+//! labelled by what requests arrive and appear with the first one.
 
 use std::{
     net::TcpListener,
@@ -63,6 +69,32 @@ pub fn job_enqueued(queue: &'static str) {
     counter!("jobs_enqueued_total", "queue" => queue).increment(1);
 }
 
+/// The cache namespaces (`cache::ns`) whose hit and miss counters exist from the start. A new
+/// namespace belongs here too.
+pub const CACHES: [&str; 1] = [crate::cache::ns::USERS];
+
+/// The `source` label values of `metrics_scrape_errors_total`.
+const SCRAPE_SOURCES: [&str; 1] = ["outbox_backlog"];
+
+/// Registers every series whose labels are known in advance, with no events yet.
+fn register_zeros() {
+    for cache in CACHES {
+        counter!("cache_hits_total", "cache" => cache).increment(0);
+        counter!("cache_misses_total", "cache" => cache).increment(0);
+    }
+    // The policy label is the policy's name: its environment name in lower case.
+    for (policy, _) in crate::ratelimit::RateLimitConfig::DEFAULTS {
+        counter!("rate_limit_rejections_total", "policy" => policy.to_ascii_lowercase()).increment(0);
+    }
+    for queue in domain::jobs::Queue::ALL {
+        counter!("jobs_enqueued_total", "queue" => queue.as_str()).increment(0);
+    }
+    for source in SCRAPE_SOURCES {
+        counter!("metrics_scrape_errors_total", "source" => source).increment(0);
+    }
+    gauge!("http_requests_in_flight").increment(0.0);
+}
+
 /// Buckets of `http_request_duration_seconds` (the timeout default is 30 s).
 pub const HTTP_BUCKETS: &[f64] = &[0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0];
 /// Histogram samples are folded into buckets at least this often, scraped or not.
@@ -84,6 +116,7 @@ pub fn handle() -> &'static PrometheusHandle {
             tracing::warn!(error = %e, "another metrics recorder is installed; /metrics stays empty");
         }
         describe();
+        register_zeros();
         // A thread, not a task: tests start apps on short-lived runtimes.
         let upkeep = handle.clone();
         let spawned = std::thread::Builder::new()
@@ -269,5 +302,28 @@ impl Drop for StopOnDrop {
     fn drop(&mut self) {
         // `stop` sends the command at once; the returned future only waits for completion.
         drop(self.0.stop(true));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::ratelimit::RateLimitConfig;
+
+    /// The zero series are registered under `DEFAULTS`' names in lower case: they must be the
+    /// names the policies count their rejections under.
+    #[test]
+    fn zero_series_use_the_policies_own_names() {
+        let c = RateLimitConfig::disabled();
+        let mut used: Vec<&str> = [c.login, c.signup, c.forgot, c.reset, c.refresh, c.user, c.anon]
+            .iter()
+            .map(|p| p.name)
+            .collect();
+        let mut registered: Vec<String> = RateLimitConfig::DEFAULTS
+            .iter()
+            .map(|(n, _)| n.to_ascii_lowercase())
+            .collect();
+        used.sort_unstable();
+        registered.sort_unstable();
+        assert_eq!(used, registered);
     }
 }

@@ -8,6 +8,10 @@
 //! | `jobs_retried_total` | counter | `queue` | failed attempts re-pushed for a later retry (either kind) |
 //! | `jobs_dead_total` | counter | `queue` | jobs dead-lettered (malformed, or out of attempts) |
 //! | `job_duration_seconds` | histogram | `queue` | time spent in the handler, whatever the outcome |
+//!
+//! Every series of every queue (and, for `jobs_failed_total`, every [`FAILURE_REASONS`] entry) is
+//! registered at zero when the recorder is installed, so a fresh worker already exposes
+//! `jobs_dead_total{queue="email"} 0` and an alert on its rate has something to read.
 
 use std::net::SocketAddr;
 
@@ -15,6 +19,9 @@ use anyhow::Context;
 use domain::jobs::Queue;
 use metrics::{counter, describe_counter, describe_histogram, histogram};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
+
+/// The `reason` label values of `jobs_failed_total`.
+pub const FAILURE_REASONS: [&str; 3] = ["failed", "transient", "malformed"];
 
 pub const JOB_BUCKETS: &[f64] = &[
     0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0,
@@ -40,7 +47,23 @@ pub fn install(addr: SocketAddr) -> anyhow::Result<()> {
         metrics::Unit::Seconds,
         "Time spent handling one job, by queue."
     );
+    register_zeros();
     Ok(())
+}
+
+/// Registers every known series with no events yet: counters at 0, histograms empty.
+fn register_zeros() {
+    for queue in Queue::ALL {
+        let q = queue.as_str();
+        counter!("jobs_processed_total", "queue" => q).increment(0);
+        for reason in FAILURE_REASONS {
+            counter!("jobs_failed_total", "queue" => q, "reason" => reason).increment(0);
+        }
+        counter!("jobs_retried_total", "queue" => q).increment(0);
+        counter!("jobs_dead_total", "queue" => q).increment(0);
+        // Registering the handle is enough: the exporter renders an empty histogram.
+        let _ = histogram!("job_duration_seconds", "queue" => q);
+    }
 }
 
 pub fn processed(queue: Queue) {
@@ -48,6 +71,7 @@ pub fn processed(queue: Queue) {
 }
 
 pub fn failed(queue: Queue, reason: &'static str) {
+    debug_assert!(FAILURE_REASONS.contains(&reason), "{reason} is not in FAILURE_REASONS");
     counter!("jobs_failed_total", "queue" => queue.as_str(), "reason" => reason).increment(1);
 }
 
