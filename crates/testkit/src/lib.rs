@@ -2,24 +2,44 @@
 //! on port 0 against a fresh Postgres database cloned from a migrated template, with its own Redis
 //! key prefix, and drops the database when the test ends.
 //!
+//! - [`http`]: raw requests returning a [`Res`], and typed helpers that read like the API
+//!   (`app.signup(email)` → [`Session`], `app.login(..)` → [`Tokens`],
+//!   `app.create_task(token, &NewTask::titled("x"))` → [`Task`]); bodies are the test-side
+//!   structs and builders of [`model`].
+//! - [`TestApp::run_jobs`]: the outbox's pending jobs run in-process through the worker's own
+//!   handlers, with the mail kept in memory ([`TestApp::mail_to`], [`Mail::link_token`]).
+//! - [`ApiProcess`]: the real `api` binary as a child process, for what needs a process of its
+//!   own (its metrics); [`metrics::Metrics`] reads an exposition by exact label set.
+//! - [`OwnRedis`]: a `redis-server` a test can stop and restart.
+//!
 //! Environment: `TEST_DATABASE_URL` (an admin connection, default
 //! `postgres://postgres@127.0.0.1:5432/postgres`) and `TEST_REDIS_URL` (default
 //! `redis://127.0.0.1:6379`).
 
 #![allow(clippy::unwrap_used, clippy::missing_panics_doc)]
 
-use std::{sync::OnceLock, time::Duration};
+pub mod http;
+mod jobs;
+pub mod metrics;
+pub mod model;
+mod process;
+
+use std::{ops::Deref, sync::OnceLock, time::Duration};
 
 use api::{
     config::{AppEnv, Config, JwtKeySource, LogFormat},
     state::AppState,
 };
 use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
-use serde::de::DeserializeOwned;
-use serde_json::{Value, json};
 use uuid::Uuid;
 
-pub use reqwest::{Method, StatusCode};
+pub use domain::jobs::Job;
+pub use http::{Http, Method, Res, StatusCode};
+pub use jobs::{MAIL_FROM, Mail};
+pub use model::{
+    AuditEvent, Category, CategoryRef, NewTask, NewUser, Page, Role, Session, SessionInfo, SignedUp, Task, Tokens, User,
+};
+pub use process::ApiProcess;
 
 pub const TEMPLATE_DB: &str = "taskshop_test_template";
 pub const TEST_JWT_SECRET: &str = "test-secret-that-is-long-enough-for-hs256-0123456789";
@@ -27,6 +47,34 @@ pub const PASSWORD: &str = "password-1234";
 
 fn admin_url() -> String {
     std::env::var("TEST_DATABASE_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
+}
+
+/// Polls `check` every 100 ms until it returns `Some`, or panics after `timeout` naming `what`.
+pub async fn eventually<T, F, Fut>(timeout: Duration, what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let start = std::time::Instant::now();
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        assert!(
+            start.elapsed() < timeout,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// A port nothing listens on right now (bound and released).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 pub fn redis_url() -> String {
@@ -167,60 +215,21 @@ pub fn test_config(database_url: &str) -> Config {
     }
 }
 
-/// A running API with its own database.
+/// A running API with its own database. Dereferences to its [`Http`] client: `app.get(..)`,
+/// `app.signup(..)`, `app.create_task(..)`.
 pub struct TestApp {
-    pub base: String,
-    pub client: reqwest::Client,
+    http: Http,
     pub state: AppState,
     server: actix_web::dev::ServerHandle,
+    jobs: jobs::JobRunner,
     // Dropped last: the database outlives the server (shared with siblings).
     pub db: std::sync::Arc<TestDb>,
 }
 
-/// A signed-in user: ids and the token pair.
-#[derive(Debug, Clone)]
-pub struct Session {
-    pub user_id: Uuid,
-    pub email: String,
-    pub access: String,
-    pub refresh: String,
-}
-
-/// A response: status, headers and the body parsed as JSON (Null when empty or not JSON).
-#[derive(Debug)]
-pub struct Res {
-    pub status: StatusCode,
-    pub headers: reqwest::header::HeaderMap,
-    pub body: Value,
-}
-
-impl Res {
-    pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers.get(name).and_then(|v| v.to_str().ok())
-    }
-
-    /// Asserts a problem+json body with this status and code; returns the body.
-    #[track_caller]
-    pub fn assert_problem(&self, status: u16, code: &str) -> &Value {
-        assert_eq!(self.status.as_u16(), status, "body: {}", self.body);
-        assert_eq!(
-            self.header("content-type"),
-            Some("application/problem+json"),
-            "body: {}",
-            self.body
-        );
-        assert_eq!(self.body["code"], code, "body: {}", self.body);
-        assert_eq!(self.body["status"], status);
-        assert!(self.body["title"].is_string() && self.body["detail"].is_string() && self.body["type"].is_string());
-        assert_eq!(
-            Some(self.body["request_id"].as_str().unwrap()),
-            self.header("x-request-id")
-        );
-        &self.body
-    }
-
-    pub fn json<T: DeserializeOwned>(&self) -> T {
-        serde_json::from_value(self.body.clone()).unwrap()
+impl Deref for TestApp {
+    type Target = Http;
+    fn deref(&self) -> &Http {
+        &self.http
     }
 }
 
@@ -242,11 +251,8 @@ impl TestApp {
         let handle = server.handle();
         tokio::spawn(server);
         Self {
-            base: format!("http://127.0.0.1:{port}"),
-            client: reqwest::Client::builder()
-                .timeout(Duration::from_secs(30))
-                .build()
-                .unwrap(),
+            http: Http::new(format!("http://127.0.0.1:{port}")),
+            jobs: jobs::JobRunner::new(&state),
             state,
             server: handle,
             db,
@@ -260,80 +266,54 @@ impl TestApp {
         Self::start(config, self.db.clone()).await
     }
 
-    pub fn url(&self, path: &str) -> String {
-        format!("{}{path}", self.base)
-    }
-
-    pub async fn send(&self, req: reqwest::RequestBuilder) -> Res {
-        let res = req.send().await.expect("request failed");
-        let status = res.status();
-        let headers = res.headers().clone();
-        let bytes = res.bytes().await.unwrap();
-        let body = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
-        Res { status, headers, body }
-    }
-
-    pub async fn request(&self, method: Method, path: &str, token: Option<&str>, body: Option<Value>) -> Res {
-        let mut req = self.client.request(method, self.url(path));
-        if let Some(t) = token {
-            req = req.bearer_auth(t);
-        }
-        if let Some(b) = body {
-            req = req.json(&b);
-        }
-        self.send(req).await
-    }
-
-    pub async fn get(&self, path: &str, token: Option<&str>) -> Res {
-        self.request(Method::GET, path, token, None).await
-    }
-
-    pub async fn post(&self, path: &str, token: Option<&str>, body: Value) -> Res {
-        self.request(Method::POST, path, token, Some(body)).await
-    }
-
-    pub async fn patch(&self, path: &str, token: Option<&str>, body: Value) -> Res {
-        self.request(Method::PATCH, path, token, Some(body)).await
-    }
-
-    pub async fn delete(&self, path: &str, token: Option<&str>) -> Res {
-        self.request(Method::DELETE, path, token, None).await
-    }
-
-    /// Signs up a new user with [`PASSWORD`].
-    pub async fn signup(&self, email: &str) -> Session {
-        let res = self
-            .post(
-                "/v1/auth/signup",
-                None,
-                json!({"email": email, "password": PASSWORD, "name": "Test User"}),
-            )
-            .await;
-        assert_eq!(res.status, StatusCode::CREATED, "signup failed: {}", res.body);
-        Session {
-            user_id: res.body["user"]["id"].as_str().unwrap().parse().unwrap(),
-            email: email.to_lowercase(),
-            access: res.body["access_token"].as_str().unwrap().to_owned(),
-            refresh: res.body["refresh_token"].as_str().unwrap().to_owned(),
-        }
-    }
-
-    pub async fn login(&self, email: &str, password: &str) -> Res {
-        self.post("/v1/auth/login", None, json!({"email": email, "password": password}))
-            .await
-    }
-
-    /// Signs up a user and makes it an admin (directly in the database), then logs in again so
-    /// the session is fresh.
+    /// Signs up a user and makes it an admin (directly in the database: no endpoint grants the
+    /// first admin); `user` is re-read, so it shows the role.
     pub async fn admin(&self, email: &str) -> Session {
-        let s = self.signup(email).await;
+        let mut s = self.signup(email).await;
         let mut conn = self.state.db.get().await.unwrap();
-        let changes = db::users::UserChanges {
-            role: Some("admin"),
-            ..Default::default()
-        };
-        db::users::update(&mut conn, s.user_id, &changes).await.unwrap();
+        let promoted = diesel::sql_query("UPDATE users SET role = 'admin' WHERE id = $1")
+            .bind::<diesel::sql_types::Uuid, _>(s.user_id)
+            .execute(&mut conn)
+            .await
+            .unwrap();
+        assert_eq!(promoted, 1);
+        s.user = self.me(&s.access).await;
+        assert_eq!(s.user.role, Role::Admin);
         s
+    }
+
+    /// Runs every pending job of this app's outbox in-process, through the worker's handlers
+    /// (see the `jobs` module), and returns them in the order they ran. Panics if one does
+    /// not finish.
+    pub async fn run_jobs(&self) -> Vec<Job> {
+        self.jobs.run_pending().await
+    }
+
+    /// Every message the in-process jobs sent, oldest first.
+    pub fn mail(&self) -> Vec<Mail> {
+        self.jobs.mail()
+    }
+
+    /// The messages sent to `address`, oldest first.
+    pub fn mail_to(&self, address: &str) -> Vec<Mail> {
+        self.mail().into_iter().filter(|m| m.to == address).collect()
+    }
+
+    /// The one message sent to `address` with this subject; panics unless there is exactly one.
+    #[track_caller]
+    pub fn the_mail(&self, address: &str, subject: &str) -> Mail {
+        let mut found: Vec<Mail> = self
+            .mail_to(address)
+            .into_iter()
+            .filter(|m| m.subject == subject)
+            .collect();
+        assert_eq!(
+            found.len(),
+            1,
+            "one {subject:?} to {address} expected; sent: {:#?}",
+            self.mail().iter().map(|m| (&m.to, &m.subject)).collect::<Vec<_>>()
+        );
+        found.remove(0)
     }
 }
 
@@ -352,11 +332,7 @@ pub struct OwnRedis {
 
 impl OwnRedis {
     pub fn start() -> Self {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        let port = free_port();
         let mut r = Self { child: None, port };
         r.restart();
         r

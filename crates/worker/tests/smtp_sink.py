@@ -2,9 +2,11 @@
 
 Usage: python3 smtp_sink.py PORT MAILDIR [RCPT_DELAY_SECONDS]
 
-Every accepted message is written atomically as MAILDIR/<ns>.eml. RCPT_DELAY_SECONDS makes the
-server pause before answering RCPT TO, so a test can kill a worker in the middle of a send (before
-any message exists) or stop it gracefully while a send is in flight.
+Every accepted message is written atomically as MAILDIR/<ns>.eml. Every RCPT TO is recorded as
+MAILDIR/<ns>.rcpt (the address) the moment it arrives, before any delay: a test sees that a send
+has begun. RCPT_DELAY_SECONDS makes the server pause before answering RCPT TO, so a test can kill a
+worker in the middle of a send (before any message exists) or stop it gracefully while a send is
+in flight.
 """
 
 import asyncio
@@ -22,6 +24,11 @@ class Sink:
         self.delay = delay
 
     async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
+        name = f"{time.time_ns()}.rcpt"
+        tmp = os.path.join(self.maildir, "." + name)
+        with open(tmp, "w") as f:
+            f.write(address)
+        os.replace(tmp, os.path.join(self.maildir, name))
         if self.delay:
             await asyncio.sleep(self.delay)
         envelope.rcpt_tos.append(address)

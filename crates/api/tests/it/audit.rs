@@ -4,7 +4,7 @@ use chrono::{Duration, Utc};
 use diesel_async::RunQueryDsl;
 use domain::jobs::{AuditEvent, AuditEventType};
 use serde_json::json;
-use testkit::{StatusCode, TestApp};
+use testkit::{Job, NewUser, Page, SignedUp, StatusCode, TestApp};
 use uuid::Uuid;
 
 async fn seed_events(app: &TestApp, actor: Uuid, other: Uuid) -> Vec<Uuid> {
@@ -136,7 +136,9 @@ async fn the_audit_log_is_append_only() {
 async fn business_changes_write_their_jobs_to_the_outbox() {
     let app = TestApp::spawn().await;
     let s = app.signup("outboxed@example.com").await;
-    app.login("outboxed@example.com", "wrong-password").await;
+    app.try_login("outboxed@example.com", "wrong-password")
+        .await
+        .assert_problem(401, "invalid_credentials");
     let mut conn = app.state.db.get().await.unwrap();
     use diesel::{ExpressionMethods, QueryDsl};
     let rows: Vec<serde_json::Value> = db::schema::outbox::table
@@ -157,4 +159,55 @@ async fn business_changes_write_their_jobs_to_the_outbox() {
     // Payloads carry ids, never secrets.
     let all = serde_json::to_string(&rows).unwrap();
     assert!(!all.contains(&s.refresh) && !all.contains("wrong-password") && !all.contains("outboxed@example.com"));
+}
+
+async fn events(app: &TestApp, admin: &str, query: &str) -> Vec<testkit::AuditEvent> {
+    app.get(&format!("/v1/audit-events?{query}"), Some(admin))
+        .await
+        .expect::<Page<testkit::AuditEvent>>(StatusCode::OK)
+        .items
+}
+
+/// From the request to the audit log: the jobs the use cases wrote run through the worker's
+/// handlers (in-process), and the events are listed with the request's id and the account they
+/// concern.
+#[tokio::test]
+async fn a_sign_up_and_a_failed_login_are_audited_once_their_jobs_ran() {
+    let app = TestApp::spawn().await;
+    let admin = app.admin("audit-admin@example.com").await;
+    app.run_jobs().await;
+    let signup = app.try_signup(&NewUser::new("audited@example.com")).await;
+    let user = signup.expect::<SignedUp>(StatusCode::CREATED).user;
+    let failed = app.try_login("audited@example.com", "wrong-password").await;
+    failed.assert_problem(401, "invalid_credentials");
+
+    let ran = app.run_jobs().await;
+    let audited: Vec<&str> = ran
+        .iter()
+        .filter_map(|j| match j {
+            Job::Audit(a) => Some(a.event.event_type.as_str()),
+            Job::Email(_) => None,
+        })
+        .collect();
+    assert_eq!(audited, ["signup", "login_failed"]);
+    assert_eq!(ran.len(), 3, "and the verification mail: {ran:?}");
+    assert!(app.run_jobs().await.is_empty(), "every job finished");
+
+    let by_user = events(&app, &admin.access, &format!("actor_id={}", user.id)).await;
+    assert_eq!(by_user.len(), 1, "{by_user:?}");
+    assert_eq!(
+        (by_user[0].event_type.as_str(), by_user[0].target_id),
+        ("signup", Some(user.id))
+    );
+    assert_eq!(by_user[0].request_id.as_deref(), signup.header("x-request-id"));
+    // A failed login has no actor; it names the account it tried.
+    let failures = events(&app, &admin.access, "type=login_failed").await;
+    assert_eq!(failures.len(), 1, "{failures:?}");
+    assert_eq!((failures[0].actor_id, failures[0].target_id), (None, Some(user.id)));
+    assert_eq!(failures[0].request_id.as_deref(), failed.header("x-request-id"));
+    assert!(
+        !failures[0].data.to_string().contains("audited@example.com"),
+        "the address is redacted: {}",
+        failures[0].data
+    );
 }

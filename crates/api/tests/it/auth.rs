@@ -1,59 +1,56 @@
 //! Sign-up, login, refresh rotation and re-use detection, logout, sessions, JWT attacks.
 
+use std::collections::BTreeSet;
+
 use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
 use futures_util::future::join_all;
 use jsonwebtoken::{Algorithm, EncodingKey, Header, encode};
 use serde_json::{Value, json};
-use testkit::{PASSWORD, StatusCode, TEST_JWT_SECRET, TestApp};
+use testkit::{NewUser, PASSWORD, Role, SignedUp, StatusCode, TEST_JWT_SECRET, TestApp};
 use uuid::Uuid;
 
 #[tokio::test]
 async fn signup_returns_user_and_tokens() {
     let app = TestApp::spawn().await;
     let res = app
-        .post(
-            "/v1/auth/signup",
-            None,
-            json!({"email": " New.User@Example.COM ", "password": PASSWORD, "name": "New User"}),
-        )
+        .try_signup(&NewUser::new(" New.User@Example.COM ").name("New User"))
         .await;
-    assert_eq!(res.status, StatusCode::CREATED, "{}", res.body);
+    let signed: SignedUp = res.expect(StatusCode::CREATED);
     assert_eq!(res.header("cache-control"), Some("no-store"));
-    let user = &res.body["user"];
-    assert_eq!(user["email"], "new.user@example.com");
-    assert_eq!(user["role"], "user");
-    assert_eq!(user["email_verified"], false);
-    assert!(user.get("password_hash").is_none());
-    assert_eq!(res.body["token_type"], "Bearer");
-    assert_eq!(res.body["expires_in"], 900);
-    let me = app.get("/v1/users/me", res.body["access_token"].as_str()).await;
-    assert_eq!(me.status, StatusCode::OK);
-    assert_eq!(me.body["id"], user["id"]);
+    assert_eq!(signed.user.email, "new.user@example.com");
+    assert_eq!(signed.user.name, "New User");
+    assert_eq!(signed.user.role, Role::User);
+    assert!(!signed.user.email_verified);
+    // Exactly the public fields: no password hash, nothing else that is not meant to leave.
+    let keys: BTreeSet<&str> = res.body["user"]
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
+    assert_eq!(
+        keys,
+        BTreeSet::from(["created_at", "email", "email_verified", "id", "name", "role"])
+    );
+    assert_eq!(signed.tokens.token_type, "Bearer");
+    assert_eq!(signed.tokens.expires_in, 900);
+    assert_eq!(app.me(&signed.tokens.access).await, signed.user);
 }
 
 #[tokio::test]
 async fn signup_rejects_duplicates_case_insensitively() {
     let app = TestApp::spawn().await;
     app.signup("dup@example.com").await;
-    let res = app
-        .post(
-            "/v1/auth/signup",
-            None,
-            json!({"email": "DUP@example.com", "password": PASSWORD, "name": "X"}),
-        )
-        .await;
-    res.assert_problem(409, "email_taken");
+    app.try_signup(&NewUser::new("DUP@example.com").name("X"))
+        .await
+        .assert_problem(409, "email_taken");
 }
 
 #[tokio::test]
 async fn signup_validates_every_field() {
     let app = TestApp::spawn().await;
     let res = app
-        .post(
-            "/v1/auth/signup",
-            None,
-            json!({"email": "not-an-email", "password": "short", "name": ""}),
-        )
+        .try_signup(&NewUser::new("not-an-email").password("short").name(""))
         .await;
     let body = res.assert_problem(422, "validation_failed");
     let mut fields: Vec<&str> = body["errors"]
@@ -66,36 +63,25 @@ async fn signup_validates_every_field() {
     assert_eq!(fields, ["email", "name", "password"]);
 
     // 73 bytes: rejected, never truncated to 72.
-    let long = "a".repeat(73);
     let res = app
-        .post(
-            "/v1/auth/signup",
-            None,
-            json!({"email": "long@example.com", "password": long, "name": "L"}),
-        )
+        .try_signup(&NewUser::new("long@example.com").password(&"a".repeat(73)))
         .await;
     assert_eq!(
         res.assert_problem(422, "validation_failed")["errors"][0]["field"],
         "password"
     );
-    // Exactly 72 bytes is fine.
-    let res = app
-        .post(
-            "/v1/auth/signup",
-            None,
-            json!({"email": "l72@example.com", "password": "a".repeat(72), "name": "L"}),
-        )
+    // Exactly 72 bytes is fine, and all 72 count.
+    let seventy_two = "a".repeat(72);
+    app.signup_as(&NewUser::new("l72@example.com").password(&seventy_two))
         .await;
-    assert_eq!(res.status, StatusCode::CREATED);
+    app.login("l72@example.com", &seventy_two).await;
+    app.try_login("l72@example.com", &"a".repeat(71))
+        .await
+        .assert_problem(401, "invalid_credentials");
     // Header injection through the name.
-    let res = app
-        .post(
-            "/v1/auth/signup",
-            None,
-            json!({"email": "inj@example.com", "password": PASSWORD, "name": "Eve\r\nBcc: x@y.z"}),
-        )
-        .await;
-    res.assert_problem(422, "validation_failed");
+    app.try_signup(&NewUser::new("inj@example.com").name("Eve\r\nBcc: x@y.z"))
+        .await
+        .assert_problem(422, "validation_failed");
     // Missing field.
     let res = app
         .post(
@@ -128,26 +114,21 @@ async fn signup_rejects_mass_assignment() {
         );
     }
     // Nothing was created by the rejected attempts.
-    assert_eq!(
-        app.login("mass@example.com", PASSWORD).await.status,
-        StatusCode::UNAUTHORIZED
-    );
+    app.try_login("mass@example.com", PASSWORD)
+        .await
+        .assert_problem(401, "invalid_credentials");
 }
 
 #[tokio::test]
 async fn login_failures_are_indistinguishable() {
     let app = TestApp::spawn().await;
     app.signup("known@example.com").await;
-    let ok = app.login("KNOWN@example.com", PASSWORD).await;
-    assert_eq!(ok.status, StatusCode::OK, "e-mail is case-insensitive: {}", ok.body);
-    assert!(
-        ok.body["refresh_token"].as_str().unwrap().len() >= 43,
-        "≥ 256 bits, base64url"
-    );
+    // The e-mail is case-insensitive.
+    app.login("KNOWN@example.com", PASSWORD).await;
 
-    let wrong_pw = app.login("known@example.com", "wrong-password").await;
-    let unknown = app.login("nobody@example.com", PASSWORD).await;
-    let malformed = app.login("not an email", PASSWORD).await;
+    let wrong_pw = app.try_login("known@example.com", "wrong-password").await;
+    let unknown = app.try_login("nobody@example.com", PASSWORD).await;
+    let malformed = app.try_login("not an email", PASSWORD).await;
     for res in [&wrong_pw, &unknown, &malformed] {
         res.assert_problem(401, "invalid_credentials");
     }
@@ -159,32 +140,55 @@ async fn login_failures_are_indistinguishable() {
     assert_eq!(strip(&wrong_pw.body), strip(&unknown.body));
     // An over-long password at login is a plain failure, not a truncated match.
     let long = format!("{PASSWORD}{}", "x".repeat(80));
-    app.login("known@example.com", &long)
+    app.try_login("known@example.com", &long)
         .await
         .assert_problem(401, "invalid_credentials");
+}
+
+/// Refresh tokens are 32 random bytes in base64url: every one decodes to exactly 32 bytes, no two
+/// of many are alike, and their bits are balanced as a uniform source's are (a counter, a
+/// timestamp or a short random part padded out would fail one of the three).
+#[tokio::test]
+async fn refresh_tokens_are_256_random_bits() {
+    let app = TestApp::spawn().await;
+    let s = app.signup("entropy@example.com").await;
+    let mut tokens = vec![s.refresh.clone()];
+    for _ in 0..15 {
+        tokens.push(app.login("entropy@example.com", PASSWORD).await.refresh);
+    }
+    tokens.push(app.refresh(&s.refresh).await.refresh);
+    let mut seen = BTreeSet::new();
+    let mut ones = 0;
+    for token in &tokens {
+        let bytes = URL_SAFE_NO_PAD
+            .decode(token)
+            .unwrap_or_else(|e| panic!("{token:?} is not base64url without padding: {e}"));
+        assert_eq!(bytes.len(), 32, "{token:?}");
+        ones += bytes.iter().map(|b| b.count_ones()).sum::<u32>();
+        assert!(seen.insert(bytes), "a refresh token repeated: {token:?}");
+    }
+    // 17 × 256 bits: a uniform source sets 2176 of them, give or take 33 (one σ); ±200 is six σ.
+    let bits = 17 * 256;
+    assert!(
+        (bits / 2 - 200..=bits / 2 + 200).contains(&ones),
+        "{ones} of {bits} bits set"
+    );
 }
 
 #[tokio::test]
 async fn refresh_rotates_and_reuse_revokes_the_session() {
     let app = TestApp::spawn().await;
     let s = app.signup("rot@example.com").await;
-    let first = app
-        .post("/v1/auth/refresh", None, json!({"refresh_token": s.refresh}))
-        .await;
-    assert_eq!(first.status, StatusCode::OK, "{}", first.body);
-    let new_refresh = first.body["refresh_token"].as_str().unwrap().to_owned();
-    let new_access = first.body["access_token"].as_str().unwrap().to_owned();
-    assert_ne!(new_refresh, s.refresh);
-    assert_eq!(app.get("/v1/users/me", Some(&new_access)).await.status, StatusCode::OK);
+    let first = app.refresh(&s.refresh).await;
+    assert_ne!(first.refresh, s.refresh);
+    assert_eq!(app.me(&first.access).await.id, s.user_id);
 
     // Re-use of the rotated token: 401, and the whole family dies, including the new tokens.
-    app.post("/v1/auth/refresh", None, json!({"refresh_token": s.refresh}))
+    app.try_refresh(&s.refresh).await.assert_problem(401, "invalid_token");
+    app.try_refresh(&first.refresh)
         .await
         .assert_problem(401, "invalid_token");
-    app.post("/v1/auth/refresh", None, json!({"refresh_token": new_refresh}))
-        .await
-        .assert_problem(401, "invalid_token");
-    app.get("/v1/users/me", Some(&new_access))
+    app.get("/v1/users/me", Some(&first.access))
         .await
         .assert_problem(401, "invalid_token");
     app.get("/v1/users/me", Some(&s.access))
@@ -204,16 +208,14 @@ async fn refresh_rotates_and_reuse_revokes_the_session() {
     assert_eq!(reasons, [Some("refresh_reuse".to_owned())]);
 
     // Unknown tokens are a plain 401.
-    app.post("/v1/auth/refresh", None, json!({"refresh_token": "nope"}))
-        .await
-        .assert_problem(401, "invalid_token");
+    app.try_refresh("nope").await.assert_problem(401, "invalid_token");
 }
 
 #[tokio::test]
 async fn concurrent_refreshes_have_exactly_one_winner() {
     let app = TestApp::spawn().await;
     let s = app.signup("race@example.com").await;
-    let attempts = (0..20).map(|_| app.post("/v1/auth/refresh", None, json!({"refresh_token": s.refresh})));
+    let attempts = (0..20).map(|_| app.try_refresh(&s.refresh));
     let results = join_all(attempts).await;
     let ok = results.iter().filter(|r| r.status == StatusCode::OK).count();
     assert_eq!(
@@ -231,49 +233,31 @@ async fn concurrent_refreshes_have_exactly_one_winner() {
 async fn logout_revokes_at_once() {
     let app = TestApp::spawn().await;
     let s = app.signup("out@example.com").await;
-    let res = app
-        .post("/v1/auth/logout", None, json!({"refresh_token": s.refresh}))
-        .await;
-    assert_eq!(res.status, StatusCode::NO_CONTENT);
+    app.logout(&s.refresh).await;
     // The access token stops working now, not at its expiry.
     app.get("/v1/users/me", Some(&s.access))
         .await
         .assert_problem(401, "invalid_token");
-    app.post("/v1/auth/refresh", None, json!({"refresh_token": s.refresh}))
-        .await
-        .assert_problem(401, "invalid_token");
-    // Idempotent.
-    assert_eq!(
-        app.post("/v1/auth/logout", None, json!({"refresh_token": s.refresh}))
-            .await
-            .status,
-        StatusCode::NO_CONTENT
-    );
-    assert_eq!(
-        app.post("/v1/auth/logout", None, json!({"refresh_token": "unknown"}))
-            .await
-            .status,
-        StatusCode::NO_CONTENT
-    );
+    app.try_refresh(&s.refresh).await.assert_problem(401, "invalid_token");
+    // Idempotent, and silent about unknown tokens.
+    app.logout(&s.refresh).await;
+    app.logout("unknown").await;
 }
 
 #[tokio::test]
 async fn sessions_list_and_revoke_with_ownership() {
     let app = TestApp::spawn().await;
     let a = app.signup("sa@example.com").await;
-    let a2 = app.login("sa@example.com", PASSWORD).await;
-    let a2_access = a2.body["access_token"].as_str().unwrap().to_owned();
+    let a2_access = app.login("sa@example.com", PASSWORD).await.access;
     let b = app.signup("sb@example.com").await;
 
-    let list = app.get("/v1/auth/sessions", Some(&a.access)).await;
-    assert_eq!(list.status, StatusCode::OK);
-    let sessions = list.body.as_array().unwrap();
+    let sessions = app.sessions(&a.access).await;
     assert_eq!(sessions.len(), 2);
-    assert_eq!(sessions.iter().filter(|s| s["current"] == true).count(), 1);
-    let other_id = sessions.iter().find(|s| s["current"] == false).unwrap()["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    assert_eq!(sessions.iter().filter(|s| s.current).count(), 1);
+    let other_id = sessions.iter().find(|s| !s.current).unwrap().id;
+    // The other session is the one `a2` uses: its own listing marks it current.
+    let from_a2 = app.sessions(&a2_access).await;
+    assert_eq!(from_a2.iter().find(|s| s.current).unwrap().id, other_id);
 
     // B cannot revoke A's session: 404, and it stays alive.
     app.delete(&format!("/v1/auth/sessions/{other_id}"), Some(&b.access))
@@ -371,7 +355,8 @@ async fn forged_and_malformed_tokens_are_rejected() {
     for (why, token) in cases {
         let res = app.get("/v1/users/me", Some(&token)).await;
         assert_eq!(res.status, StatusCode::UNAUTHORIZED, "{why}: {}", res.body);
-        assert_eq!(res.header("www-authenticate"), Some("Bearer"));
+        res.assert_problem(401, "invalid_token");
+        assert_eq!(res.header("www-authenticate"), Some("Bearer"), "{why}");
     }
     let basic = app
         .send(

@@ -77,3 +77,42 @@ fn refuses_an_unreachable_database() {
         "database",
     );
 }
+
+/// A fresh process exposes every series whose labels are known in advance, at zero, before its
+/// first event: each cache's hits and misses, each rate-limit policy's rejections, each queue's
+/// pushes, each scrape-time source's errors. (A process of its own: in this test binary the
+/// recorder is shared by every app, and other tests feed it.)
+#[tokio::test]
+async fn a_fresh_process_has_every_known_series_at_zero() {
+    let api = testkit::ApiProcess::spawn(env!("CARGO_BIN_EXE_api"), &[]).await;
+    let m = api.metrics().await;
+    let zero = |name: &str, labels: &[(&str, &str)]| {
+        assert_eq!(m.value(name, labels), 0.0, "{name}{labels:?}");
+    };
+    // Spelled out, so a renamed label or series fails here; then the lists the code keeps, so a
+    // namespace, policy or queue added later is covered too.
+    zero("cache_hits_total", &[("cache", "users")]);
+    zero("cache_misses_total", &[("cache", "users")]);
+    for policy in ["login", "signup", "forgot", "reset", "refresh", "user", "anon"] {
+        zero("rate_limit_rejections_total", &[("policy", policy)]);
+    }
+    for queue in ["email", "audit"] {
+        zero("jobs_enqueued_total", &[("queue", queue)]);
+    }
+    zero("metrics_scrape_errors_total", &[("source", "outbox_backlog")]);
+    for cache in api::metrics::CACHES {
+        zero("cache_hits_total", &[("cache", cache)]);
+        zero("cache_misses_total", &[("cache", cache)]);
+    }
+    for (policy, _) in api::ratelimit::RateLimitConfig::DEFAULTS {
+        zero(
+            "rate_limit_rejections_total",
+            &[("policy", &policy.to_ascii_lowercase())],
+        );
+    }
+    for queue in domain::jobs::Queue::ALL {
+        zero("jobs_enqueued_total", &[("queue", queue.as_str())]);
+    }
+    // The scrape itself is the one request in flight.
+    assert_eq!(m.value("http_requests_in_flight", &[]), 1.0);
+}

@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use api::hardening::{API_CSP, DOCS_CSP, HSTS_VALUE};
 use serde_json::json;
-use testkit::{Method, Res, StatusCode, TestApp};
+use testkit::{ApiProcess, Method, NewTask, Res, StatusCode, TestApp, eventually, metrics::Metrics};
 
 const APP_ORIGIN: &str = "https://app.example.com";
 
@@ -273,15 +273,17 @@ async fn slow_requests_time_out_with_a_problem() {
     assert_eq!(res.header("access-control-allow-origin"), Some(APP_ORIGIN));
 
     assert_eq!(app.get("/health/live", None).await.status, StatusCode::OK);
+    // Only this test times out a login, so the series is this test's even in the shared recorder.
     let metrics = scrape(&app.url("/metrics")).await;
+    let timed_out = [("method", "POST"), ("route", "/v1/auth/login"), ("status", "503")];
     assert!(
-        series(&metrics, "http_requests_total")
-            .any(|l| l.contains(r#"route="/v1/auth/login""#) && l.contains(r#"status="503""#)),
-        "the timeout is counted under its route"
+        metrics.get("http_requests_total", &timed_out).is_some_and(|n| n >= 1.0),
+        "the timeout is counted under its route:\n{}",
+        metrics.text
     );
 }
 
-async fn scrape(url: &str) -> String {
+async fn scrape(url: &str) -> Metrics {
     let res = reqwest::get(url).await.unwrap();
     assert_eq!(res.status(), StatusCode::OK, "{url}");
     assert!(
@@ -290,87 +292,68 @@ async fn scrape(url: &str) -> String {
             .unwrap()
             .starts_with("text/plain")
     );
-    res.text().await.unwrap()
+    Metrics::parse(&res.text().await.unwrap())
 }
 
-/// The sample lines of one metric.
-fn series<'a>(text: &'a str, name: &'a str) -> impl Iterator<Item = &'a str> + 'a {
-    text.lines().filter(move |l| {
-        l.strip_prefix(name)
-            .is_some_and(|r| r.starts_with('{') || r.starts_with(' '))
-    })
-}
-
-fn value(line: &str) -> f64 {
-    line.rsplit(' ').next().unwrap().parse().unwrap()
-}
-
+/// Counted in an `api` process of its own: the `metrics` recorder is process-global, so in this
+/// test binary every app feeds the same counters; a separate process makes every number exact.
 #[tokio::test]
 async fn metrics_count_requests_by_route_pattern() {
-    let app = TestApp::spawn().await;
-    let admin = app.admin("metrics-admin@example.com").await;
+    let api = ApiProcess::spawn(
+        env!("CARGO_BIN_EXE_api"),
+        &[("DATABASE_POOL_SIZE", "7"), ("REDIS_POOL_SIZE", "3")],
+    )
+    .await;
+    let s = api.signup("metrics@example.com").await;
     for _ in 0..3 {
-        assert_eq!(
-            app.get("/v1/users/me", Some(&admin.access)).await.status,
-            StatusCode::OK
-        );
+        api.me(&s.access).await;
     }
-    let id = admin.user_id.to_string();
-    assert_eq!(
-        app.get(&format!("/v1/users/{id}"), Some(&admin.access)).await.status,
-        StatusCode::OK
-    );
+    let task = api.create_task(&s.access, &NewTask::titled("Counted")).await;
+    api.task(&s.access, task.id).await;
     let secret_path = format!("/unknown-{}", uuid::Uuid::new_v4().simple());
-    app.get(&secret_path, None).await.assert_problem(404, "not_found");
+    api.get(&secret_path, None).await.assert_problem(404, "not_found");
 
-    let text = scrape(&app.url("/metrics")).await;
-    let me: Vec<&str> = series(&text, "http_requests_total")
-        .filter(|l| {
-            l.contains(r#"route="/v1/users/me""#) && l.contains(r#"method="GET""#) && l.contains(r#"status="200""#)
-        })
-        .collect();
-    assert_eq!(me.len(), 1, "{text}");
-    assert!(value(me[0]) >= 3.0, "{}", me[0]);
-    assert!(text.contains(r#"route="/v1/users/{id}""#), "{text}");
-    assert!(
-        series(&text, "http_requests_total")
-            .any(|l| l.contains(r#"route="<unmatched>""#) && l.contains(r#"status="404""#)),
-        "{text}"
-    );
+    // The sign-up's two jobs are pushed after commit, in the background.
+    let m = eventually(Duration::from_secs(10), "the sign-up's jobs enqueued", || async {
+        let m = api.metrics().await;
+        let pushed = |queue| m.get("jobs_enqueued_total", &[("queue", queue)]);
+        (pushed("audit") == Some(1.0) && pushed("email") == Some(1.0)).then_some(m)
+    })
+    .await;
+    let requests = |method, route, status| {
+        m.value(
+            "http_requests_total",
+            &[("method", method), ("route", route), ("status", status)],
+        )
+    };
+    assert_eq!(requests("GET", "/v1/users/me", "200"), 3.0);
+    assert_eq!(requests("POST", "/v1/auth/signup", "201"), 1.0);
+    assert_eq!(requests("POST", "/v1/tasks", "201"), 1.0);
+    assert_eq!(requests("GET", "/v1/tasks/{id}", "200"), 1.0);
+    assert_eq!(requests("GET", "<unmatched>", "404"), 1.0);
     // Never a raw path: neither the id nor the unknown path appear.
-    assert!(!text.contains(&id) && !text.contains(&secret_path), "{text}");
-    assert!(
-        text.contains("# TYPE http_request_duration_seconds histogram"),
-        "{text}"
-    );
-    assert!(
-        series(&text, "http_request_duration_seconds_bucket").any(|l| l.contains(r#"route="/v1/users/me""#)),
-        "{text}"
-    );
+    let id = task.id.to_string();
+    assert!(!m.text.contains(&id) && !m.text.contains(&secret_path), "{}", m.text);
+    assert!(m.has_type("http_request_duration_seconds", "histogram"), "{}", m.text);
+    let me = [("method", "GET"), ("route", "/v1/users/me")];
+    assert_eq!(m.value("http_request_duration_seconds_count", &me), 3.0);
+    let mut le_inf = me.to_vec();
+    le_inf.push(("le", "+Inf"));
+    assert_eq!(m.value("http_request_duration_seconds_bucket", &le_inf), 3.0);
 
-    // Pool gauges and the outbox backlog, read at scrape time (sign-up wrote outbox rows).
+    // Pool gauges of this process's own pools, read at scrape time.
+    assert_eq!(m.value("db_pool_max_connections", &[]), 7.0);
+    assert_eq!(m.value("redis_pool_max_connections", &[]), 3.0);
+    assert!(m.value("db_pool_connections", &[]) >= 1.0, "{}", m.text);
     for gauge in [
-        "db_pool_connections",
         "db_pool_idle_connections",
-        "db_pool_max_connections",
         "redis_pool_connections",
         "redis_pool_idle_connections",
-        "redis_pool_max_connections",
-        "outbox_backlog",
     ] {
-        assert!(series(&text, gauge).next().is_some(), "{gauge} missing:\n{text}");
+        m.value(gauge, &[]);
     }
-    let db_max = series(&text, "db_pool_max_connections").next().unwrap();
-    assert!(
-        (value(db_max) - 10.0).abs() < f64::EPSILON,
-        "test pools have 10: {db_max}"
-    );
-    assert!(value(series(&text, "db_pool_connections").next().unwrap()) >= 1.0);
-    // The sign-up's jobs were pushed after commit.
-    assert!(
-        series(&text, "jobs_enqueued_total").any(|l| l.contains(r#"queue="audit""#)),
-        "{text}"
-    );
+    // The outbox backlog: the sign-up's two rows, unfinished (no worker runs here).
+    assert_eq!(m.value("outbox_backlog", &[]), 2.0);
 }
 
 #[tokio::test]
@@ -384,9 +367,14 @@ async fn metrics_on_their_own_listener() {
     let app = TestApp::spawn_with(|c| c.http.metrics_addr = Some(addr)).await;
     assert_eq!(app.get("/health/live", None).await.status, StatusCode::OK);
 
-    let text = scrape(&format!("http://{addr}/metrics")).await;
-    assert!(text.contains("http_requests_total"), "{text}");
-    assert!(text.contains("db_pool_connections"), "{text}");
+    let m = scrape(&format!("http://{addr}/metrics")).await;
+    let live = [("method", "GET"), ("route", "/health/live"), ("status", "200")];
+    assert!(
+        m.get("http_requests_total", &live).is_some_and(|n| n >= 1.0),
+        "{}",
+        m.text
+    );
+    m.value("db_pool_connections", &[]);
     // Not on the API port any more, and nothing but /metrics on the metrics port.
     app.get("/metrics", None).await.assert_problem(404, "not_found");
     let other = reqwest::get(format!("http://{addr}/health/live")).await.unwrap();

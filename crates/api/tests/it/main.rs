@@ -11,6 +11,7 @@ mod crafted;
 mod credentials;
 mod edge;
 mod hardening;
+mod mail;
 mod ratelimit;
 mod shared;
 mod snapshots;

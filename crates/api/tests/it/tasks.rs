@@ -7,32 +7,33 @@ use std::sync::{
 };
 
 use serde_json::{Value, json};
-use testkit::{Session, StatusCode, TestApp};
+use testkit::{CategoryRef, NewTask, Page, Session, StatusCode, Task, TestApp};
 use uuid::Uuid;
 
 /// (title, id, priority rank, due date) of a created task.
 type Row = (String, Uuid, i32, Option<String>);
 
-async fn category(app: &TestApp, s: &Session, name: &str) -> String {
-    let res = app
-        .post("/v1/categories", Some(&s.access), json!({ "name": name }))
-        .await;
-    assert_eq!(res.status, StatusCode::CREATED, "{}", res.body);
-    res.body["id"].as_str().unwrap().to_owned()
+async fn category(app: &TestApp, s: &Session, name: &str) -> Uuid {
+    let created = app.create_category(&s.access, name).await;
+    assert_eq!(created.name, name.trim());
+    created.id
 }
 
-async fn task(app: &TestApp, s: &Session, body: Value) -> Value {
-    let res = app.post("/v1/tasks", Some(&s.access), body).await;
-    assert_eq!(res.status, StatusCode::CREATED, "{}", res.body);
-    res.body
+async fn task(app: &TestApp, s: &Session, new: NewTask) -> Task {
+    app.create_task(&s.access, &new).await
 }
 
-fn titles(page: &Value) -> Vec<String> {
-    page["items"]
-        .as_array()
-        .unwrap()
+fn titles(page: &Page<Task>) -> Vec<String> {
+    page.items.iter().map(|t| t.title.clone()).collect()
+}
+
+fn refs(pairs: &[(Uuid, &str)]) -> Vec<CategoryRef> {
+    pairs
         .iter()
-        .map(|t| t["title"].as_str().unwrap().to_owned())
+        .map(|(id, name)| CategoryRef {
+            id: *id,
+            name: (*name).to_owned(),
+        })
         .collect()
 }
 
@@ -42,16 +43,15 @@ async fn all_pages(app: &TestApp, s: &Session, query: &str, limit: usize) -> Vec
     let mut cursor: Option<String> = None;
     for _ in 0..100 {
         let sep = if query.is_empty() { "" } else { "&" };
-        let path = match &cursor {
-            Some(c) => format!("/v1/tasks?{query}{sep}limit={limit}&cursor={c}"),
-            None => format!("/v1/tasks?{query}{sep}limit={limit}"),
+        let query = match &cursor {
+            Some(c) => format!("{query}{sep}limit={limit}&cursor={c}"),
+            None => format!("{query}{sep}limit={limit}"),
         };
-        let page = app.get(&path, Some(&s.access)).await;
-        assert_eq!(page.status, StatusCode::OK, "{path}: {}", page.body);
-        assert!(page.body["items"].as_array().unwrap().len() <= limit);
-        out.extend(titles(&page.body));
-        match page.body["next_cursor"].as_str() {
-            Some(c) => cursor = Some(c.to_owned()),
+        let page = app.tasks(&s.access, &query).await;
+        assert!(page.items.len() <= limit, "{query}");
+        out.extend(titles(&page));
+        match page.next_cursor {
+            Some(c) => cursor = Some(c),
             None => return out,
         }
     }
@@ -84,14 +84,16 @@ async fn categories_are_per_user_and_unique_case_insensitively() {
             json!({"name": "House"}),
         )
         .await;
-    assert_eq!(renamed.body["name"], "House");
+    let renamed: testkit::Category = renamed.expect(StatusCode::OK);
+    assert_eq!((renamed.id, renamed.name.as_str()), (home, "House"));
     app.post("/v1/categories", Some(&a.access), json!({"name": ""}))
         .await
         .assert_problem(422, "validation_failed");
 
     // B can neither see nor touch A's categories.
-    let listed = app.get("/v1/categories", Some(&b.access)).await;
-    assert_eq!(listed.body["items"].as_array().unwrap().len(), 1);
+    let listed: Page<testkit::Category> = app.get("/v1/categories", Some(&b.access)).await.expect(StatusCode::OK);
+    assert_eq!(listed.items.len(), 1);
+    assert_ne!(listed.items[0].id, work);
     app.patch(
         &format!("/v1/categories/{work}"),
         Some(&b.access),
@@ -104,23 +106,21 @@ async fn categories_are_per_user_and_unique_case_insensitively() {
         .assert_problem(404, "not_found");
 
     // Deleting a category keeps its tasks.
-    let t = task(&app, &a, json!({"title": "Report", "category_ids": [work, home]})).await;
-    assert_eq!(t["categories"].as_array().unwrap().len(), 2);
-    assert_eq!(
-        app.delete(&format!("/v1/categories/{work}"), Some(&a.access))
-            .await
-            .status,
-        StatusCode::NO_CONTENT
-    );
-    let after = app
-        .get(&format!("/v1/tasks/{}", t["id"].as_str().unwrap()), Some(&a.access))
-        .await;
-    assert_eq!(after.status, StatusCode::OK);
-    assert_eq!(after.body["categories"], json!([{"id": home, "name": "House"}]));
+    let t = task(&app, &a, NewTask::titled("Report").categories(&[work, home])).await;
+    // Sorted by name.
+    assert_eq!(t.categories, refs(&[(home, "House"), (work, "Work")]));
+    app.delete(&format!("/v1/categories/{work}"), Some(&a.access))
+        .await
+        .expect_status(StatusCode::NO_CONTENT);
+    let after = app.task(&a.access, t.id).await;
+    assert_eq!(after.categories, refs(&[(home, "House")]));
 
-    let page = app.get("/v1/categories?limit=1", Some(&a.access)).await;
-    assert_eq!(page.body["items"].as_array().unwrap().len(), 1);
-    assert!(page.body["next_cursor"].is_null(), "only one category left");
+    let page: Page<testkit::Category> = app
+        .get("/v1/categories?limit=1", Some(&a.access))
+        .await
+        .expect(StatusCode::OK);
+    assert_eq!(page.items.len(), 1);
+    assert_eq!(page.next_cursor, None, "only one category left");
     app.get("/v1/categories?limit=0", Some(&a.access))
         .await
         .assert_problem(422, "validation_failed");
@@ -135,16 +135,19 @@ async fn create_and_patch_semantics() {
     let t = task(
         &app,
         &s,
-        json!({"title": "  Write tests ", "description": "all of them", "priority": "high", "due_at": "2030-01-01T10:00:00Z", "category_ids": [c1]}),
+        NewTask::titled("  Write tests ")
+            .description("all of them")
+            .priority("high")
+            .due(Some("2030-01-01T10:00:00Z"))
+            .categories(&[c1]),
     )
     .await;
-    assert_eq!(t["title"], "Write tests");
-    assert_eq!(
-        (t["status"].as_str(), t["priority"].as_str()),
-        (Some("todo"), Some("high"))
-    );
-    assert!(t["completed_at"].is_null() && t["deleted_at"].is_null());
-    let path = format!("/v1/tasks/{}", t["id"].as_str().unwrap());
+    assert_eq!(t.title, "Write tests");
+    assert_eq!((t.status.as_str(), t.priority.as_str()), ("todo", "high"));
+    assert_eq!(t.description.as_deref(), Some("all of them"));
+    assert_eq!(t.categories, refs(&[(c1, "One")]));
+    assert!(t.completed_at.is_none() && t.deleted_at.is_none());
+    let path = format!("/v1/tasks/{}", t.id);
 
     // Absent fields are unchanged.
     let r = app.patch(&path, Some(&s.access), json!({"priority": "low"})).await;
@@ -211,15 +214,10 @@ async fn create_and_patch_semantics() {
     assert_eq!(r.body["categories"], json!([]));
 
     // Creating with someone else's category creates nothing.
-    let r = app
-        .post(
-            "/v1/tasks",
-            Some(&s.access),
-            json!({"title": "Sneaky", "category_ids": [foreign]}),
-        )
-        .await;
-    r.assert_problem(422, "validation_failed");
-    assert!(!titles(&app.get("/v1/tasks", Some(&s.access)).await.body).contains(&"Sneaky".to_owned()));
+    app.try_create_task(&s.access, &NewTask::titled("Sneaky").categories(&[foreign]))
+        .await
+        .assert_problem(422, "validation_failed");
+    assert_eq!(titles(&app.tasks(&s.access, "").await), ["Renamed"]);
 
     // Bad bodies.
     for bad in [
@@ -241,8 +239,8 @@ async fn create_and_patch_semantics() {
             .await
             .assert_problem(422, "validation_failed");
     }
-    let done_now = task(&app, &s, json!({"title": "Already done", "status": "done"})).await;
-    assert!(done_now["completed_at"].is_string());
+    let done_now = task(&app, &s, NewTask::titled("Already done").status("done")).await;
+    assert!(done_now.completed_at.is_some());
 }
 
 #[tokio::test]
@@ -251,8 +249,7 @@ async fn other_users_tasks_are_404_for_every_verb() {
     let owner = app.signup("owner@example.com").await;
     let other = app.signup("other@example.com").await;
     let admin = app.admin("admin-tasks@example.com").await;
-    let t = task(&app, &owner, json!({"title": "Private"})).await;
-    let id = t["id"].as_str().unwrap();
+    let id = task(&app, &owner, NewTask::titled("Private")).await.id;
     for who in [&other, &admin] {
         app.get(&format!("/v1/tasks/{id}"), Some(&who.access))
             .await
@@ -266,12 +263,9 @@ async fn other_users_tasks_are_404_for_every_verb() {
         app.post(&format!("/v1/tasks/{id}/restore"), Some(&who.access), json!({}))
             .await
             .assert_problem(404, "not_found");
-        assert!(titles(&app.get("/v1/tasks?include_deleted=true", Some(&who.access)).await.body).is_empty());
+        assert!(app.tasks(&who.access, "include_deleted=true").await.items.is_empty());
     }
-    assert_eq!(
-        app.get(&format!("/v1/tasks/{id}"), Some(&owner.access)).await.body["title"],
-        "Private"
-    );
+    assert_eq!(app.task(&owner.access, id).await.title, "Private");
     app.get("/v1/tasks", None).await.assert_problem(401, "unauthorized");
     app.get("/v1/tasks/not-a-uuid", Some(&owner.access))
         .await
@@ -282,9 +276,9 @@ async fn other_users_tasks_are_404_for_every_verb() {
 async fn soft_delete_and_restore() {
     let app = TestApp::spawn().await;
     let s = app.signup("trash@example.com").await;
-    let t = task(&app, &s, json!({"title": "Ephemeral"})).await;
-    task(&app, &s, json!({"title": "Keeper"})).await;
-    let path = format!("/v1/tasks/{}", t["id"].as_str().unwrap());
+    let t = task(&app, &s, NewTask::titled("Ephemeral")).await;
+    task(&app, &s, NewTask::titled("Keeper")).await;
+    let path = format!("/v1/tasks/{}", t.id);
     assert_eq!(app.delete(&path, Some(&s.access)).await.status, StatusCode::NO_CONTENT);
     app.get(&path, Some(&s.access)).await.assert_problem(404, "not_found");
     app.delete(&path, Some(&s.access))
@@ -293,19 +287,23 @@ async fn soft_delete_and_restore() {
     app.patch(&path, Some(&s.access), json!({"title": "x"}))
         .await
         .assert_problem(404, "not_found");
-    assert_eq!(titles(&app.get("/v1/tasks", Some(&s.access)).await.body), ["Keeper"]);
-    let with_deleted = app
-        .get("/v1/tasks?include_deleted=true&sort=created_at", Some(&s.access))
-        .await;
-    assert_eq!(titles(&with_deleted.body), ["Ephemeral", "Keeper"]);
-    assert!(with_deleted.body["items"][0]["deleted_at"].is_string());
+    assert_eq!(titles(&app.tasks(&s.access, "").await), ["Keeper"]);
+    let with_deleted = app.tasks(&s.access, "include_deleted=true&sort=created_at").await;
+    assert_eq!(titles(&with_deleted), ["Ephemeral", "Keeper"]);
+    assert!(with_deleted.items[0].deleted_at.is_some());
+    assert!(with_deleted.items[1].deleted_at.is_none());
 
-    let restored = app.post(&format!("{path}/restore"), Some(&s.access), json!({})).await;
-    assert_eq!(restored.status, StatusCode::OK, "{}", restored.body);
-    assert!(restored.body["deleted_at"].is_null());
-    let again = app.post(&format!("{path}/restore"), Some(&s.access), json!({})).await;
-    assert_eq!(again.status, StatusCode::OK, "restore is idempotent");
-    assert_eq!(app.get(&path, Some(&s.access)).await.status, StatusCode::OK);
+    let restored: Task = app
+        .post(&format!("{path}/restore"), Some(&s.access), json!({}))
+        .await
+        .expect(StatusCode::OK);
+    assert_eq!((restored.id, restored.deleted_at), (t.id, None));
+    let again: Task = app
+        .post(&format!("{path}/restore"), Some(&s.access), json!({}))
+        .await
+        .expect(StatusCode::OK);
+    assert_eq!(again.deleted_at, None, "restore is idempotent");
+    assert_eq!(app.task(&s.access, t.id).await.title, "Ephemeral");
     app.post(
         &format!("/v1/tasks/{}/restore", Uuid::now_v7()),
         Some(&s.access),
@@ -339,25 +337,41 @@ async fn every_filter() {
     let app = TestApp::spawn().await;
     let s = app.signup("filters@example.com").await;
     let work = category(&app, &s, "Work").await;
-    task(&app, &s, json!({"title": "Alpha report", "status": "todo", "priority": "high", "due_at": "2030-01-10T00:00:00Z", "category_ids": [work]})).await;
     task(
         &app,
         &s,
-        json!({"title": "Beta REPORT", "status": "in_progress", "priority": "low", "due_at": "2030-01-20T00:00:00Z"}),
+        NewTask::titled("Alpha report")
+            .status("todo")
+            .priority("high")
+            .due(Some("2030-01-10T00:00:00Z"))
+            .categories(&[work]),
     )
     .await;
     task(
         &app,
         &s,
-        json!({"title": "Gamma", "status": "done", "priority": "medium", "category_ids": [work]}),
+        NewTask::titled("Beta REPORT")
+            .status("in_progress")
+            .priority("low")
+            .due(Some("2030-01-20T00:00:00Z")),
     )
     .await;
-    let gone = task(&app, &s, json!({"title": "Deleted report", "status": "todo"})).await;
-    app.delete(&format!("/v1/tasks/{}", gone["id"].as_str().unwrap()), Some(&s.access))
-        .await;
+    task(
+        &app,
+        &s,
+        NewTask::titled("Gamma")
+            .status("done")
+            .priority("medium")
+            .categories(&[work]),
+    )
+    .await;
+    let gone = task(&app, &s, NewTask::titled("Deleted report").status("todo")).await;
+    app.delete(&format!("/v1/tasks/{}", gone.id), Some(&s.access))
+        .await
+        .expect_status(StatusCode::NO_CONTENT);
     // Someone else's matching task never shows.
     let other = app.signup("noise@example.com").await;
-    task(&app, &other, json!({"title": "Alpha report", "status": "todo"})).await;
+    task(&app, &other, NewTask::titled("Alpha report").status("todo")).await;
 
     let cases: &[(&str, &[&str])] = &[
         ("status=todo", &["Alpha report"]),
@@ -410,7 +424,7 @@ async fn every_sort_pages_completely_with_ties_broken_by_id() {
     let mut rows = vec![];
     let mut created = vec![];
     for (title, priority, due) in specs {
-        let t = task(&app, &s, json!({"title": title, "priority": priority, "due_at": due})).await;
+        let t = task(&app, &s, NewTask::titled(title).priority(priority).due(due)).await;
         let rank = match priority {
             "low" => 1,
             "medium" => 2,
@@ -418,19 +432,8 @@ async fn every_sort_pages_completely_with_ties_broken_by_id() {
         };
         // Created one after another: created_at strictly increases (asserted below), so creation
         // order is the order of this vector.
-        rows.push((
-            title.to_owned(),
-            t["id"].as_str().unwrap().parse::<Uuid>().unwrap(),
-            rank,
-            due.map(str::to_owned),
-        ));
-        created.push(
-            t["created_at"]
-                .as_str()
-                .unwrap()
-                .parse::<chrono::DateTime<chrono::Utc>>()
-                .unwrap(),
-        );
+        rows.push((title.to_owned(), t.id, rank, due.map(str::to_owned)));
+        created.push(t.created_at);
     }
     assert!(created.windows(2).all(|w| w[0] < w[1]));
     let position: std::collections::HashMap<String, usize> =
@@ -480,31 +483,25 @@ async fn pagination_is_stable_across_inserts_and_deletes() {
     let s = app.signup("stable@example.com").await;
     let mut ids = vec![];
     for i in 0..9 {
-        ids.push(
-            task(&app, &s, json!({"title": format!("old{i}")})).await["id"]
-                .as_str()
-                .unwrap()
-                .to_owned(),
-        );
+        ids.push(task(&app, &s, NewTask::titled(&format!("old{i}"))).await.id);
     }
-    let first = app.get("/v1/tasks?sort=-created_at&limit=3", Some(&s.access)).await;
-    assert_eq!(titles(&first.body), ["old8", "old7", "old6"]);
-    let cursor = first.body["next_cursor"].as_str().unwrap().to_owned();
+    let first = app.tasks(&s.access, "sort=-created_at&limit=3").await;
+    assert_eq!(titles(&first), ["old8", "old7", "old6"]);
+    let cursor = first.next_cursor.unwrap();
     // Between pages: new tasks arrive (they sort before the cursor) and one unseen task is deleted.
-    task(&app, &s, json!({"title": "new0"})).await;
-    task(&app, &s, json!({"title": "new1"})).await;
-    app.delete(&format!("/v1/tasks/{}", ids[4]), Some(&s.access)).await;
+    task(&app, &s, NewTask::titled("new0")).await;
+    task(&app, &s, NewTask::titled("new1")).await;
+    app.delete(&format!("/v1/tasks/{}", ids[4]), Some(&s.access))
+        .await
+        .expect_status(StatusCode::NO_CONTENT);
     let mut rest = vec![];
     let mut next = Some(cursor);
     while let Some(c) = next {
         let page = app
-            .get(
-                &format!("/v1/tasks?sort=-created_at&limit=3&cursor={c}"),
-                Some(&s.access),
-            )
+            .tasks(&s.access, &format!("sort=-created_at&limit=3&cursor={c}"))
             .await;
-        rest.extend(titles(&page.body));
-        next = page.body["next_cursor"].as_str().map(str::to_owned);
+        rest.extend(titles(&page));
+        next = page.next_cursor;
     }
     assert_eq!(
         rest,
@@ -518,10 +515,9 @@ async fn bad_list_parameters_are_422() {
     let app = TestApp::spawn().await;
     let s = app.signup("badlist@example.com").await;
     for _ in 0..3 {
-        task(&app, &s, json!({"title": "x"})).await;
+        task(&app, &s, NewTask::titled("x")).await;
     }
-    let page = app.get("/v1/tasks?sort=priority&limit=1", Some(&s.access)).await;
-    let priority_cursor = page.body["next_cursor"].as_str().unwrap().to_owned();
+    let priority_cursor = app.tasks(&s.access, "sort=priority&limit=1").await.next_cursor.unwrap();
     let tampered = format!("{}A", &priority_cursor[..priority_cursor.len() - 1]);
     for (query, field) in [
         ("sort=title", "sort"),
@@ -562,7 +558,7 @@ async fn a_list_page_costs_two_statements_whatever_its_size() {
         task(
             &app,
             &s,
-            json!({"title": format!("t{i}"), "category_ids": [cats[i % 3], cats[(i + 1) % 3]]}),
+            NewTask::titled(&format!("t{i}")).categories(&[cats[i % 3], cats[(i + 1) % 3]]),
         )
         .await;
     }
@@ -578,9 +574,10 @@ async fn a_list_page_costs_two_statements_whatever_its_size() {
         let query =
             domain::tasks::TaskListQuery::parse([("limit", limit.to_string().as_str()), ("sort", "priority")]).unwrap();
         count.store(0, Ordering::SeqCst);
-        let (views, _) = api::services::tasks::list_page(&mut conn, s.user_id, &query)
+        let views = api::services::tasks::list_page(&mut conn, s.user_id, &query)
             .await
-            .unwrap();
+            .unwrap()
+            .items;
         assert_eq!(views.len(), limit);
         assert!(views.iter().all(|v| v.categories.len() == 2), "categories embedded");
         assert_eq!(

@@ -1,18 +1,15 @@
 //! `/v1/users/me` and user administration.
 
 use serde_json::json;
-use testkit::{PASSWORD, StatusCode, TestApp};
+use testkit::{NewUser, PASSWORD, Role, TestApp, User};
 use uuid::Uuid;
 
 #[tokio::test]
 async fn me_patch_name_and_reject_privileged_fields() {
     let app = TestApp::spawn().await;
     let s = app.signup("me@example.com").await;
-    let res = app
-        .patch("/v1/users/me", Some(&s.access), json!({"name": "  Renamed  "}))
-        .await;
-    assert_eq!(res.status, StatusCode::OK, "{}", res.body);
-    assert_eq!(res.body["name"], "Renamed");
+    let renamed = app.update_me(&s.access, json!({"name": "  Renamed  "})).await;
+    assert_eq!(renamed.name, "Renamed");
     for field in ["role", "id", "email_verified", "email"] {
         let mut body = json!({"name": "X"});
         body[field] = json!(if field == "email_verified" {
@@ -26,16 +23,11 @@ async fn me_patch_name_and_reject_privileged_fields() {
             field
         );
     }
-    let me = app.get("/v1/users/me", Some(&s.access)).await;
-    assert_eq!(
-        (me.body["role"].as_str(), me.body["name"].as_str()),
-        (Some("user"), Some("Renamed"))
-    );
+    let me = app.me(&s.access).await;
+    assert_eq!((me.role, me.name.as_str()), (Role::User, "Renamed"));
+    assert_eq!((me.email.as_str(), me.email_verified), ("me@example.com", false));
     // An empty patch changes nothing.
-    assert_eq!(
-        app.patch("/v1/users/me", Some(&s.access), json!({})).await.body["name"],
-        "Renamed"
-    );
+    assert_eq!(app.update_me(&s.access, json!({})).await, me);
     app.patch("/v1/users/me", None, json!({}))
         .await
         .assert_problem(401, "unauthorized");
@@ -45,8 +37,7 @@ async fn me_patch_name_and_reject_privileged_fields() {
 async fn password_change_needs_current_and_revokes_other_sessions() {
     let app = TestApp::spawn().await;
     let s = app.signup("pw@example.com").await;
-    let other = app.login("pw@example.com", PASSWORD).await;
-    let other_access = other.body["access_token"].as_str().unwrap().to_owned();
+    let other_access = app.login("pw@example.com", PASSWORD).await.access;
 
     let res = app
         .patch("/v1/users/me", Some(&s.access), json!({"password": "new-password-99"}))
@@ -72,26 +63,20 @@ async fn password_change_needs_current_and_revokes_other_sessions() {
         .await;
     res.assert_problem(422, "validation_failed");
 
-    let res = app
-        .patch(
-            "/v1/users/me",
-            Some(&s.access),
-            json!({"password": "new-password-99", "current_password": PASSWORD}),
-        )
-        .await;
-    assert_eq!(res.status, StatusCode::OK, "{}", res.body);
+    app.update_me(
+        &s.access,
+        json!({"password": "new-password-99", "current_password": PASSWORD}),
+    )
+    .await;
     // The other session is dead at once; the current one continues.
     app.get("/v1/users/me", Some(&other_access))
         .await
         .assert_problem(401, "invalid_token");
-    assert_eq!(app.get("/v1/users/me", Some(&s.access)).await.status, StatusCode::OK);
-    app.login("pw@example.com", PASSWORD)
+    assert_eq!(app.me(&s.access).await.id, s.user_id);
+    app.try_login("pw@example.com", PASSWORD)
         .await
         .assert_problem(401, "invalid_credentials");
-    assert_eq!(
-        app.login("pw@example.com", "new-password-99").await.status,
-        StatusCode::OK
-    );
+    app.login("pw@example.com", "new-password-99").await;
 }
 
 #[tokio::test]
@@ -137,50 +122,35 @@ async fn admin_lists_with_cursor_and_prefix_filter() {
     let mut seen = Vec::new();
     let mut cursor: Option<String> = None;
     loop {
-        let path = match &cursor {
-            Some(c) => format!("/v1/users?limit=2&cursor={c}"),
-            None => "/v1/users?limit=2".to_owned(),
+        let query = match &cursor {
+            Some(c) => format!("limit=2&cursor={c}"),
+            None => "limit=2".to_owned(),
         };
-        let page = app.get(&path, Some(&admin.access)).await;
-        assert_eq!(page.status, StatusCode::OK, "{}", page.body);
-        let items = page.body["items"].as_array().unwrap();
-        assert!(items.len() <= 2);
-        seen.extend(items.iter().map(|u| u["email"].as_str().unwrap().to_owned()));
-        match page.body["next_cursor"].as_str() {
-            Some(c) => cursor = Some(c.to_owned()),
+        let page = app.users(&admin.access, &query).await;
+        assert!(page.items.len() <= 2);
+        seen.extend(page.items.into_iter().map(|u| u.email));
+        match page.next_cursor {
+            Some(c) => cursor = Some(c),
             None => break,
         }
     }
-    assert_eq!(seen.len(), 7, "{seen:?}");
-    assert_eq!(seen[0], "admin@example.com", "creation order");
-    let mut dedup = seen.clone();
-    dedup.dedup();
-    assert_eq!(dedup.len(), 7);
+    // Every account exactly once, in creation order, across the pages.
+    let mut expected = vec!["admin@example.com".to_owned()];
+    expected.extend((0..5).map(|i| format!("user{i}@example.com")));
+    expected.push("zed@other.org".to_owned());
+    assert_eq!(seen, expected);
 
-    let filtered = app.get("/v1/users?q=USER", Some(&admin.access)).await;
-    let emails: Vec<&str> = filtered.body["items"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|u| u["email"].as_str().unwrap())
+    let emails: Vec<String> = app
+        .users(&admin.access, "q=USER")
+        .await
+        .items
+        .into_iter()
+        .map(|u| u.email)
         .collect();
-    assert_eq!(emails.len(), 5, "{emails:?}");
-    assert!(emails.iter().all(|e| e.starts_with("user")));
+    assert_eq!(emails, expected[1..6], "e-mail prefix, case-insensitive");
     // Name prefix, and LIKE wildcards are literal.
-    assert_eq!(
-        app.get("/v1/users?q=test%20us", Some(&admin.access)).await.body["items"]
-            .as_array()
-            .unwrap()
-            .len(),
-        7
-    );
-    assert_eq!(
-        app.get("/v1/users?q=%25", Some(&admin.access)).await.body["items"]
-            .as_array()
-            .unwrap()
-            .len(),
-        0
-    );
+    assert_eq!(app.users(&admin.access, "q=test%20us").await.items.len(), 7);
+    assert!(app.users(&admin.access, "q=%25").await.items.is_empty());
 
     for bad in [
         "limit=0",
@@ -200,19 +170,19 @@ async fn admin_lists_with_cursor_and_prefix_filter() {
 async fn admin_creates_reads_updates_and_deletes() {
     let app = TestApp::spawn().await;
     let admin = app.admin("boss@example.com").await;
-    let res = app
-        .post(
-            "/v1/users",
-            Some(&admin.access),
-            json!({"email": "Staff@Example.com", "password": PASSWORD, "name": "Staff", "role": "admin"}),
+    let staff = app
+        .create_user(
+            &admin.access,
+            &NewUser::new("Staff@Example.com").name("Staff").role(Role::Admin),
         )
         .await;
-    assert_eq!(res.status, StatusCode::CREATED, "{}", res.body);
     assert_eq!(
-        (res.body["email"].as_str(), res.body["role"].as_str()),
-        (Some("staff@example.com"), Some("admin"))
+        (staff.email.as_str(), staff.role, staff.name.as_str()),
+        ("staff@example.com", Role::Admin, "Staff")
     );
-    let id = res.body["id"].as_str().unwrap().to_owned();
+    let id = staff.id;
+    // The new account works with its password.
+    app.login("staff@example.com", PASSWORD).await;
     app.post(
         "/v1/users",
         Some(&admin.access),
@@ -228,10 +198,7 @@ async fn admin_creates_reads_updates_and_deletes() {
     .await
     .assert_problem(422, "validation_failed");
 
-    assert_eq!(
-        app.get(&format!("/v1/users/{id}"), Some(&admin.access)).await.body["name"],
-        "Staff"
-    );
+    assert_eq!(app.user(&admin.access, id).await, staff);
     app.get(&format!("/v1/users/{}", Uuid::now_v7()), Some(&admin.access))
         .await
         .assert_problem(404, "not_found");
@@ -243,10 +210,9 @@ async fn admin_creates_reads_updates_and_deletes() {
             json!({"role": "user", "name": "Demoted"}),
         )
         .await;
-    assert_eq!(
-        (res.body["role"].as_str(), res.body["name"].as_str()),
-        (Some("user"), Some("Demoted"))
-    );
+    let demoted: User = res.expect(testkit::StatusCode::OK);
+    assert_eq!((demoted.role, demoted.name.as_str()), (Role::User, "Demoted"));
+    assert_eq!(app.user(&admin.access, id).await, demoted);
     app.patch(
         &format!("/v1/users/{id}"),
         Some(&admin.access),
@@ -271,13 +237,18 @@ async fn role_changes_apply_to_live_tokens() {
     app.get("/v1/users", Some(&user.access))
         .await
         .assert_problem(403, "forbidden");
-    app.patch(
-        &format!("/v1/users/{}", user.user_id),
-        Some(&admin.access),
-        json!({"role": "admin"}),
-    )
-    .await;
-    assert_eq!(app.get("/v1/users", Some(&user.access)).await.status, StatusCode::OK);
+    let promoted: User = app
+        .patch(
+            &format!("/v1/users/{}", user.user_id),
+            Some(&admin.access),
+            json!({"role": "admin"}),
+        )
+        .await
+        .expect(testkit::StatusCode::OK);
+    assert_eq!(promoted.role, Role::Admin);
+    // The same access token, issued while the account was a plain user.
+    assert_eq!(app.users(&user.access, "").await.items.len(), 2);
+    assert_eq!(app.me(&user.access).await.role, Role::Admin);
 }
 
 #[tokio::test]
@@ -285,17 +256,16 @@ async fn delete_revokes_sessions_and_frees_the_email() {
     let app = TestApp::spawn().await;
     let admin = app.admin("root@example.com").await;
     let victim = app.signup("gone@example.com").await;
-    let res = app
-        .delete(&format!("/v1/users/{}", victim.user_id), Some(&admin.access))
-        .await;
-    assert_eq!(res.status, StatusCode::NO_CONTENT);
+    app.delete(&format!("/v1/users/{}", victim.user_id), Some(&admin.access))
+        .await
+        .expect_status(testkit::StatusCode::NO_CONTENT);
     app.get("/v1/users/me", Some(&victim.access))
         .await
         .assert_problem(401, "invalid_token");
-    app.post("/v1/auth/refresh", None, json!({"refresh_token": victim.refresh}))
+    app.try_refresh(&victim.refresh)
         .await
         .assert_problem(401, "invalid_token");
-    app.login("gone@example.com", PASSWORD)
+    app.try_login("gone@example.com", PASSWORD)
         .await
         .assert_problem(401, "invalid_credentials");
     app.get(&format!("/v1/users/{}", victim.user_id), Some(&admin.access))
@@ -307,6 +277,6 @@ async fn delete_revokes_sessions_and_frees_the_email() {
     // The address is free again: a new, different account.
     let again = app.signup("gone@example.com").await;
     assert_ne!(again.user_id, victim.user_id);
-    let listed = app.get("/v1/users?q=gone", Some(&admin.access)).await;
-    assert_eq!(listed.body["items"].as_array().unwrap().len(), 1);
+    let listed = app.users(&admin.access, "q=gone").await.items;
+    assert_eq!(listed, [again.user]);
 }

@@ -47,7 +47,7 @@ pub(crate) fn dead_ids(listing: &str) -> Vec<String> {
 async fn a_malformed_job_is_dead_lettered_at_once() {
     let app = TestApp::spawn().await;
     let smtp = Smtp::start(0.0);
-    let worker = Worker::spawn(&app, Some(&smtp), &[]);
+    let worker = Worker::spawn_with_metrics(&app, Some(&smtp), &[]);
     let producer = Producer::new(
         secrecy::ExposeSecret::expose_secret(&app.state.config.redis_url),
         QueueSettings::new(app.state.config.redis_prefix.clone()),
@@ -66,9 +66,23 @@ async fn a_malformed_job_is_dead_lettered_at_once() {
     .await;
     assert!(listing.contains("malformed"), "{listing}");
     assert_eq!(dead_ids(&listing).len(), 1);
+    // The dead task is the one pushed: its envelope is still the first attempt.
+    assert!(listing.contains(r#""attempt":1"#), "{listing}");
     assert!(worker.log().contains("malformed"), "a clear log line");
-    // One attempt only: it was not retried.
-    assert_eq!(worker.log().matches("dead-lettered").count(), 1, "{}", worker.log());
+    // One attempt only: counted once as malformed and dead, never retried. (The worker's own
+    // process, so these counts are exact; the zero series exist from the start.)
+    let m = worker.metrics().await;
+    let email = [("queue", "email")];
+    assert_eq!(
+        m.value("jobs_failed_total", &[("queue", "email"), ("reason", "malformed")]),
+        1.0
+    );
+    assert_eq!(m.value("jobs_dead_total", &email), 1.0);
+    assert_eq!(m.value("jobs_retried_total", &email), 0.0);
+    assert_eq!(
+        m.value("jobs_failed_total", &[("queue", "email"), ("reason", "failed")]),
+        0.0
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -8,40 +8,14 @@ use std::{
     time::{Duration, Instant},
 };
 
-use testkit::TestApp;
-
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+use testkit::{TestApp, metrics::Metrics};
+pub use testkit::{eventually, free_port};
 
 fn wait_port(port: u16, timeout: Duration) {
     let start = Instant::now();
     while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
         assert!(start.elapsed() < timeout, "nothing listens on {port} after {timeout:?}");
         std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-/// Polls `check` until it returns `Some`, or panics after `timeout` with `what`.
-pub async fn eventually<T, F, Fut>(timeout: Duration, what: &str, mut check: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    let start = Instant::now();
-    loop {
-        if let Some(v) = check().await {
-            return v;
-        }
-        assert!(
-            start.elapsed() < timeout,
-            "timed out after {timeout:?} waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 
@@ -90,6 +64,21 @@ impl Smtp {
         names.iter().map(|p| fs::read_to_string(p).unwrap()).collect()
     }
 
+    /// The recipients of every RCPT TO received so far, oldest first: a send that has begun, even
+    /// while the server holds its answer.
+    pub fn recipients_seen(&self) -> Vec<String> {
+        let Ok(entries) = fs::read_dir(&self.dir) else {
+            return vec![];
+        };
+        let mut names: Vec<PathBuf> = entries
+            .filter_map(Result::ok)
+            .map(|e| e.path())
+            .filter(|p| p.extension().is_some_and(|x| x == "rcpt"))
+            .collect();
+        names.sort();
+        names.iter().map(|p| fs::read_to_string(p).unwrap()).collect()
+    }
+
     /// Messages whose headers name this recipient and subject.
     pub fn find(&self, to: &str, subject: &str) -> Vec<String> {
         self.messages()
@@ -118,23 +107,11 @@ impl Drop for Smtp {
     }
 }
 
-/// The token in a link of a (possibly quoted-printable) message.
-pub fn token_from(message: &str, path: &str) -> String {
-    let decoded = message.replace("=\r\n", "").replace("=\n", "").replace("=3D", "=");
-    let marker = format!("{path}?token=");
-    let start = decoded
-        .find(&marker)
-        .unwrap_or_else(|| panic!("no {marker} in:\n{decoded}"))
-        + marker.len();
-    decoded[start..]
-        .chars()
-        .take_while(|c| c.is_ascii_alphanumeric() || *c == '-' || *c == '_')
-        .collect()
-}
-
 pub struct Worker {
     child: Child,
     pub log: PathBuf,
+    /// `http://…/metrics` when started with [`Worker::spawn_with_metrics`].
+    metrics_url: Option<String>,
 }
 
 impl Worker {
@@ -174,7 +151,25 @@ impl Worker {
         Self {
             child: cmd.spawn().unwrap(),
             log,
+            metrics_url: None,
         }
+    }
+
+    /// [`Worker::spawn`] with its metrics listener on a free port (see [`Worker::metrics`]).
+    pub fn spawn_with_metrics(app: &TestApp, smtp: Option<&Smtp>, extra: &[(&str, String)]) -> Self {
+        let port = free_port();
+        let mut extra = extra.to_vec();
+        extra.push(("WORKER_METRICS_ADDR", format!("127.0.0.1:{port}")));
+        let mut worker = Self::spawn(app, smtp, &extra);
+        worker.metrics_url = Some(format!("http://127.0.0.1:{port}/metrics"));
+        wait_port(port, Duration::from_secs(30));
+        worker
+    }
+
+    /// Scrapes the worker's metrics (a process of its own, so every count is this worker's).
+    pub async fn metrics(&self) -> Metrics {
+        let url = self.metrics_url.as_deref().expect("started with spawn_with_metrics");
+        testkit::metrics::scrape(url).await
     }
 
     pub fn log(&self) -> String {

@@ -1,0 +1,116 @@
+//! The real `api` binary as a child process against a fresh test database: for what only a
+//! process of its own shows, such as its metrics. The `metrics` recorder is process-global, so
+//! every [`crate::TestApp`] of a test binary feeds the same one; a child process has its own, and
+//! its counters are exact.
+
+use std::{
+    fs,
+    ops::Deref,
+    path::PathBuf,
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use uuid::Uuid;
+
+use crate::{Http, TEST_JWT_SECRET, TestDb, free_port, metrics::Metrics, redis_url};
+
+/// A running `api serve`. Dereferences to its [`Http`] client, so the typed helpers work on it.
+pub struct ApiProcess {
+    http: Http,
+    child: Child,
+    log: PathBuf,
+    pub redis_prefix: String,
+    /// Dropped after the process (see `Drop`).
+    pub db: TestDb,
+}
+
+impl ApiProcess {
+    /// Starts `bin` (pass `env!("CARGO_BIN_EXE_api")`) on a free port with test settings plus
+    /// `extra` variables, and waits until `/health/live` answers.
+    pub async fn spawn(bin: &str, extra: &[(&str, &str)]) -> Self {
+        let db = TestDb::create().await;
+        let port = free_port();
+        let redis_prefix = format!("test:{}", Uuid::new_v4().simple());
+        let log = std::env::temp_dir().join(format!("taskshop-api-{}.log", Uuid::new_v4()));
+        let out = fs::File::create(&log).unwrap();
+        let mut cmd = Command::new(bin);
+        cmd.arg("serve")
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("APP_ENV", "test")
+            .env("RUST_LOG", "warn")
+            .env("DATABASE_URL", &db.url)
+            .env("REDIS_URL", redis_url())
+            .env("REDIS_PREFIX", &redis_prefix)
+            .env("JWT_SECRET", TEST_JWT_SECRET)
+            .env("BCRYPT_COST", "4")
+            .env("API_WORKERS", "1")
+            .env("API_ADDR", format!("127.0.0.1:{port}"))
+            // An empty directory: a developer's .env is not picked up.
+            .current_dir(std::env::temp_dir())
+            .stdout(out.try_clone().unwrap())
+            .stderr(out)
+            .stdin(Stdio::null());
+        for (k, v) in extra {
+            cmd.env(k, v);
+        }
+        let mut this = Self {
+            http: Http::new(format!("http://127.0.0.1:{port}")),
+            child: cmd.spawn().unwrap_or_else(|e| panic!("cannot start {bin}: {e}")),
+            log,
+            redis_prefix,
+            db,
+        };
+        this.wait_live().await;
+        this
+    }
+
+    async fn wait_live(&mut self) {
+        let started = Instant::now();
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                panic!("api exited with {status} before answering:\n{}", self.log());
+            }
+            if let Ok(res) = self.client.get(self.url("/health/live")).send().await
+                && res.status().is_success()
+            {
+                return;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(30),
+                "api did not answer /health/live within 30 s:\n{}",
+                self.log()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// What the process wrote to stdout and stderr so far.
+    pub fn log(&self) -> String {
+        fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// `GET /metrics`, parsed.
+    pub async fn metrics(&self) -> Metrics {
+        crate::metrics::scrape(&self.url("/metrics")).await
+    }
+}
+
+impl Deref for ApiProcess {
+    type Target = Http;
+    fn deref(&self) -> &Http {
+        &self.http
+    }
+}
+
+impl Drop for ApiProcess {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("---- api log ({}) ----\n{}", self.log.display(), self.log());
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = fs::remove_file(&self.log);
+    }
+}
