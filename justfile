@@ -87,6 +87,21 @@ bench *ARGS: services tools build
 lint:
     cargo fmt --all -- --check
     cargo clippy --workspace --all-targets -- -D warnings
+    just deny
+
+# Licenses, banned crates (OpenSSL, libpq, a second TLS stack) and sources (deny.toml).
+# Advisories need the RustSec database, which this machine cannot fetch: CI's workflow runs them.
+deny:
+    bash deploy/scripts/ensure-tools.sh deny
+    cargo deny --log-level error check licenses bans sources
+
+# Line coverage of the whole workspace, integration tests included (instrumented build in target/llvm-cov-target)
+coverage *ARGS: services
+    #!/usr/bin/env bash
+    set -euo pipefail
+    bash deploy/scripts/ensure-tools.sh coverage
+    export LLVM_COV=llvm-cov-22 LLVM_PROFDATA=llvm-profdata-22 RUST_LOG="${RUST_LOG:-warn}"
+    cargo llvm-cov --workspace --summary-only "$@"
 
 # Format the code
 fmt:

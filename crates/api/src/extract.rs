@@ -15,7 +15,12 @@ use garde::Validate;
 use serde::de::DeserializeOwned;
 use uuid::Uuid;
 
-use crate::{edge::RequestId, error::ApiError, state::AppState};
+use crate::{
+    edge::RequestId,
+    error::ApiError,
+    services::{Actor, RequestMeta},
+    state::AppState,
+};
 
 /// The largest JSON body accepted by default (api.md: 64 KiB).
 pub const JSON_LIMIT: usize = 64 * 1024;
@@ -258,12 +263,16 @@ impl FromRequest for IdPath {
     }
 }
 
-/// Who is calling: the socket peer address and the User-Agent (truncated), for sessions and audit.
+/// Who is calling: the client address (as the rate limiter sees it), the User-Agent (truncated)
+/// and the request id — extracted into the services' plain [`RequestMeta`] (`&meta` derefs to it).
 #[derive(Debug, Clone)]
-pub struct ClientMeta {
-    pub ip: Option<String>,
-    pub user_agent: Option<String>,
-    pub request_id: String,
+pub struct ClientMeta(pub RequestMeta);
+
+impl std::ops::Deref for ClientMeta {
+    type Target = RequestMeta;
+    fn deref(&self) -> &RequestMeta {
+        &self.0
+    }
 }
 
 impl FromRequest for ClientMeta {
@@ -285,11 +294,11 @@ impl FromRequest for ClientMeta {
         let state = req.app_data::<web::Data<AppState>>();
         let trusted = state.map_or(&[][..], |s| &s.limits.config.trusted_proxies[..]);
         let ip = crate::ratelimit::request_ip(req, trusted).map(|ip| ip.to_string());
-        std::future::ready(Ok(Self {
+        std::future::ready(Ok(Self(RequestMeta {
+            request_id,
             ip,
             user_agent,
-            request_id,
-        }))
+        })))
     }
 }
 
@@ -309,7 +318,16 @@ impl AuthUser {
     }
 
     pub fn role(&self) -> Role {
-        self.user.role.parse().unwrap_or(Role::User)
+        self.user.role
+    }
+
+    /// The caller as the services see it.
+    pub fn actor(&self) -> Actor {
+        Actor {
+            user_id: self.user.id,
+            session_id: self.session_id,
+            role: self.user.role,
+        }
     }
 }
 

@@ -288,7 +288,7 @@ pub fn token_subject(token: &str) -> String {
     use base64::Engine;
     format!(
         "token:{}",
-        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(auth::RefreshToken::hash(token))
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(auth::OpaqueToken::hash(token))
     )
 }
 

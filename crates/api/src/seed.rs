@@ -4,7 +4,6 @@ use domain::{Email, Password, Role, UserName};
 
 use crate::{
     config::AppEnv,
-    error::ApiError,
     services::auth::{NewAccount, insert_account},
     state::AppState,
 };
@@ -36,7 +35,7 @@ pub async fn ensure_account(
     let email = Email::parse(email).map_err(|e| anyhow::anyhow!("invalid e-mail: {e:?}"))?;
     let mut conn = state.db.get().await.map_err(db::DbError::from)?;
     if let Some(user) = db::users::find_active_by_email(&mut conn, email.as_str()).await? {
-        if role == Role::Admin && user.role != Role::Admin.as_str() {
+        if role == Role::Admin && user.role != Role::Admin {
             let changes = db::users::UserChanges {
                 role: Some(Role::Admin.as_str()),
                 ..Default::default()
@@ -57,7 +56,7 @@ pub async fn ensure_account(
     match insert_account(&mut conn, &account, &hash).await {
         Ok(_) => Ok(Ensured::Created),
         // Lost a race with a concurrent seed: the account exists now.
-        Err(ApiError::Conflict { .. }) => Ok(Ensured::Existed),
+        Err(crate::services::Error::Conflict { .. }) => Ok(Ensured::Existed),
         Err(e) => Err(anyhow::anyhow!("creating {}: {e}", account.email.redacted())),
     }
 }

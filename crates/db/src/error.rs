@@ -1,9 +1,13 @@
-//! `DbError`: what a caller of this crate can act on (not found, a named constraint, the database
-//! being unavailable), with everything else kept opaque.
+//! `DbError`: what a caller of this crate can act on (not found, a named constraint, a
+//! transaction to retry, the database being unavailable), with everything else kept opaque —
+//! but never lost: `Unavailable` and `Other` keep the error they came from as their `source`.
 
 use diesel::result::{DatabaseErrorKind, Error as DieselError};
 
 pub type DbResult<T> = Result<T, DbError>;
+
+/// The underlying error (diesel's, the pool's, a migration's).
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 #[derive(Debug, thiserror::Error)]
 pub enum DbError {
@@ -21,9 +25,19 @@ pub enum DbError {
     Retry,
     /// The pool timed out or the connection broke: the database is (temporarily) unreachable.
     #[error("database unavailable: {0}")]
-    Unavailable(String),
+    Unavailable(#[source] BoxError),
     #[error("database error: {0}")]
-    Other(String),
+    Other(#[source] BoxError),
+}
+
+impl DbError {
+    pub fn other(e: impl Into<BoxError>) -> Self {
+        Self::Other(e.into())
+    }
+
+    pub fn unavailable(e: impl Into<BoxError>) -> Self {
+        Self::Unavailable(e.into())
+    }
 }
 
 impl From<DieselError> for DbError {
@@ -38,14 +52,16 @@ impl From<DieselError> for DbError {
                     | DatabaseErrorKind::CheckViolation
                     | DatabaseErrorKind::NotNullViolation => DbError::ConstraintViolation { constraint },
                     DatabaseErrorKind::SerializationFailure => DbError::Retry,
-                    DatabaseErrorKind::ClosedConnection => DbError::Unavailable(info.message().to_owned()),
+                    DatabaseErrorKind::ClosedConnection => DbError::unavailable(DieselError::DatabaseError(kind, info)),
                     // diesel-async reports I/O failures of the socket as `Unknown` database errors.
-                    _ if is_connection_failure(info.message()) => DbError::Unavailable(info.message().to_owned()),
-                    _ => DbError::Other(info.message().to_owned()),
+                    _ if is_connection_failure(info.message()) => {
+                        DbError::unavailable(DieselError::DatabaseError(kind, info))
+                    }
+                    _ => DbError::other(DieselError::DatabaseError(kind, info)),
                 }
             }
-            DieselError::BrokenTransactionManager => DbError::Unavailable(e.to_string()),
-            other => DbError::Other(other.to_string()),
+            DieselError::BrokenTransactionManager => DbError::unavailable(e),
+            other => DbError::other(other),
         }
     }
 }
@@ -67,13 +83,13 @@ fn is_connection_failure(message: &str) -> bool {
 
 impl From<diesel_async::pooled_connection::bb8::RunError> for DbError {
     fn from(e: diesel_async::pooled_connection::bb8::RunError) -> Self {
-        DbError::Unavailable(e.to_string())
+        DbError::unavailable(e)
     }
 }
 
 impl From<diesel::ConnectionError> for DbError {
     fn from(e: diesel::ConnectionError) -> Self {
-        DbError::Unavailable(e.to_string())
+        DbError::unavailable(e)
     }
 }
 

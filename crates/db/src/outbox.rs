@@ -64,7 +64,7 @@ pub async fn insert(conn: &mut AsyncPgConnection, jobs: &[Pending]) -> DbResult<
     let rows = jobs
         .iter()
         .map(|p| {
-            let payload = serde_json::to_value(&p.job).map_err(|e| DbError::Other(e.to_string()))?;
+            let payload = serde_json::to_value(&p.job).map_err(DbError::other)?;
             Ok((
                 outbox::id.eq(p.id),
                 outbox::queue.eq(p.job.queue().as_str()),

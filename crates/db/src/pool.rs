@@ -25,7 +25,7 @@ pub async fn connect_pool(url: &str, max_size: u32) -> DbResult<PgPool> {
         .connection_timeout(Duration::from_secs(5))
         .build(manager)
         .await
-        .map_err(|e| DbError::Unavailable(e.to_string()))?;
+        .map_err(DbError::unavailable)?;
     drop(pool.get().await?);
     Ok(pool)
 }
@@ -38,7 +38,7 @@ pub async fn run_migrations(url: &str) -> DbResult<Vec<String>> {
     let mut harness = AsyncMigrationHarness::new(conn);
     let applied = harness
         .run_pending_migrations(MIGRATIONS)
-        .map_err(|e| DbError::Other(format!("migration failed: {e}")))?;
+        .map_err(|e| DbError::other(format!("migration failed: {e}")))?;
     Ok(applied.iter().map(ToString::to_string).collect())
 }
 

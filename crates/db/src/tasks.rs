@@ -35,8 +35,11 @@ pub struct TaskRow {
     pub user_id: Uuid,
     pub title: String,
     pub description: Option<String>,
-    pub status: String,
-    pub priority: i16,
+    /// Decoded strictly: an unknown stored value is an error, never a default.
+    #[diesel(deserialize_as = String)]
+    pub status: domain::tasks::TaskStatus,
+    #[diesel(deserialize_as = i16)]
+    pub priority: domain::tasks::Priority,
     pub due_at: Option<DateTime<Utc>>,
     pub completed_at: Option<DateTime<Utc>>,
     pub created_at: DateTime<Utc>,

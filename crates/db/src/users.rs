@@ -20,7 +20,9 @@ pub struct User {
     pub email: String,
     pub name: String,
     pub password_hash: String,
-    pub role: String,
+    /// Decoded strictly: a value the CHECK constraint should never admit is an error, not a default.
+    #[diesel(deserialize_as = String)]
+    pub role: domain::Role,
     pub email_verified_at: Option<DateTime<Utc>>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,

@@ -15,6 +15,6 @@ pub mod user;
 
 pub use email::Email;
 pub use error::{DomainError, FieldError};
-pub use pagination::{Cursor, Limit};
+pub use pagination::{Cursor, Limit, Page};
 pub use password::Password;
 pub use user::{Role, UserName};

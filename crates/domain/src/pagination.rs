@@ -41,6 +41,39 @@ impl Default for Limit {
     }
 }
 
+/// One keyset page, whatever the list: the items and, when more follow, the opaque cursor of
+/// the last one. Every list fetches `limit + 1` rows and hands them to [`Page::from_overfetch`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Page<T> {
+    pub items: Vec<T>,
+    pub next_cursor: Option<String>,
+}
+
+impl<T> Page<T> {
+    /// `rows` were fetched with `LIMIT limit + 1`: keep `limit` of them and, if one more came
+    /// back, encode the last kept row's key (`key`) as the next cursor.
+    pub fn from_overfetch<K: Serialize>(mut rows: Vec<T>, limit: Limit, key: impl Fn(&T) -> K) -> Self {
+        let limit = usize::from(limit.0);
+        let next_cursor = if rows.len() > limit {
+            rows.truncate(limit);
+            rows.last().map(|last| Cursor::encode(&key(last)))
+        } else {
+            None
+        };
+        Self {
+            items: rows,
+            next_cursor,
+        }
+    }
+
+    pub fn map<U>(self, f: impl FnMut(T) -> U) -> Page<U> {
+        Page {
+            items: self.items.into_iter().map(f).collect(),
+            next_cursor: self.next_cursor,
+        }
+    }
+}
+
 /// Encoding and decoding of opaque cursors over any serde key type.
 pub struct Cursor;
 
@@ -173,5 +206,15 @@ mod tests {
             "another spelling of a time"
         );
         assert!(Cursor::decode::<Key>(&raw(&format!(r#"{{"id":"{id}"}}"#))).is_ok());
+    }
+
+    #[test]
+    fn a_page_keeps_limit_rows_and_points_past_the_last() {
+        let limit = Limit::parse(Some(2)).unwrap_or_else(|e| panic!("{e:?}"));
+        let full = Page::from_overfetch(vec![1, 2, 3], limit, |n| *n);
+        assert_eq!(full.items, vec![1, 2]);
+        assert_eq!(full.next_cursor.as_deref().map(Cursor::decode::<i32>), Some(Ok(2)));
+        let last = Page::from_overfetch(vec![1, 2], limit, |n| *n);
+        assert_eq!((last.items, last.next_cursor), (vec![1, 2], None));
     }
 }

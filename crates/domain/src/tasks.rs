@@ -77,6 +77,36 @@ impl FromStr for Priority {
     }
 }
 
+/// A value the database should never hold (its CHECK constraints admit only the known ones).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown stored {kind} {value:?}")]
+pub struct UnknownStored {
+    pub kind: &'static str,
+    pub value: String,
+}
+
+/// Decoding a stored status fails loudly on anything unknown (no silent default).
+impl TryFrom<String> for TaskStatus {
+    type Error = UnknownStored;
+    fn try_from(s: String) -> Result<Self, Self::Error> {
+        s.parse().map_err(|()| UnknownStored {
+            kind: "task status",
+            value: s,
+        })
+    }
+}
+
+/// Decoding a stored rank fails loudly on anything unknown (no silent default).
+impl TryFrom<i16> for Priority {
+    type Error = UnknownStored;
+    fn try_from(rank: i16) -> Result<Self, Self::Error> {
+        Self::from_rank(rank).ok_or_else(|| UnknownStored {
+            kind: "priority rank",
+            value: rank.to_string(),
+        })
+    }
+}
+
 /// `completed_at` after a status change: set when the task becomes done (kept if it already
 /// was), cleared when it leaves done.
 pub fn completed_at_after(

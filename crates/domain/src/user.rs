@@ -33,6 +33,14 @@ impl FromStr for Role {
     }
 }
 
+/// A stored role (the database's CHECK admits only these): decoding fails loudly on anything else.
+impl TryFrom<String> for Role {
+    type Error = DomainError;
+    fn try_from(s: String) -> Result<Self, Self::Error> {
+        s.parse()
+    }
+}
+
 impl fmt::Display for Role {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())

@@ -12,7 +12,7 @@
 use std::{sync::Arc, time::Duration};
 
 use apalis::prelude::{AbortError, BoxDynError, Data, TaskId};
-use auth::RefreshToken;
+use auth::OpaqueToken;
 use chrono::Utc;
 use db::{PgPool, email::TokenPurpose};
 use domain::jobs::{AuditJob, EmailJob, EmailMessage, Queue};
@@ -38,7 +38,7 @@ pub enum JobError {
 impl From<db::DbError> for JobError {
     fn from(e: db::DbError) -> Self {
         match e {
-            db::DbError::Unavailable(m) => JobError::Transient(m),
+            db::DbError::Unavailable(e) => JobError::Transient(e.to_string()),
             other => JobError::Failed(other.to_string()),
         }
     }
@@ -270,7 +270,8 @@ impl Ctx {
                 EmailMessage::Welcome { .. } => templates::welcome(&user, &self.public_url),
                 EmailMessage::SessionsRevoked { .. } => templates::sessions_revoked(&user),
             };
-            let to = mailbox(&user.name, &user.email).map_err(|e| JobError::Malformed(e.to_string()))?;
+            let to = mailbox(&user.name, &user.email, user.email_verified_at.is_some())
+                .map_err(|e| JobError::Malformed(e.to_string()))?;
             (to, body)
             // The connection goes back to the pool before the (slow) SMTP conversation.
         };
@@ -292,7 +293,7 @@ impl Ctx {
         purpose: TokenPurpose,
         hours: i64,
     ) -> Result<String, JobError> {
-        let token = RefreshToken::generate();
+        let token = OpaqueToken::generate();
         db::email::insert_token(
             conn,
             token.digest(),

@@ -83,23 +83,17 @@ pub async fn list(
         from,
         to,
     };
-    let (rows, next) = services::audit::list(&state, &filter, before, limit).await?;
-    Ok(HttpResponse::Ok().json(Page {
-        items: rows
-            .into_iter()
-            .map(|r| AuditEventResponse {
-                event_id: r.event_id,
-                event_type: r.event_type,
-                actor_id: r.actor_id,
-                target_type: r.target_type,
-                target_id: r.target_id,
-                request_id: r.request_id,
-                ip: r.ip,
-                user_agent: r.user_agent,
-                data: r.data,
-                occurred_at: r.occurred_at,
-            })
-            .collect(),
-        next_cursor: next.map(|c| Cursor::encode(&c)),
-    }))
+    let page = services::audit::list(&state, &filter, before, limit).await?;
+    Ok(HttpResponse::Ok().json(Page::of(page, |r| AuditEventResponse {
+        event_id: r.event_id,
+        event_type: r.event_type,
+        actor_id: r.actor_id,
+        target_type: r.target_type,
+        target_id: r.target_id,
+        request_id: r.request_id,
+        ip: r.ip,
+        user_agent: r.user_agent,
+        data: r.data,
+        occurred_at: r.occurred_at,
+    })))
 }

@@ -191,7 +191,7 @@ pub async fn logout(
     (status = 401, body = Problem, content_type = "application/problem+json"),
 ))]
 pub async fn list_sessions(state: web::Data<AppState>, me: AuthUser) -> ApiResult<HttpResponse> {
-    let sessions = services::auth::list_sessions(&state, me.id()).await?;
+    let sessions = services::auth::list_sessions(&state, &me.actor()).await?;
     let body: Vec<SessionResponse> = sessions
         .into_iter()
         .map(|s| SessionResponse {
@@ -220,7 +220,7 @@ pub async fn revoke_session(
     meta: ClientMeta,
     IdPath(id): IdPath,
 ) -> ApiResult<HttpResponse> {
-    services::auth::revoke_session(&state, me.id(), id, &meta).await?;
+    services::auth::revoke_session(&state, &me.actor(), id, &meta).await?;
     Ok(HttpResponse::NoContent().finish())
 }
 

@@ -71,11 +71,8 @@ pub async fn list_categories(
         .map(Cursor::decode::<CategoryCursor>)
         .transpose()?
         .map(|c| c.id);
-    let (rows, next) = svc::list_categories(&state, me.id(), after, limit).await?;
-    Ok(HttpResponse::Ok().json(Page {
-        items: rows.into_iter().map(CategoryResponse::from).collect(),
-        next_cursor: next,
-    }))
+    let page = svc::list_categories(&state, me.id(), after, limit).await?;
+    Ok(HttpResponse::Ok().json(Page::of(page, CategoryResponse::from)))
 }
 
 /// Create a category.

@@ -55,8 +55,8 @@ impl From<TaskView> for TaskResponse {
             id: r.id,
             title: r.title,
             description: r.description,
-            status: r.status.parse().unwrap_or(TaskStatus::Todo),
-            priority: Priority::from_rank(r.priority).unwrap_or(Priority::Medium),
+            status: r.status,
+            priority: r.priority,
             due_at: r.due_at,
             categories: v
                 .categories
@@ -210,11 +210,8 @@ pub async fn create(
 pub async fn list(state: web::Data<AppState>, me: AuthUser, req: HttpRequest) -> ApiResult<HttpResponse> {
     let pairs = crate::extract::query_pairs(req.query_string())?;
     let query = TaskListQuery::parse(pairs.iter().map(|(k, v)| (k.as_str(), v.as_str())))?;
-    let (views, next) = svc::list(&state, me.id(), &query).await?;
-    Ok(HttpResponse::Ok().json(Page {
-        items: views.into_iter().map(TaskResponse::from).collect(),
-        next_cursor: next,
-    }))
+    let page = svc::list(&state, me.id(), &query).await?;
+    Ok(HttpResponse::Ok().json(Page::of(page, TaskResponse::from)))
 }
 
 /// One of your tasks.

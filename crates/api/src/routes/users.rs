@@ -115,7 +115,7 @@ pub async fn patch_me(
         // before bcrypt runs, so an access token is not an unlimited oracle.
         limit(&req, state.limits.config.login, &account_subject(&me.user.email)).await?;
     }
-    let user = services::users::update_me(&state, &me, name, password, &meta).await?;
+    let user = services::users::update_me(&state, &me.actor(), name, password, &meta).await?;
     Ok(HttpResponse::Ok().json(UserResponse::from(user)))
 }
 
@@ -146,12 +146,8 @@ pub async fn list(
         query.cursor.as_deref().unwrap_or("")
     );
     let cached = state.cache.get_or_load(ns::USERS, &key, || async {
-        let (users, next) = services::users::list(&state, query.q.as_deref(), after, limit).await?;
-        let page = Page {
-            items: users.into_iter().map(UserResponse::from).collect(),
-            next_cursor: next.map(|c| Cursor::encode(&c)),
-        };
-        serde_json::to_string(&page).map_err(ApiError::internal)
+        let page = services::users::list(&state, query.q.as_deref(), after, limit).await?;
+        serde_json::to_string(&Page::of(page, UserResponse::from)).map_err(ApiError::internal)
     });
     json_with_cache_status(cached.await?)
 }
@@ -175,7 +171,7 @@ pub async fn create(
         name: UserName::parse(&body.name)?,
         role: body.role.unwrap_or(Role::User),
     };
-    let user = services::users::create(&state, &admin, account, &meta).await?;
+    let user = services::users::create(&state, &admin.actor(), account, &meta).await?;
     Ok(HttpResponse::Created().json(UserResponse::from(user)))
 }
 
@@ -219,7 +215,7 @@ pub async fn update(
     ValidJson(body): ValidJson<AdminUpdateUserRequest>,
 ) -> ApiResult<HttpResponse> {
     let name = body.name.as_deref().map(UserName::parse).transpose()?;
-    let user = services::users::admin_update(&state, &admin, id, name, body.role, &meta).await?;
+    let user = services::users::admin_update(&state, &admin.actor(), id, name, body.role, &meta).await?;
     Ok(HttpResponse::Ok().json(UserResponse::from(user)))
 }
 
@@ -236,6 +232,6 @@ pub async fn delete(
     meta: ClientMeta,
     IdPath(id): IdPath,
 ) -> ApiResult<HttpResponse> {
-    services::users::delete(&state, &admin, id, &meta).await?;
+    services::users::delete(&state, &admin.actor(), id, &meta).await?;
     Ok(HttpResponse::NoContent().finish())
 }

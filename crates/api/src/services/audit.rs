@@ -2,11 +2,14 @@
 
 use chrono::{DateTime, Utc};
 use db::audit::{AuditFilter, AuditRow};
-use domain::Limit;
+use domain::{Limit, Page};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::{error::ApiResult, services::auth::conn, state::AppState};
+use crate::{
+    services::{Result, work::conn},
+    state::AppState,
+};
 
 /// Keyset position: the last row's (occurred_at, event_id).
 #[derive(Debug, Serialize, Deserialize)]
@@ -20,22 +23,16 @@ pub async fn list(
     filter: &AuditFilter,
     before: Option<AuditCursor>,
     limit: Limit,
-) -> ApiResult<(Vec<AuditRow>, Option<AuditCursor>)> {
-    let mut rows = db::audit::list(
+) -> Result<Page<AuditRow>> {
+    let rows = db::audit::list(
         &mut *conn(state).await?,
         filter,
         before.map(|c| (c.t, c.id)),
         limit.get() + 1,
     )
     .await?;
-    let next = if rows.len() as i64 > limit.get() {
-        rows.truncate(limit.get() as usize);
-        rows.last().map(|r| AuditCursor {
-            t: r.occurred_at,
-            id: r.event_id,
-        })
-    } else {
-        None
-    };
-    Ok((rows, next))
+    Ok(Page::from_overfetch(rows, limit, |r| AuditCursor {
+        t: r.occurred_at,
+        id: r.event_id,
+    }))
 }

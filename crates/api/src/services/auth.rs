@@ -1,17 +1,15 @@
 //! Sign-up, login, refresh-token rotation with re-use detection, logout, sessions, e-mail
-//! verification and password reset. Each use case writes the jobs it implies (audit events,
-//! e-mails) into the outbox in the same transaction as its change.
+//! verification and password reset. Each use case is one unit of work ([`work::transaction`]):
+//! the jobs it implies (audit events, e-mails) are staged in the same transaction as its change.
 
-use auth::RefreshToken;
+use auth::OpaqueToken;
 use chrono::Utc;
 use db::{
     AsyncPgConnection,
     email::TokenPurpose,
-    outbox::{self, Pending},
     sessions::{self, Consumed, NewSession, RevokeReason},
     users::{self, NewUser, User},
 };
-use diesel_async::AsyncConnection;
 use domain::{
     Email, Password, Role, UserName,
     jobs::{AuditEventType as Ev, EmailMessage},
@@ -21,9 +19,12 @@ use uuid::Uuid;
 
 use crate::{
     cache::ns,
-    error::{ApiError, ApiResult},
-    extract::ClientMeta,
-    services::jobs::{Target, audit, email},
+    services::{
+        Actor, Error, RequestMeta, Result,
+        jobs::{Target, audit, email},
+        on_constraint,
+        work::{self, conn},
+    },
     state::AppState,
 };
 
@@ -35,37 +36,11 @@ pub struct Tokens {
     pub expires_in: i64,
 }
 
-fn invalid_credentials() -> ApiError {
-    ApiError::Unauthorized {
-        code: "invalid_credentials",
-        detail: "The e-mail or password is wrong.",
-    }
-}
-
-fn email_taken() -> ApiError {
-    ApiError::Conflict {
+fn email_taken() -> Error {
+    Error::Conflict {
         code: "email_taken",
         detail: "An account with this e-mail already exists.".into(),
     }
-}
-
-fn invalid_email_token() -> ApiError {
-    ApiError::BadRequest {
-        code: "invalid_token",
-        detail: "The token is invalid, expired or already used.".into(),
-    }
-}
-
-/// Maps the unique e-mail index to `email_taken`; everything else passes through.
-pub fn map_email_conflict(e: db::DbError) -> ApiError {
-    match e {
-        db::DbError::UniqueViolation { constraint } if constraint == users::EMAIL_UNIQUE => email_taken(),
-        other => other.into(),
-    }
-}
-
-pub async fn conn(state: &AppState) -> ApiResult<db::pool::PooledConn<'_>> {
-    Ok(state.db.get().await.map_err(db::DbError::from)?)
 }
 
 /// Starts a session (a refresh-token family) for `user` inside the caller's transaction and
@@ -74,8 +49,8 @@ async fn start_session(
     state: &AppState,
     conn: &mut AsyncPgConnection,
     user_id: Uuid,
-    meta: &ClientMeta,
-) -> Result<(Uuid, RefreshToken), db::DbError> {
+    meta: &RequestMeta,
+) -> Result<(Uuid, OpaqueToken)> {
     let ttl = chrono::Duration::from_std(state.config.refresh_token_ttl).unwrap_or(chrono::Duration::days(30));
     let session = sessions::create(
         conn,
@@ -88,18 +63,17 @@ async fn start_session(
         },
     )
     .await?;
-    let token = RefreshToken::generate();
+    let token = OpaqueToken::generate();
     sessions::insert_refresh_token(conn, session.id, token.digest()).await?;
     Ok((session.id, token))
 }
 
-fn issue(state: &AppState, user: &User, session_id: Uuid, refresh: RefreshToken) -> ApiResult<Tokens> {
-    let role = user.role.parse().unwrap_or(Role::User);
+fn issue(state: &AppState, user: &User, session_id: Uuid, refresh: OpaqueToken) -> Result<Tokens> {
     Ok(Tokens {
         access_token: state
             .tokens
-            .issue(user.id, session_id, role)
-            .map_err(ApiError::internal)?,
+            .issue(user.id, session_id, user.role)
+            .map_err(anyhow::Error::from)?,
         refresh_token: refresh.into_plain(),
         expires_in: state.tokens.ttl_secs(),
     })
@@ -115,7 +89,7 @@ pub struct NewAccount {
 /// Hashes a new account's password — after the cheap check that can still refuse the request (the
 /// address is taken), so a request bound to fail never costs a bcrypt run. The unique index
 /// still decides a race between two sign-ups.
-pub async fn hash_new_account_password(state: &AppState, account: &NewAccount) -> ApiResult<String> {
+pub async fn hash_new_account_password(state: &AppState, account: &NewAccount) -> Result<String> {
     let taken = users::find_active_by_email(&mut *conn(state).await?, account.email.as_str()).await?;
     if taken.is_some() {
         return Err(email_taken());
@@ -125,7 +99,7 @@ pub async fn hash_new_account_password(state: &AppState, account: &NewAccount) -
 
 /// Inserts the account row with an already computed hash (hash before taking a connection:
 /// 250 ms of bcrypt should not hold a pooled connection).
-pub async fn insert_account(conn: &mut AsyncPgConnection, account: &NewAccount, hash: &str) -> ApiResult<User> {
+pub async fn insert_account(conn: &mut AsyncPgConnection, account: &NewAccount, hash: &str) -> Result<User> {
     users::insert(
         conn,
         &NewUser {
@@ -137,32 +111,26 @@ pub async fn insert_account(conn: &mut AsyncPgConnection, account: &NewAccount, 
         },
     )
     .await
-    .map_err(map_email_conflict)
+    .map_err(on_constraint(users::EMAIL_UNIQUE, email_taken))
 }
 
-pub async fn signup(state: &AppState, account: NewAccount, meta: &ClientMeta) -> ApiResult<(User, Tokens)> {
+pub async fn signup(state: &AppState, account: NewAccount, meta: &RequestMeta) -> Result<(User, Tokens)> {
     let hash = hash_new_account_password(state, &account).await?;
-    let mut conn = conn(state).await?;
-    let (user, session_id, refresh, jobs) = conn
-        .transaction::<_, ApiError, _>(async |conn| {
-            let user = insert_account(conn, &account, &hash).await?;
-            let (session_id, refresh) = start_session(state, conn, user.id, meta).await?;
-            let jobs = vec![
-                email(EmailMessage::VerifyEmail { user_id: user.id }),
-                audit(Ev::Signup, Some(user.id), Target::User(user.id), meta, json!({})),
-            ];
-            outbox::insert(conn, &jobs).await?;
-            Ok((user, session_id, refresh, jobs))
-        })
-        .await?;
-    state.jobs.after_commit(jobs);
-    state.cache.invalidate(ns::USERS).await;
+    let (user, session_id, refresh) = work::transaction(state, async |tx| {
+        let user = insert_account(tx.conn(), &account, &hash).await?;
+        let (session_id, refresh) = start_session(state, tx.conn(), user.id, meta).await?;
+        tx.enqueue(email(EmailMessage::VerifyEmail { user_id: user.id }));
+        tx.enqueue(audit(Ev::Signup, Some(user.id), Target::User(user.id), meta, json!({})));
+        tx.invalidate(ns::USERS);
+        Ok((user, session_id, refresh))
+    })
+    .await?;
     tracing::info!(user.id = %user.id, "signed up");
     let tokens = issue(state, &user, session_id, refresh)?;
     Ok((user, tokens))
 }
 
-pub async fn login(state: &AppState, email: &str, password: &str, meta: &ClientMeta) -> ApiResult<Tokens> {
+pub async fn login(state: &AppState, email: &str, password: &str, meta: &RequestMeta) -> Result<Tokens> {
     // An unparseable e-mail cannot belong to an account, but it still costs one dummy verify so
     // that every failure looks and times the same.
     let parsed = Email::parse(email).ok();
@@ -174,34 +142,32 @@ pub async fn login(state: &AppState, email: &str, password: &str, meta: &ClientM
         .hasher
         .verify(password, user.as_ref().map(|u| u.password_hash.as_str()))
         .await?;
-    let mut conn = conn(state).await?;
     let user = match (ok, user) {
         (true, Some(user)) => user,
         (_, user) => {
             let redacted = parsed.as_ref().map_or_else(|| "invalid".to_owned(), Email::redacted);
             let target = user.as_ref().map_or(Target::None, |u| Target::User(u.id));
-            let jobs = vec![audit(Ev::LoginFailed, None, target, meta, json!({ "email": redacted }))];
-            outbox::insert(&mut conn, &jobs).await?;
-            state.jobs.after_commit(jobs);
+            work::transaction(state, async |tx| {
+                tx.enqueue(audit(Ev::LoginFailed, None, target, meta, json!({ "email": redacted })));
+                Ok(())
+            })
+            .await?;
             tracing::info!("login failed");
-            return Err(invalid_credentials());
+            return Err(Error::InvalidCredentials);
         }
     };
-    let (session_id, refresh, jobs) = conn
-        .transaction::<_, ApiError, _>(async |conn| {
-            let (session_id, refresh) = start_session(state, conn, user.id, meta).await?;
-            let jobs = vec![audit(
-                Ev::LoginSucceeded,
-                Some(user.id),
-                Target::Session(session_id),
-                meta,
-                json!({}),
-            )];
-            outbox::insert(conn, &jobs).await?;
-            Ok((session_id, refresh, jobs))
-        })
-        .await?;
-    state.jobs.after_commit(jobs);
+    let (session_id, refresh) = work::transaction(state, async |tx| {
+        let (session_id, refresh) = start_session(state, tx.conn(), user.id, meta).await?;
+        tx.enqueue(audit(
+            Ev::LoginSucceeded,
+            Some(user.id),
+            Target::Session(session_id),
+            meta,
+            json!({}),
+        ));
+        Ok((session_id, refresh))
+    })
+    .await?;
     tracing::info!(user.id = %user.id, session.id = %session_id, "logged in");
     issue(state, &user, session_id, refresh)
 }
@@ -210,11 +176,9 @@ enum RefreshOutcome {
     Rotated {
         user: Box<User>,
         session_id: Uuid,
-        refresh: RefreshToken,
+        refresh: OpaqueToken,
     },
-    Reused {
-        jobs: Vec<Pending>,
-    },
+    Reused,
     Invalid,
 }
 
@@ -222,37 +186,34 @@ enum RefreshOutcome {
 /// was unused, so of N concurrent refreshes exactly one wins; a used token presented again revokes
 /// its whole session (RFC 9700 §4.14.2) and that revocation — with its audit event and the
 /// "sessions revoked" e-mail — is committed even though the request fails.
-pub async fn refresh(state: &AppState, presented: &str, meta: &ClientMeta) -> ApiResult<Tokens> {
-    let hash = RefreshToken::hash(presented);
-    let mut conn = conn(state).await?;
-    let outcome = conn
-        .transaction::<_, ApiError, _>(async |conn| match sessions::consume_refresh_token(conn, &hash).await? {
+pub async fn refresh(state: &AppState, presented: &str, meta: &RequestMeta) -> Result<Tokens> {
+    let hash = OpaqueToken::hash(presented);
+    let outcome = work::transaction(state, async |tx| {
+        match sessions::consume_refresh_token(tx.conn(), &hash).await? {
             Consumed::Unknown => Ok(RefreshOutcome::Invalid),
             Consumed::Reused { session_id } => {
-                let Some(user_id) = sessions::revoke(conn, session_id, None, RevokeReason::RefreshReuse).await? else {
+                let Some(user_id) = sessions::revoke(tx.conn(), session_id, None, RevokeReason::RefreshReuse).await?
+                else {
                     // Already revoked (an earlier re-use, a logout): nothing new to record.
-                    return Ok(RefreshOutcome::Reused { jobs: vec![] });
+                    return Ok(RefreshOutcome::Reused);
                 };
-                let jobs = vec![
-                    audit(
-                        Ev::RefreshReuseDetected,
-                        Some(user_id),
-                        Target::Session(session_id),
-                        meta,
-                        json!({}),
-                    ),
-                    email(EmailMessage::SessionsRevoked { user_id }),
-                ];
-                outbox::insert(conn, &jobs).await?;
+                tx.enqueue(audit(
+                    Ev::RefreshReuseDetected,
+                    Some(user_id),
+                    Target::Session(session_id),
+                    meta,
+                    json!({}),
+                ));
+                tx.enqueue(email(EmailMessage::SessionsRevoked { user_id }));
                 tracing::warn!(session.id = %session_id, user.id = %user_id, "refresh token re-use; session revoked");
-                Ok(RefreshOutcome::Reused { jobs })
+                Ok(RefreshOutcome::Reused)
             }
-            Consumed::Fresh { session_id } => match sessions::find_live_with_user(conn, session_id).await? {
+            Consumed::Fresh { session_id } => match sessions::find_live_with_user(tx.conn(), session_id).await? {
                 None => Ok(RefreshOutcome::Invalid),
                 Some((_, user)) => {
-                    let refresh = RefreshToken::generate();
-                    sessions::insert_refresh_token(conn, session_id, refresh.digest()).await?;
-                    sessions::touch(conn, session_id).await?;
+                    let refresh = OpaqueToken::generate();
+                    sessions::insert_refresh_token(tx.conn(), session_id, refresh.digest()).await?;
+                    sessions::touch(tx.conn(), session_id).await?;
                     Ok(RefreshOutcome::Rotated {
                         user: Box::new(user),
                         session_id,
@@ -260,182 +221,151 @@ pub async fn refresh(state: &AppState, presented: &str, meta: &ClientMeta) -> Ap
                     })
                 }
             },
-        })
-        .await?;
+        }
+    })
+    .await?;
     match outcome {
         RefreshOutcome::Rotated {
             user,
             session_id,
             refresh,
         } => issue(state, &user, session_id, refresh),
-        RefreshOutcome::Reused { jobs } => {
-            state.jobs.after_commit(jobs);
-            Err(ApiError::invalid_token())
-        }
-        RefreshOutcome::Invalid => Err(ApiError::invalid_token()),
+        RefreshOutcome::Reused | RefreshOutcome::Invalid => Err(Error::InvalidRefreshToken),
     }
 }
 
 /// The session a presented refresh token belongs to (for the per-session rate limit).
-pub async fn session_of_refresh_token(state: &AppState, presented: &str) -> ApiResult<Option<Uuid>> {
-    Ok(sessions::session_of_token(&mut *conn(state).await?, &RefreshToken::hash(presented)).await?)
+pub async fn session_of_refresh_token(state: &AppState, presented: &str) -> Result<Option<Uuid>> {
+    Ok(sessions::session_of_token(&mut *conn(state).await?, &OpaqueToken::hash(presented)).await?)
 }
 
 /// Revokes the session the refresh token belongs to. Unknown tokens are ignored (idempotent).
-pub async fn logout(state: &AppState, presented: &str, meta: &ClientMeta) -> ApiResult<()> {
-    let hash = RefreshToken::hash(presented);
-    let mut conn = conn(state).await?;
-    let jobs = conn
-        .transaction::<_, ApiError, _>(async |conn| {
-            let Some(session_id) = sessions::session_of_token(conn, &hash).await? else {
-                return Ok(vec![]);
-            };
-            let Some(user_id) = sessions::revoke(conn, session_id, None, RevokeReason::Logout).await? else {
-                return Ok(vec![]);
-            };
-            let jobs = vec![audit(
-                Ev::Logout,
-                Some(user_id),
-                Target::Session(session_id),
-                meta,
-                json!({}),
-            )];
-            outbox::insert(conn, &jobs).await?;
-            Ok(jobs)
-        })
-        .await?;
-    state.jobs.after_commit(jobs);
-    Ok(())
+pub async fn logout(state: &AppState, presented: &str, meta: &RequestMeta) -> Result<()> {
+    let hash = OpaqueToken::hash(presented);
+    work::transaction(state, async |tx| {
+        let Some(session_id) = sessions::session_of_token(tx.conn(), &hash).await? else {
+            return Ok(());
+        };
+        let Some(user_id) = sessions::revoke(tx.conn(), session_id, None, RevokeReason::Logout).await? else {
+            return Ok(());
+        };
+        tx.enqueue(audit(
+            Ev::Logout,
+            Some(user_id),
+            Target::Session(session_id),
+            meta,
+            json!({}),
+        ));
+        Ok(())
+    })
+    .await
 }
 
-pub async fn list_sessions(state: &AppState, user_id: Uuid) -> ApiResult<Vec<sessions::Session>> {
-    Ok(sessions::list_live(&mut *conn(state).await?, user_id).await?)
+pub async fn list_sessions(state: &AppState, actor: &Actor) -> Result<Vec<sessions::Session>> {
+    Ok(sessions::list_live(&mut *conn(state).await?, actor.user_id).await?)
 }
 
 /// Revokes one of the caller's own sessions; another user's session is `NotFound`.
-pub async fn revoke_session(state: &AppState, user_id: Uuid, session_id: Uuid, meta: &ClientMeta) -> ApiResult<()> {
-    let mut conn = conn(state).await?;
-    let jobs = conn
-        .transaction::<_, ApiError, _>(async |conn| {
-            sessions::revoke(conn, session_id, Some(user_id), RevokeReason::UserRevoked)
-                .await?
-                .ok_or(ApiError::NotFound)?;
-            let jobs = vec![audit(
-                Ev::SessionRevoked,
-                Some(user_id),
-                Target::Session(session_id),
-                meta,
-                json!({}),
-            )];
-            outbox::insert(conn, &jobs).await?;
-            Ok(jobs)
-        })
-        .await?;
-    state.jobs.after_commit(jobs);
-    Ok(())
+pub async fn revoke_session(state: &AppState, actor: &Actor, session_id: Uuid, meta: &RequestMeta) -> Result<()> {
+    work::transaction(state, async |tx| {
+        sessions::revoke(tx.conn(), session_id, Some(actor.user_id), RevokeReason::UserRevoked)
+            .await?
+            .ok_or(Error::NotFound)?;
+        tx.enqueue(audit(
+            Ev::SessionRevoked,
+            Some(actor.user_id),
+            Target::Session(session_id),
+            meta,
+            json!({}),
+        ));
+        Ok(())
+    })
+    .await
 }
 
 /// Consumes a verification token, marks the address verified and queues the welcome e-mail
 /// (only the first time).
-pub async fn verify_email(state: &AppState, token: &str, meta: &ClientMeta) -> ApiResult<()> {
-    let hash = RefreshToken::hash(token);
-    let mut conn = conn(state).await?;
-    let jobs = conn
-        .transaction::<_, ApiError, _>(async |conn| {
-            let user_id = db::email::consume_token(conn, &hash, TokenPurpose::VerifyEmail)
-                .await?
-                .ok_or_else(invalid_email_token)?;
-            if !users::mark_email_verified(conn, user_id).await? {
-                // Already verified (a deleted account's token is not live): the token is spent.
-                return Ok(vec![]);
-            }
-            let jobs = vec![
-                audit(Ev::EmailVerified, Some(user_id), Target::User(user_id), meta, json!({})),
-                email(EmailMessage::Welcome { user_id }),
-            ];
-            outbox::insert(conn, &jobs).await?;
-            Ok(jobs)
-        })
-        .await?;
-    if !jobs.is_empty() {
-        state.cache.invalidate(ns::USERS).await;
-    }
-    state.jobs.after_commit(jobs);
-    Ok(())
+pub async fn verify_email(state: &AppState, token: &str, meta: &RequestMeta) -> Result<()> {
+    let hash = OpaqueToken::hash(token);
+    work::transaction(state, async |tx| {
+        let user_id = db::email::consume_token(tx.conn(), &hash, TokenPurpose::VerifyEmail)
+            .await?
+            .ok_or(Error::InvalidEmailToken)?;
+        if !users::mark_email_verified(tx.conn(), user_id).await? {
+            // Already verified (a deleted account's token is not live): the token is spent.
+            return Ok(());
+        }
+        tx.enqueue(audit(
+            Ev::EmailVerified,
+            Some(user_id),
+            Target::User(user_id),
+            meta,
+            json!({}),
+        ));
+        tx.enqueue(email(EmailMessage::Welcome { user_id }));
+        tx.invalidate(ns::USERS);
+        Ok(())
+    })
+    .await
 }
 
 /// Queues a reset e-mail if the account exists. The caller always answers 202: the response
 /// never reveals whether the address has an account.
-pub async fn forgot_password(state: &AppState, email_raw: &str, meta: &ClientMeta) -> ApiResult<()> {
+pub async fn forgot_password(state: &AppState, email_raw: &str, meta: &RequestMeta) -> Result<()> {
     let Ok(address) = Email::parse(email_raw) else {
         return Ok(());
     };
-    let mut conn = conn(state).await?;
-    let jobs = conn
-        .transaction::<_, ApiError, _>(async |conn| {
-            let user = users::find_active_by_email(conn, address.as_str()).await?;
-            let mut jobs = vec![audit(
-                Ev::PasswordResetRequested,
-                None,
-                user.as_ref().map_or(Target::None, |u| Target::User(u.id)),
-                meta,
-                json!({ "email": address.redacted(), "account_exists": user.is_some() }),
-            )];
-            if let Some(user) = &user {
-                jobs.push(email(EmailMessage::PasswordReset { user_id: user.id }));
-            }
-            outbox::insert(conn, &jobs).await?;
-            Ok(jobs)
-        })
-        .await?;
-    state.jobs.after_commit(jobs);
-    Ok(())
+    work::transaction(state, async |tx| {
+        let user = users::find_active_by_email(tx.conn(), address.as_str()).await?;
+        tx.enqueue(audit(
+            Ev::PasswordResetRequested,
+            None,
+            user.as_ref().map_or(Target::None, |u| Target::User(u.id)),
+            meta,
+            json!({ "email": address.redacted(), "account_exists": user.is_some() }),
+        ));
+        if let Some(user) = &user {
+            tx.enqueue(email(EmailMessage::PasswordReset { user_id: user.id }));
+        }
+        Ok(())
+    })
+    .await
 }
 
 /// Consumes a reset token, sets the new password, revokes every session and every other reset
 /// token of the account. The token is checked before the new password is hashed: a dead or made-up
 /// token costs one primary-key read, never a bcrypt run.
-pub async fn reset_password(
-    state: &AppState,
-    token: &str,
-    new_password: &Password,
-    meta: &ClientMeta,
-) -> ApiResult<()> {
-    let hash = RefreshToken::hash(token);
+pub async fn reset_password(state: &AppState, token: &str, new_password: &Password, meta: &RequestMeta) -> Result<()> {
+    let hash = OpaqueToken::hash(token);
     let live = db::email::find_live_token(&mut *conn(state).await?, &hash, TokenPurpose::PasswordReset).await?;
     if live.is_none() {
-        return Err(invalid_email_token());
+        return Err(Error::InvalidEmailToken);
     }
     // No connection held during bcrypt; the conditional UPDATE below still decides between two
     // concurrent uses of the token.
     let password_hash = state.hasher.hash(new_password).await?;
-    let mut conn = conn(state).await?;
-    let jobs = conn
-        .transaction::<_, ApiError, _>(async |conn| {
-            let user_id = db::email::consume_token(conn, &hash, TokenPurpose::PasswordReset)
-                .await?
-                .ok_or_else(invalid_email_token)?;
-            let changes = users::UserChanges {
-                password_hash: Some(&password_hash),
-                ..Default::default()
-            };
-            users::update(conn, user_id, &changes).await.map_err(|e| match e {
-                db::DbError::NotFound => invalid_email_token(),
-                other => other.into(),
-            })?;
-            let revoked = sessions::revoke_all_for_user(conn, user_id, None, RevokeReason::PasswordReset).await?;
-            db::email::invalidate_tokens(conn, user_id, TokenPurpose::PasswordReset).await?;
-            let jobs = vec![audit(
-                Ev::PasswordResetCompleted,
-                Some(user_id),
-                Target::User(user_id),
-                meta,
-                json!({ "sessions_revoked": revoked }),
-            )];
-            outbox::insert(conn, &jobs).await?;
-            Ok(jobs)
-        })
-        .await?;
-    state.jobs.after_commit(jobs);
-    Ok(())
+    work::transaction(state, async |tx| {
+        let user_id = db::email::consume_token(tx.conn(), &hash, TokenPurpose::PasswordReset)
+            .await?
+            .ok_or(Error::InvalidEmailToken)?;
+        let changes = users::UserChanges {
+            password_hash: Some(&password_hash),
+            ..Default::default()
+        };
+        users::update(tx.conn(), user_id, &changes).await.map_err(|e| match e {
+            db::DbError::NotFound => Error::InvalidEmailToken,
+            other => other.into(),
+        })?;
+        let revoked = sessions::revoke_all_for_user(tx.conn(), user_id, None, RevokeReason::PasswordReset).await?;
+        db::email::invalidate_tokens(tx.conn(), user_id, TokenPurpose::PasswordReset).await?;
+        tx.enqueue(audit(
+            Ev::PasswordResetCompleted,
+            Some(user_id),
+            Target::User(user_id),
+            meta,
+            json!({ "sessions_revoked": revoked }),
+        ));
+        Ok(())
+    })
+    .await
 }

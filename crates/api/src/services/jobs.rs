@@ -1,5 +1,5 @@
-//! Building outbox entries for the jobs a use case implies. The use case inserts them with
-//! `db::outbox::insert` inside its transaction and hands them to [`crate::queue::Dispatcher`]
+//! Building the jobs a use case implies. The use case stages them with
+//! [`crate::services::work::Tx::enqueue`]: written to the outbox in its transaction, dispatched
 //! after commit.
 
 use chrono::Utc;
@@ -8,7 +8,7 @@ use domain::jobs::{AuditEvent, AuditEventType, AuditJob, EmailJob, EmailMessage,
 use serde_json::Value;
 use uuid::Uuid;
 
-use crate::extract::ClientMeta;
+use crate::services::RequestMeta;
 
 /// What an audit event is about.
 #[derive(Debug, Clone, Copy)]
@@ -34,7 +34,7 @@ pub fn audit(
     event_type: AuditEventType,
     actor: Option<Uuid>,
     target: Target,
-    meta: &ClientMeta,
+    meta: &RequestMeta,
     data: Value,
 ) -> Pending {
     let id = Uuid::now_v7();

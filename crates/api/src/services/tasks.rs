@@ -4,13 +4,9 @@
 use std::collections::{HashMap, HashSet};
 
 use chrono::{DateTime, Utc};
-use db::{
-    outbox,
-    tasks::{self, CategoryRow, NewTask, TaskChanges, TaskRow},
-};
-use diesel_async::AsyncConnection;
+use db::tasks::{self, CategoryRow, NewTask, TaskChanges, TaskRow};
 use domain::{
-    Cursor, Limit,
+    Limit, Page,
     jobs::AuditEventType as Ev,
     tasks::{Priority, TaskCursor, TaskListQuery, TaskSort, TaskStatus, completed_at_after},
 };
@@ -18,11 +14,11 @@ use serde_json::json;
 use uuid::Uuid;
 
 use crate::{
-    error::{ApiError, ApiResult},
-    extract::ClientMeta,
     services::{
-        auth::conn,
+        Error, RequestMeta, Result,
         jobs::{Target, audit},
+        on_constraint,
+        work::{self, conn},
     },
     state::AppState,
 };
@@ -54,42 +50,32 @@ pub struct TaskPatch {
     pub category_ids: Option<Vec<Uuid>>,
 }
 
-fn category_exists() -> ApiError {
-    ApiError::Conflict {
+fn category_exists() -> Error {
+    Error::Conflict {
         code: "category_exists",
         detail: "You already have a category with this name.".into(),
     }
 }
 
-fn map_category_conflict(e: db::DbError) -> ApiError {
-    match e {
-        db::DbError::UniqueViolation { constraint } if constraint == tasks::CATEGORY_NAME_UNIQUE => category_exists(),
-        other => other.into(),
-    }
-}
-
-fn not_your_category(id: impl std::fmt::Display) -> ApiError {
-    ApiError::field("category_ids", format!("{id} is not one of your categories"))
+fn not_your_category(id: impl std::fmt::Display) -> Error {
+    Error::field("category_ids", format!("{id} is not one of your categories"))
 }
 
 /// Links the task to its (checked) categories. A category deleted between the check and the
 /// insert is the same 422 as one that never was yours (by the foreign key's name; the check's
 /// lock makes it unreachable, this keeps it a client error if that ever changes).
-async fn link_categories(conn: &mut db::AsyncPgConnection, task_id: Uuid, ids: &[Uuid]) -> ApiResult<()> {
+async fn link_categories(conn: &mut db::AsyncPgConnection, task_id: Uuid, ids: &[Uuid]) -> Result<()> {
     tasks::replace_categories(conn, task_id, ids)
         .await
-        .map_err(|e| match e {
-            db::DbError::ConstraintViolation { constraint } if constraint == tasks::TASK_CATEGORY_FK => {
-                ApiError::field("category_ids", "names a category that was deleted meanwhile")
-            }
-            other => other.into(),
-        })
+        .map_err(on_constraint(tasks::TASK_CATEGORY_FK, || {
+            Error::field("category_ids", "names a category that was deleted meanwhile")
+        }))
 }
 
 /// Checks that every id names one of the user's categories; naming another user's (or an
 /// unknown, or a just deleted) category is a 422, never a silent link. Returns the de-duplicated
 /// ids, locked against deletion until the transaction ends.
-async fn owned_categories(conn: &mut db::AsyncPgConnection, user_id: Uuid, ids: &[Uuid]) -> ApiResult<Vec<Uuid>> {
+async fn owned_categories(conn: &mut db::AsyncPgConnection, user_id: Uuid, ids: &[Uuid]) -> Result<Vec<Uuid>> {
     let wanted: Vec<Uuid> = ids.iter().copied().collect::<HashSet<_>>().into_iter().collect();
     let owned: HashSet<Uuid> = tasks::owned_category_ids(conn, user_id, &wanted)
         .await?
@@ -101,7 +87,7 @@ async fn owned_categories(conn: &mut db::AsyncPgConnection, user_id: Uuid, ids: 
     Ok(wanted)
 }
 
-async fn view(conn: &mut db::AsyncPgConnection, row: TaskRow) -> ApiResult<TaskView> {
+async fn view(conn: &mut db::AsyncPgConnection, row: TaskRow) -> Result<TaskView> {
     let mut cats = tasks::categories_of(conn, &[row.id]).await?;
     Ok(TaskView {
         categories: cats.remove(&row.id).unwrap_or_default(),
@@ -109,9 +95,9 @@ async fn view(conn: &mut db::AsyncPgConnection, row: TaskRow) -> ApiResult<TaskV
     })
 }
 
-pub async fn create(state: &AppState, user_id: Uuid, input: NewTaskInput) -> ApiResult<TaskView> {
-    let mut conn = conn(state).await?;
-    conn.transaction::<_, ApiError, _>(async |conn| {
+pub async fn create(state: &AppState, user_id: Uuid, input: NewTaskInput) -> Result<TaskView> {
+    work::transaction(state, async |tx| {
+        let conn = tx.conn();
         let category_ids = owned_categories(conn, user_id, &input.category_ids).await?;
         let now = Utc::now();
         let row = tasks::insert(
@@ -136,28 +122,32 @@ pub async fn create(state: &AppState, user_id: Uuid, input: NewTaskInput) -> Api
     .await
 }
 
-pub async fn get(state: &AppState, user_id: Uuid, id: Uuid) -> ApiResult<TaskView> {
+pub async fn get(state: &AppState, user_id: Uuid, id: Uuid) -> Result<TaskView> {
     let mut conn = conn(state).await?;
     let row = tasks::find_owned(&mut conn, user_id, id)
         .await?
-        .ok_or(ApiError::NotFound)?;
+        .ok_or(Error::NotFound)?;
     view(&mut conn, row).await
 }
 
 /// Applies a partial update in one transaction: the row is locked, `completed_at` follows the
 /// status, and a new category set replaces the old one atomically (an invalid set changes
 /// nothing at all).
-pub async fn update(state: &AppState, user_id: Uuid, id: Uuid, patch: TaskPatch) -> ApiResult<TaskView> {
-    let mut conn = conn(state).await?;
-    conn.transaction::<_, ApiError, _>(async |conn| {
+pub async fn update(state: &AppState, user_id: Uuid, id: Uuid, patch: TaskPatch) -> Result<TaskView> {
+    work::transaction(state, async |tx| {
+        let conn = tx.conn();
         let current = tasks::lock_owned(conn, user_id, id, false)
             .await?
-            .ok_or(ApiError::NotFound)?;
+            .ok_or(Error::NotFound)?;
+        // The category set is checked (and locked) before anything changes.
+        let category_ids = match &patch.category_ids {
+            Some(ids) => Some(owned_categories(conn, user_id, ids).await?),
+            None => None,
+        };
         let now = Utc::now();
-        let old_status: Option<TaskStatus> = current.status.parse().ok();
         let completed_at = patch
             .status
-            .map(|s| completed_at_after(s, old_status, current.completed_at, now));
+            .map(|s| completed_at_after(s, Some(current.status), current.completed_at, now));
         let changes = TaskChanges {
             title: patch.title.as_deref(),
             description: patch.description.as_ref().map(|d| d.as_deref()),
@@ -168,9 +158,8 @@ pub async fn update(state: &AppState, user_id: Uuid, id: Uuid, patch: TaskPatch)
             updated_at: Some(now),
         };
         let row = tasks::update(conn, id, &changes).await?;
-        if let Some(ids) = &patch.category_ids {
-            let ids = owned_categories(conn, user_id, ids).await?;
-            link_categories(conn, id, &ids).await?;
+        if let Some(ids) = &category_ids {
+            link_categories(conn, id, ids).await?;
         }
         view(conn, row).await
     })
@@ -178,49 +167,39 @@ pub async fn update(state: &AppState, user_id: Uuid, id: Uuid, patch: TaskPatch)
 }
 
 /// Soft delete (404 if missing or already deleted), audited through the outbox.
-pub async fn delete(state: &AppState, user_id: Uuid, id: Uuid, meta: &ClientMeta) -> ApiResult<()> {
-    let mut conn = conn(state).await?;
-    let jobs = conn
-        .transaction::<_, ApiError, _>(async |conn| {
-            tasks::set_deleted(conn, user_id, id, true)
-                .await?
-                .ok_or(ApiError::NotFound)?;
-            let jobs = vec![audit(Ev::TaskDeleted, Some(user_id), Target::Task(id), meta, json!({}))];
-            outbox::insert(conn, &jobs).await?;
-            Ok(jobs)
-        })
-        .await?;
-    state.jobs.after_commit(jobs);
-    Ok(())
+pub async fn delete(state: &AppState, user_id: Uuid, id: Uuid, meta: &RequestMeta) -> Result<()> {
+    work::transaction(state, async |tx| {
+        tasks::set_deleted(tx.conn(), user_id, id, true)
+            .await?
+            .ok_or(Error::NotFound)?;
+        tx.enqueue(audit(Ev::TaskDeleted, Some(user_id), Target::Task(id), meta, json!({})));
+        Ok(())
+    })
+    .await
 }
 
 /// Undoes a soft delete. Restoring a task that is not deleted is a no-op (idempotent).
-pub async fn restore(state: &AppState, user_id: Uuid, id: Uuid, meta: &ClientMeta) -> ApiResult<TaskView> {
-    let mut conn = conn(state).await?;
-    let (view, jobs) = conn
-        .transaction::<_, ApiError, _>(async |conn| {
-            let current = tasks::lock_owned(conn, user_id, id, true)
-                .await?
-                .ok_or(ApiError::NotFound)?;
-            if current.deleted_at.is_none() {
-                return Ok((view(conn, current).await?, vec![]));
-            }
-            let row = tasks::set_deleted(conn, user_id, id, false)
-                .await?
-                .ok_or(ApiError::NotFound)?;
-            let jobs = vec![audit(
-                Ev::TaskRestored,
-                Some(user_id),
-                Target::Task(id),
-                meta,
-                json!({}),
-            )];
-            outbox::insert(conn, &jobs).await?;
-            Ok((view(conn, row).await?, jobs))
-        })
-        .await?;
-    state.jobs.after_commit(jobs);
-    Ok(view)
+pub async fn restore(state: &AppState, user_id: Uuid, id: Uuid, meta: &RequestMeta) -> Result<TaskView> {
+    work::transaction(state, async |tx| {
+        let current = tasks::lock_owned(tx.conn(), user_id, id, true)
+            .await?
+            .ok_or(Error::NotFound)?;
+        if current.deleted_at.is_none() {
+            return view(tx.conn(), current).await;
+        }
+        let row = tasks::set_deleted(tx.conn(), user_id, id, false)
+            .await?
+            .ok_or(Error::NotFound)?;
+        tx.enqueue(audit(
+            Ev::TaskRestored,
+            Some(user_id),
+            Target::Task(id),
+            meta,
+            json!({}),
+        ));
+        view(tx.conn(), row).await
+    })
+    .await
 }
 
 fn cursor_of(sort: TaskSort, row: &TaskRow) -> TaskCursor {
@@ -240,44 +219,30 @@ fn cursor_of(sort: TaskSort, row: &TaskRow) -> TaskCursor {
         TaskSort::PriorityAsc | TaskSort::PriorityDesc => TaskCursor {
             s: sort,
             t: None,
-            p: Some(row.priority),
+            p: Some(row.priority.rank()),
             id: row.id,
         },
     }
 }
 
 /// One page: the tasks (one statement) and all their categories (one more), whatever the page
-/// size. Returns the views and the next cursor.
+/// size.
 pub async fn list_page(
     conn: &mut db::AsyncPgConnection,
     user_id: Uuid,
     query: &TaskListQuery,
-) -> ApiResult<(Vec<TaskView>, Option<String>)> {
-    let limit = query.limit.get();
-    let mut rows = tasks::list(conn, user_id, query, limit + 1).await?;
-    let next = if rows.len() as i64 > limit {
-        rows.truncate(limit as usize);
-        rows.last().map(|r| Cursor::encode(&cursor_of(query.sort, r)))
-    } else {
-        None
-    };
-    let ids: Vec<Uuid> = rows.iter().map(|r| r.id).collect();
+) -> Result<Page<TaskView>> {
+    let rows = tasks::list(conn, user_id, query, query.limit.get() + 1).await?;
+    let page = Page::from_overfetch(rows, query.limit, |r| cursor_of(query.sort, r));
+    let ids: Vec<Uuid> = page.items.iter().map(|r| r.id).collect();
     let mut cats: HashMap<Uuid, Vec<(Uuid, String)>> = tasks::categories_of(conn, &ids).await?;
-    let views = rows
-        .into_iter()
-        .map(|row| TaskView {
-            categories: cats.remove(&row.id).unwrap_or_default(),
-            row,
-        })
-        .collect();
-    Ok((views, next))
+    Ok(page.map(|row| TaskView {
+        categories: cats.remove(&row.id).unwrap_or_default(),
+        row,
+    }))
 }
 
-pub async fn list(
-    state: &AppState,
-    user_id: Uuid,
-    query: &TaskListQuery,
-) -> ApiResult<(Vec<TaskView>, Option<String>)> {
+pub async fn list(state: &AppState, user_id: Uuid, query: &TaskListQuery) -> Result<Page<TaskView>> {
     let mut conn = conn(state).await?;
     list_page(&mut conn, user_id, query).await
 }
@@ -294,34 +259,28 @@ pub async fn list_categories(
     user_id: Uuid,
     after: Option<Uuid>,
     limit: Limit,
-) -> ApiResult<(Vec<CategoryRow>, Option<String>)> {
-    let mut rows = tasks::list_categories(&mut *conn(state).await?, user_id, after, limit.get() + 1).await?;
-    let next = if rows.len() as i64 > limit.get() {
-        rows.truncate(limit.get() as usize);
-        rows.last().map(|c| Cursor::encode(&CategoryCursor { id: c.id }))
-    } else {
-        None
-    };
-    Ok((rows, next))
+) -> Result<Page<CategoryRow>> {
+    let rows = tasks::list_categories(&mut *conn(state).await?, user_id, after, limit.get() + 1).await?;
+    Ok(Page::from_overfetch(rows, limit, |c| CategoryCursor { id: c.id }))
 }
 
-pub async fn create_category(state: &AppState, user_id: Uuid, name: &str) -> ApiResult<CategoryRow> {
+pub async fn create_category(state: &AppState, user_id: Uuid, name: &str) -> Result<CategoryRow> {
     tasks::insert_category(&mut *conn(state).await?, user_id, name)
         .await
-        .map_err(map_category_conflict)
+        .map_err(on_constraint(tasks::CATEGORY_NAME_UNIQUE, category_exists))
 }
 
-pub async fn rename_category(state: &AppState, user_id: Uuid, id: Uuid, name: &str) -> ApiResult<CategoryRow> {
+pub async fn rename_category(state: &AppState, user_id: Uuid, id: Uuid, name: &str) -> Result<CategoryRow> {
     tasks::rename_category(&mut *conn(state).await?, user_id, id, name)
         .await
-        .map_err(map_category_conflict)?
-        .ok_or(ApiError::NotFound)
+        .map_err(on_constraint(tasks::CATEGORY_NAME_UNIQUE, category_exists))?
+        .ok_or(Error::NotFound)
 }
 
-pub async fn delete_category(state: &AppState, user_id: Uuid, id: Uuid) -> ApiResult<()> {
+pub async fn delete_category(state: &AppState, user_id: Uuid, id: Uuid) -> Result<()> {
     if tasks::delete_category(&mut *conn(state).await?, user_id, id).await? {
         Ok(())
     } else {
-        Err(ApiError::NotFound)
+        Err(Error::NotFound)
     }
 }

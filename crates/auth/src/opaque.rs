@@ -1,16 +1,17 @@
-//! Opaque refresh tokens: 256 random bits, base64url, stored only as their SHA-256.
+//! Opaque tokens — refresh tokens, and the single-use e-mail tokens (verification, reset) —:
+//! 256 random bits, base64url, stored only as their SHA-256.
 
 use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
 use rand::RngCore;
 use sha2::{Digest, Sha256};
 
-/// A freshly generated refresh token (the plain value goes to the client exactly once).
-pub struct RefreshToken {
+/// A freshly generated opaque token (the plain value goes to the client exactly once).
+pub struct OpaqueToken {
     plain: String,
     hash: [u8; 32],
 }
 
-impl RefreshToken {
+impl OpaqueToken {
     pub fn generate() -> Self {
         let mut bytes = [0u8; 32];
         rand::rng().fill_bytes(&mut bytes);
@@ -38,9 +39,9 @@ impl RefreshToken {
     }
 }
 
-impl std::fmt::Debug for RefreshToken {
+impl std::fmt::Debug for OpaqueToken {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("RefreshToken(***)")
+        f.write_str("OpaqueToken(***)")
     }
 }
 
@@ -50,11 +51,11 @@ mod tests {
 
     #[test]
     fn tokens_are_long_unique_and_hashed() {
-        let a = RefreshToken::generate();
-        let b = RefreshToken::generate();
+        let a = OpaqueToken::generate();
+        let b = OpaqueToken::generate();
         assert_ne!(a.plain(), b.plain());
         assert_eq!(URL_SAFE_NO_PAD.decode(a.plain()).unwrap().len(), 32);
-        assert_eq!(RefreshToken::hash(a.plain()), *a.digest());
+        assert_eq!(OpaqueToken::hash(a.plain()), *a.digest());
         assert_ne!(a.digest(), b.digest());
     }
 }

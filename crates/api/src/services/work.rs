@@ -1,0 +1,100 @@
+//! The unit of work: one transaction per use case. The use case does its reads and guarded
+//! writes through [`Tx::conn`] and stages what its change implies with [`Tx::enqueue`] (a job:
+//! written to the outbox in the same transaction) and [`Tx::invalidate`] (a cache namespace).
+//! After commit — and only then — the jobs are handed to the dispatcher and the caches bumped.
+//! Nothing outside Postgres is called inside the transaction.
+//!
+//! ```ignore
+//! let user = work::transaction(state, async |tx| {
+//!     let user = users::insert(tx.conn(), &new).await?;
+//!     tx.enqueue(jobs::email(EmailMessage::VerifyEmail { user_id: user.id }));
+//!     tx.invalidate(ns::USERS);
+//!     Ok(user)
+//! })
+//! .await?;
+//! ```
+//!
+//! A use case whose failure must still commit something (a refresh-token re-use revokes the
+//! session and then fails the request) returns `Ok` with an outcome and maps it afterwards.
+
+use db::{AsyncPgConnection, DbError, outbox::Pending};
+use diesel_async::{AnsiTransactionManager, TransactionManager};
+
+use crate::{services::Result, state::AppState};
+
+/// An open transaction and what to do after it commits.
+pub struct Tx {
+    conn: db::pool::PooledConn<'static>,
+    jobs: Vec<Pending>,
+    invalidate: Vec<&'static str>,
+}
+
+impl Tx {
+    /// The transaction's connection.
+    pub fn conn(&mut self) -> &mut AsyncPgConnection {
+        &mut self.conn
+    }
+
+    /// Stages a job: it is written to the outbox with this transaction and dispatched after commit.
+    pub fn enqueue(&mut self, job: Pending) {
+        self.jobs.push(job);
+    }
+
+    /// Bumps a cache namespace after commit (so no reader can cache the old value afterwards).
+    pub fn invalidate(&mut self, namespace: &'static str) {
+        if !self.invalidate.contains(&namespace) {
+            self.invalidate.push(namespace);
+        }
+    }
+}
+
+/// Runs `work` in one transaction: commit on `Ok` (with the staged jobs written to the outbox),
+/// roll back on `Err`; after a commit, dispatch the jobs and bump the caches.
+pub async fn transaction<T, F>(state: &AppState, work: F) -> Result<T>
+where
+    F: AsyncFnOnce(&mut Tx) -> Result<T>,
+{
+    let conn = state.db.get_owned().await.map_err(DbError::from)?;
+    let mut tx = Tx {
+        conn,
+        jobs: Vec::new(),
+        invalidate: Vec::new(),
+    };
+    AnsiTransactionManager::begin_transaction(&mut *tx.conn)
+        .await
+        .map_err(DbError::from)?;
+    let outcome = match work(&mut tx).await {
+        Ok(value) => db::outbox::insert(&mut tx.conn, &tx.jobs)
+            .await
+            .map(|()| value)
+            .map_err(Into::into),
+        Err(e) => Err(e),
+    };
+    let value = match outcome {
+        Ok(value) => {
+            AnsiTransactionManager::commit_transaction(&mut *tx.conn)
+                .await
+                .map_err(DbError::from)?;
+            value
+        }
+        Err(e) => {
+            // A failed rollback leaves the connection marked broken; the pool drops it.
+            if let Err(rollback) = AnsiTransactionManager::rollback_transaction(&mut *tx.conn).await {
+                tracing::warn!(error = %rollback, "rollback failed");
+            }
+            return Err(e);
+        }
+    };
+    let Tx { conn, jobs, invalidate } = tx;
+    drop(conn);
+    state.jobs.after_commit(jobs);
+    for namespace in invalidate {
+        state.cache.invalidate(namespace).await;
+    }
+    Ok(value)
+}
+
+/// A pooled connection for reads outside a transaction.
+pub async fn conn(state: &AppState) -> Result<db::pool::PooledConn<'_>> {
+    Ok(state.db.get().await.map_err(DbError::from)?)
+}
