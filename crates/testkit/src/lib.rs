@@ -379,3 +379,33 @@ impl Drop for OwnRedis {
         self.stop();
     }
 }
+
+/// What a child process started with `env_clear()` still inherits: `PATH`, and under
+/// `just coverage` the profile path (`LLVM_PROFILE_FILE`), so spawned `api`/`worker` binaries
+/// count towards the coverage figure.
+pub fn inherited_env() -> Vec<(&'static str, String)> {
+    ["PATH", "LLVM_PROFILE_FILE"]
+        .into_iter()
+        .filter_map(|k| std::env::var(k).ok().map(|v| (k, v)))
+        .collect()
+}
+
+/// Stops a child process: SIGTERM, up to `grace` for it to exit, then SIGKILL.
+pub fn stop_child(child: &mut std::process::Child, grace: Duration) {
+    if matches!(child.try_wait(), Ok(Some(_))) {
+        return;
+    }
+    let _ = std::process::Command::new("kill")
+        .arg("-TERM")
+        .arg(child.id().to_string())
+        .status();
+    let start = std::time::Instant::now();
+    while start.elapsed() < grace {
+        if matches!(child.try_wait(), Ok(Some(_))) {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+}

@@ -37,7 +37,7 @@ impl ApiProcess {
         let mut cmd = Command::new(bin);
         cmd.arg("serve")
             .env_clear()
-            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .envs(crate::inherited_env())
             .env("APP_ENV", "test")
             .env("RUST_LOG", "warn")
             .env("DATABASE_URL", &db.url)
@@ -109,8 +109,9 @@ impl Drop for ApiProcess {
         if std::thread::panicking() {
             eprintln!("---- api log ({}) ----\n{}", self.log.display(), self.log());
         }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        // SIGTERM first, so the process exits normally (and writes its coverage profile under
+        // `just coverage`); SIGKILL if it has not gone within 3 s.
+        crate::stop_child(&mut self.child, std::time::Duration::from_secs(3));
         let _ = fs::remove_file(&self.log);
     }
 }

@@ -7,7 +7,7 @@ fn api(envs: &[(&str, &str)]) -> (bool, String) {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_api"));
     cmd.arg("serve")
         .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .envs(testkit::inherited_env())
         .env("API_ADDR", "127.0.0.1:0");
     // Run from an empty directory so a developer's .env is not picked up.
     let dir = std::env::temp_dir();

@@ -15,7 +15,7 @@ pub(crate) fn worker_cli(app: &TestApp, args: &[&str]) -> (bool, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_worker"))
         .args(args)
         .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .envs(testkit::inherited_env())
         .env("APP_ENV", "test")
         .env("DATABASE_URL", &app.db.url)
         .env(

@@ -121,7 +121,7 @@ impl Worker {
         let out = fs::File::create(&log).unwrap();
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_worker"));
         cmd.env_clear()
-            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .envs(testkit::inherited_env())
             .env("APP_ENV", "test")
             .env("RUST_LOG", "info")
             .env("LOG_FORMAT", "json")
@@ -207,8 +207,9 @@ impl Drop for Worker {
         if std::thread::panicking() {
             eprintln!("---- worker log ({}) ----\n{}", self.log.display(), self.log());
         }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        // SIGTERM first, so the process exits normally (and writes its coverage profile under
+        // `just coverage`); SIGKILL if it has not gone within 3 s.
+        testkit::stop_child(&mut self.child, std::time::Duration::from_secs(3));
         let _ = fs::remove_file(&self.log);
     }
 }
