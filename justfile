@@ -89,6 +89,10 @@ lint:
     cargo clippy --workspace --all-targets -- -D warnings
     just deny
 
+# schemathesis over every operation of the OpenAPI document (bounded: ~3 min at most); extra args go to schemathesis
+fuzz *ARGS: services
+    bash deploy/scripts/fuzz.sh {{ARGS}}
+
 # Licenses, banned crates (OpenSSL, libpq, a second TLS stack) and sources (deny.toml).
 # Advisories need the RustSec database, which this machine cannot fetch: CI's workflow runs them.
 deny:

@@ -123,8 +123,9 @@ impl Modify for ResponseDescriptions {
 
 /// What holds for every operation, written once: each GET also answers HEAD (same status and
 /// headers, no body); every `/v1` operation may answer 503 (a backing service down, or the request
-/// not handled within `REQUEST_TIMEOUT`) and one with a body 408 (the body stalled); every 503
-/// carries `Retry-After`.
+/// not handled within `REQUEST_TIMEOUT`) and 500; one with a body 400/408/413/415/422 (the edge's
+/// own rejections); one with a bearer requirement 401; one with parameters 422; every 503 carries
+/// `Retry-After`.
 struct HttpConformance;
 
 impl Modify for HttpConformance {
@@ -155,7 +156,35 @@ impl Modify for HttpConformance {
                         responses.entry("408".to_owned()).or_insert_with(|| {
                             problem("The request body stopped arriving (`request_timeout`); the connection is closed")
                         });
+                        // The edge's own rejections of a body, before the handler runs.
+                        for (status, what) in [
+                            ("400", "The body is not valid JSON (`malformed_json`)"),
+                            ("413", "The body is larger than 64 KiB (`payload_too_large`)"),
+                            ("415", "The body is not `application/json` (`unsupported_media_type`)"),
+                            (
+                                "422",
+                                "A field is missing, unknown or invalid (`validation_failed`, field named)",
+                            ),
+                        ] {
+                            responses.entry(status.to_owned()).or_insert_with(|| problem(what));
+                        }
                     }
+                    if op.security.as_ref().is_some_and(|s| !s.is_empty()) {
+                        responses.entry("401".to_owned()).or_insert_with(|| {
+                            problem(
+                                "No valid access token, or its session was revoked (`unauthorized`, `invalid_token`)",
+                            )
+                        });
+                    }
+                    let parameters = op.parameters.as_deref().unwrap_or_default();
+                    if !parameters.is_empty() {
+                        responses.entry("422".to_owned()).or_insert_with(|| {
+                            problem("A path or query parameter is invalid, unknown or repeated (`validation_failed`)")
+                        });
+                    }
+                    responses.entry("500".to_owned()).or_insert_with(|| {
+                        problem("An unexpected error (`internal_error`); the detail is logged, not sent")
+                    });
                 }
                 if let Some(RefOr::T(unavailable)) = responses.get_mut("503") {
                     unavailable

@@ -20,13 +20,8 @@ pub async fn list(
     settings: &QueueSettings,
     queue: Option<Queue>,
 ) -> anyhow::Result<Vec<String>> {
-    let db = db::connect_pool(&config.database_url, 1)
-        .await
-        .context("cannot connect to the database (DATABASE_URL)")?;
+    let (db, mut redis) = connect(config).await?;
     let mut pg = db.get().await?;
-    let mut redis = jobs::connect(&config.redis_url)
-        .await
-        .context("cannot connect to Redis")?;
     let queues = queue.map_or_else(|| Queue::ALL.to_vec(), |q| vec![q]);
     let mut lines = Vec::new();
     for q in queues {
@@ -65,13 +60,8 @@ pub async fn list(
 
 /// Re-drives one dead job. Returns false when no dead job has that id.
 pub async fn retry(config: &WorkerConfig, settings: &QueueSettings, queue: Queue, id: &str) -> anyhow::Result<bool> {
-    let db = db::connect_pool(&config.database_url, 1)
-        .await
-        .context("cannot connect to the database (DATABASE_URL)")?;
+    let (db, mut redis) = connect(config).await?;
     let mut pg = db.get().await?;
-    let mut redis = jobs::connect(&config.redis_url)
-        .await
-        .context("cannot connect to Redis")?;
     let outbox_id = jobs::outbox_id(id).or_else(|| id.parse().ok());
     if let Some(row) = outbox_id
         && db::outbox::redrive(&mut pg, row).await?
@@ -81,6 +71,17 @@ pub async fn retry(config: &WorkerConfig, settings: &QueueSettings, queue: Queue
         return Ok(true);
     }
     Ok(jobs::dead::retry(&mut redis, settings, queue, id).await?)
+}
+
+/// Both stores the dead jobs live in (one pooled connection is enough for a CLI).
+async fn connect(config: &WorkerConfig) -> anyhow::Result<(db::PgPool, apalis_redis::ConnectionManager)> {
+    let db = db::connect_pool(&config.database_url, 1)
+        .await
+        .context("cannot connect to the database (DATABASE_URL)")?;
+    let redis = jobs::connect(&config.redis_url)
+        .await
+        .context("cannot connect to Redis")?;
+    Ok((db, redis))
 }
 
 fn envelope_outbox_id(payload: Option<&str>) -> Option<uuid::Uuid> {

@@ -3,25 +3,14 @@
 
 use std::time::Duration;
 
-use diesel::{ExpressionMethods, QueryDsl};
+use diesel::QueryDsl;
 use diesel_async::RunQueryDsl;
 use testkit::{NewUser, SignedUp, StatusCode, TestApp};
 use uuid::Uuid;
 
-use crate::support::{OwnRedis, Smtp, Worker, eventually};
+use crate::support::{OwnRedis, Smtp, Worker, count_audit, eventually};
 
 const WAIT: Duration = Duration::from_secs(30);
-
-async fn count_audit(app: &TestApp, kind: &str) -> i64 {
-    use db::schema::audit_log::dsl::*;
-    let mut conn = app.state.db.get().await.unwrap();
-    audit_log
-        .filter(event_type.eq(kind))
-        .count()
-        .get_result(&mut conn)
-        .await
-        .unwrap()
-}
 
 async fn pending_outbox(app: &TestApp) -> i64 {
     let mut conn = app.state.db.get().await.unwrap();

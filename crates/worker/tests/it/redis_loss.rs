@@ -8,21 +8,10 @@ use diesel::{ExpressionMethods, QueryDsl};
 use diesel_async::RunQueryDsl;
 use testkit::TestApp;
 
-use crate::support::{OwnRedis, Smtp, Worker, eventually, free_port};
+use crate::support::{OwnRedis, Smtp, Worker, count_audit, eventually, free_port};
 
 const WAIT: Duration = Duration::from_secs(30);
 const USERS: usize = 4;
-
-async fn count_audit(app: &TestApp, kind: &str) -> i64 {
-    use db::schema::audit_log::dsl::*;
-    let mut conn = app.state.db.get().await.unwrap();
-    audit_log
-        .filter(event_type.eq(kind))
-        .count()
-        .get_result(&mut conn)
-        .await
-        .unwrap()
-}
 
 /// (rows, rows the API has pushed to Redis, rows finished)
 async fn outbox_state(app: &TestApp) -> (i64, i64, i64) {

@@ -289,3 +289,17 @@ impl Drop for PgProxy {
         self.cut();
     }
 }
+
+/// Audit rows of one event type in the app's database.
+pub async fn count_audit(app: &TestApp, kind: &str) -> i64 {
+    use db::schema::audit_log::dsl::*;
+    use diesel::{ExpressionMethods, QueryDsl};
+    use diesel_async::RunQueryDsl;
+    let mut conn = app.state.db.get().await.unwrap();
+    audit_log
+        .filter(event_type.eq(kind))
+        .count()
+        .get_result(&mut conn)
+        .await
+        .unwrap()
+}
