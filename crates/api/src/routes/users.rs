@@ -25,11 +25,16 @@ use domain::{Cursor, Email, Limit, Password, Role, UserName};
 #[derive(Debug, Deserialize, Validate, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateMeRequest {
+    // `serde(default)`: an absent field is optional in the schema too (utoipa marks a plain
+    // `Option` required-but-nullable; schemathesis found that).
+    #[serde(default)]
     #[garde(custom(validate::opt_name))]
     pub name: Option<String>,
     /// New password (8–72 bytes); requires `current_password`. Revokes your other sessions.
+    #[serde(default)]
     #[garde(custom(validate::opt_password))]
     pub password: Option<String>,
+    #[serde(default)]
     #[garde(length(max = 1024))]
     pub current_password: Option<String>,
 }
