@@ -54,6 +54,7 @@ impl From<DieselError> for DbError {
                     DatabaseErrorKind::SerializationFailure => DbError::Retry,
                     DatabaseErrorKind::ClosedConnection => DbError::unavailable(DieselError::DatabaseError(kind, info)),
                     // diesel-async reports I/O failures of the socket as `Unknown` database errors.
+                    _ if info.message().contains("deadlock detected") => DbError::Retry,
                     _ if is_connection_failure(info.message()) => {
                         DbError::unavailable(DieselError::DatabaseError(kind, info))
                     }

@@ -7,8 +7,10 @@
 pub mod audit;
 pub mod email;
 pub mod error;
+pub mod orders;
 pub mod outbox;
 pub mod pool;
+pub mod products;
 pub mod schema;
 pub mod seed;
 pub mod sessions;

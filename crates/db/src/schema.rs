@@ -122,6 +122,136 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    products (id) {
+        id -> Uuid,
+        sku -> Text,
+        name -> Text,
+        description -> Nullable<Text>,
+        price_cents -> Int8,
+        currency -> Text,
+        stock -> Int4,
+        initial_stock -> Int4,
+        active -> Bool,
+        created_at -> Timestamptz,
+        updated_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    stock_movements (seq) {
+        seq -> Int8,
+        id -> Uuid,
+        product_id -> Uuid,
+        delta -> Int4,
+        stock_after -> Int4,
+        kind -> Text,
+        reason -> Text,
+        order_id -> Nullable<Uuid>,
+        actor_id -> Nullable<Uuid>,
+        created_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    orders (id) {
+        id -> Uuid,
+        number -> Int8,
+        user_id -> Uuid,
+        status -> Text,
+        currency -> Text,
+        total_cents -> Int8,
+        created_at -> Timestamptz,
+        updated_at -> Timestamptz,
+        expires_at -> Timestamptz,
+        paid_at -> Nullable<Timestamptz>,
+        shipped_at -> Nullable<Timestamptz>,
+        delivered_at -> Nullable<Timestamptz>,
+        cancelled_at -> Nullable<Timestamptz>,
+        cancel_reason -> Nullable<Text>,
+        tracking_number -> Nullable<Text>,
+    }
+}
+
+diesel::table! {
+    order_items (order_id, line) {
+        order_id -> Uuid,
+        line -> Int4,
+        product_id -> Uuid,
+        sku -> Text,
+        name -> Text,
+        unit_price_cents -> Int8,
+        quantity -> Int4,
+        line_total_cents -> Int8,
+    }
+}
+
+diesel::table! {
+    order_events (seq) {
+        seq -> Int8,
+        id -> Uuid,
+        order_id -> Uuid,
+        #[sql_name = "type"]
+        type_ -> Text,
+        from_status -> Nullable<Text>,
+        to_status -> Nullable<Text>,
+        actor -> Text,
+        detail -> Jsonb,
+        created_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    payments (id) {
+        id -> Uuid,
+        order_id -> Uuid,
+        provider_event_id -> Text,
+        amount_cents -> Int8,
+        currency -> Text,
+        status -> Text,
+        created_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    refunds (id) {
+        id -> Uuid,
+        order_id -> Uuid,
+        payment_id -> Uuid,
+        amount_cents -> Int8,
+        currency -> Text,
+        status -> Text,
+        provider_event_id -> Nullable<Text>,
+        created_at -> Timestamptz,
+        updated_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    webhook_events (id) {
+        id -> Text,
+        #[sql_name = "type"]
+        type_ -> Text,
+        order_id -> Nullable<Uuid>,
+        payload -> Jsonb,
+        outcome -> Text,
+        received_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    idempotency_keys (user_id, key) {
+        user_id -> Uuid,
+        key -> Text,
+        request_hash -> Bytea,
+        response_status -> Nullable<Int2>,
+        response_type -> Nullable<Text>,
+        response_body -> Nullable<Bytea>,
+        created_at -> Timestamptz,
+        expires_at -> Timestamptz,
+    }
+}
+
 diesel::joinable!(categories -> users (user_id));
 diesel::joinable!(email_tokens -> users (user_id));
 diesel::joinable!(task_categories -> categories (category_id));
@@ -129,14 +259,30 @@ diesel::joinable!(task_categories -> tasks (task_id));
 diesel::joinable!(tasks -> users (user_id));
 diesel::joinable!(refresh_tokens -> sessions (session_id));
 diesel::joinable!(sessions -> users (user_id));
+diesel::joinable!(stock_movements -> products (product_id));
+diesel::joinable!(order_items -> orders (order_id));
+diesel::joinable!(order_items -> products (product_id));
+diesel::joinable!(order_events -> orders (order_id));
+diesel::joinable!(orders -> users (user_id));
+diesel::joinable!(payments -> orders (order_id));
+diesel::joinable!(refunds -> orders (order_id));
 
 diesel::allow_tables_to_appear_in_same_query!(
     audit_log,
     categories,
     email_log,
     email_tokens,
+    idempotency_keys,
+    order_events,
+    order_items,
+    orders,
     outbox,
+    payments,
+    products,
     refresh_tokens,
+    refunds,
+    stock_movements,
+    webhook_events,
     sessions,
     task_categories,
     tasks,

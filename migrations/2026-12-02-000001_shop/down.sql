@@ -1,0 +1,10 @@
+DROP TABLE idempotency_keys;
+DROP TABLE webhook_events;
+DROP TABLE refunds;
+DROP TABLE payments;
+DROP TABLE order_events;
+DROP TABLE order_items;
+ALTER TABLE stock_movements DROP CONSTRAINT stock_movements_order_fkey;
+DROP TABLE orders;
+DROP TABLE stock_movements;
+DROP TABLE products;
