@@ -17,16 +17,6 @@ use db::DbError;
 use domain::{DomainError, FieldError};
 use serde::Serialize;
 
-tokio::task_local! {
-    /// The current request's id, set by the edge middleware for the whole handler future, so
-    /// every problem body can carry it without threading the request through every error.
-    pub static REQUEST_ID: String;
-}
-
-pub fn current_request_id() -> String {
-    REQUEST_ID.try_with(Clone::clone).unwrap_or_default()
-}
-
 pub const PROBLEM_JSON: &str = "application/problem+json";
 
 /// `Retry-After` (seconds) of every 503 — a backing service down, a request abandoned after
@@ -60,7 +50,7 @@ impl Problem {
             detail: detail.into(),
             code: code.to_owned(),
             errors: Vec::new(),
-            request_id: current_request_id(),
+            request_id: crate::http::request_id::current(),
         }
     }
 
@@ -117,7 +107,7 @@ pub enum ApiError {
     #[error("service unavailable: {0}")]
     Unavailable(String),
     #[error("rate limited")]
-    RateLimited(crate::ratelimit::Decision),
+    RateLimited(crate::infra::ratelimit::Decision),
     #[error(transparent)]
     Internal(#[from] anyhow::Error),
 }

@@ -23,7 +23,7 @@ use crate::routes;
     paths(
         routes::health::live,
         routes::health::ready,
-        crate::metrics::scrape,
+        crate::routes::metrics::scrape,
         routes::auth::signup,
         routes::auth::login,
         routes::auth::refresh,

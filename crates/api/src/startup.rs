@@ -7,8 +7,8 @@ use actix_http::{HttpService, KeepAlive, error::DispatchError};
 use actix_service::{IntoServiceFactory, ServiceFactoryExt, fn_service, map_config};
 use actix_web::{
     App, HttpResponse,
-    dev::{AppConfig, Server},
-    middleware::from_fn,
+    dev::{AppConfig, Server, ServerHandle, ServiceRequest},
+    middleware::{Next, from_fn},
     rt::net::TcpStream,
     web,
 };
@@ -20,15 +20,17 @@ use utoipa::OpenApi;
 use utoipa_swagger_ui::SwaggerUi;
 
 use crate::{
-    cache::Cache,
-    config::{Config, JWT_AUDIENCE},
-    edge, extract,
+    config::{Config, JWT_AUDIENCE, WireSettings},
+    http::{edge, extract, hardening, ratelimit::RequestLimit, wire},
+    infra::{
+        cache::{self, Cache},
+        queue::Dispatcher,
+        ratelimit::RateLimiter,
+        redis_pool::{RedisManager, RedisPool},
+    },
     openapi::ApiDoc,
-    queue::Dispatcher,
-    ratelimit::{self, RateLimiter},
     routes,
-    state::{AppState, RedisPool},
-    wire::{self, WireSettings},
+    state::AppState,
 };
 
 /// Connects to Postgres (fails fast when unreachable) and sets up a lazy Redis pool (the API
@@ -70,8 +72,7 @@ pub async fn build_state(config: Config) -> anyhow::Result<AppState> {
 }
 
 pub fn redis_pool(config: &Config) -> anyhow::Result<RedisPool> {
-    let manager =
-        crate::redis_pool::RedisManager::new(config.redis_url.expose_secret()).context("REDIS_URL is invalid")?;
+    let manager = RedisManager::new(config.redis_url.expose_secret()).context("REDIS_URL is invalid")?;
     Ok(bb8::Pool::builder()
         .max_size(config.redis_pool_size)
         .test_on_check_out(false)
@@ -91,15 +92,18 @@ pub fn app(
         InitError = (),
     >,
 > {
-    let metrics_here = state.config.http.metrics_addr.is_none();
-    let cors = crate::hardening::cors(&state.config.http);
+    let http = &state.config.http;
+    let metrics_here = http.metrics_addr.is_none();
+    let (hsts, request_timeout) = (http.hsts, http.request_timeout);
+    let cors = hardening::cors(http);
+    let request_limit = RequestLimit::new(state.limits.clone(), state.tokens.clone());
     App::new()
         .app_data(state)
         .app_data(web::PayloadConfig::new(extract::JSON_LIMIT))
         .configure(routes::configure)
         .configure(|cfg| {
             if metrics_here {
-                crate::metrics::routes(cfg);
+                routes::metrics::configure(cfg);
             }
         })
         .service(web::redirect("/docs", "/docs/"))
@@ -111,13 +115,19 @@ pub fn app(
                 .config(utoipa_swagger_ui::Config::default().validator_url("none")),
         )
         .default_service(web::to(|| async { HttpResponse::NotFound().finish() }))
-        .wrap(from_fn(ratelimit::middleware))
-        // Innermost first; see `hardening.rs` for why this order.
-        .wrap(from_fn(crate::hardening::timeout))
+        .wrap(from_fn(move |req: ServiceRequest, next: Next<_>| {
+            request_limit.clone().call(req, next)
+        }))
+        // Innermost first; see `http/hardening.rs` for why this order. Each gets its settings here.
+        .wrap(from_fn(move |req: ServiceRequest, next: Next<_>| {
+            hardening::timeout(request_timeout, req, next)
+        }))
         .wrap(cors)
-        .wrap(from_fn(crate::hardening::cors_rejection))
-        .wrap(from_fn(crate::hardening::security_headers))
-        .wrap(from_fn(crate::metrics::track))
+        .wrap(from_fn(hardening::cors_rejection))
+        .wrap(from_fn(move |req: ServiceRequest, next: Next<_>| {
+            hardening::security_headers(hsts, req, next)
+        }))
+        .wrap(from_fn(crate::http::metrics::track))
         .wrap(from_fn(edge::edge))
 }
 
@@ -131,12 +141,13 @@ pub fn build_server(state: AppState, listener: TcpListener, workers: Option<usiz
     let http = state.config.http.clone();
     let data = web::Data::new(state);
     crate::metrics::handle(); // installs the recorder (once per process)
+    crate::metrics::register_known(&cache::ns::ALL, data.config.rate_limits.policies().map(|p| p.name));
     // `/metrics` on its own listener: it lives as long as this server's app factory (the guard).
     let metrics_server = match http.metrics_addr {
         Some(addr) => {
             let l = TcpListener::bind(addr).with_context(|| format!("cannot bind METRICS_ADDR {addr}"))?;
-            let handle = crate::metrics::serve_separately(data.clone(), l)?;
-            Some(Arc::new(crate::metrics::StopOnDrop(handle)))
+            let handle = serve_metrics_separately(data.clone(), l)?;
+            Some(Arc::new(StopOnDrop(handle)))
         }
         None => None,
     };
@@ -197,4 +208,40 @@ pub async fn build(config: Config) -> anyhow::Result<(Server, u16, AppState)> {
     let workers = config.api_workers;
     let state = build_state(config).await?;
     Ok((build_server(state.clone(), listener, workers)?, port, state))
+}
+
+/// Serves `/metrics` alone on `listener` (`METRICS_ADDR`): its own single worker, so scrapes work
+/// even when the API's workers are saturated or at their connection limit. Spawned on the
+/// current runtime; stop it with the returned handle (see [`StopOnDrop`]).
+pub fn serve_metrics_separately(data: web::Data<AppState>, listener: TcpListener) -> anyhow::Result<ServerHandle> {
+    let hsts = data.config.http.hsts;
+    let server = actix_web::HttpServer::new(move || {
+        App::new()
+            .app_data(data.clone())
+            .configure(routes::metrics::configure)
+            .default_service(web::to(|| async { HttpResponse::NotFound().finish() }))
+            .wrap(from_fn(move |req: ServiceRequest, next: Next<_>| {
+                hardening::security_headers(hsts, req, next)
+            }))
+            .wrap(from_fn(edge::edge))
+    })
+    .workers(1)
+    .disable_signals()
+    .shutdown_timeout(1)
+    .listen(listener)?
+    .run();
+    let handle = server.handle();
+    tokio::spawn(server);
+    Ok(handle)
+}
+
+/// Stops a server when dropped. The API server's app factory owns one for the metrics server, so
+/// the metrics listener closes when the API server has stopped and released its workers.
+pub struct StopOnDrop(pub ServerHandle);
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        // `stop` sends the command at once; the returned future only waits for completion.
+        drop(self.0.stop(true));
+    }
 }

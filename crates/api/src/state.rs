@@ -5,9 +5,11 @@ use std::sync::Arc;
 use auth::{PasswordHasher, TokenIssuer};
 use db::PgPool;
 
-use crate::{cache::Cache, config::Config, queue::Dispatcher, ratelimit::RateLimiter};
-
-pub use crate::redis_pool::RedisPool;
+pub use crate::infra::redis_pool::RedisPool;
+use crate::{
+    config::Config,
+    infra::{cache::Cache, queue::Dispatcher, ratelimit::RateLimiter},
+};
 
 #[derive(Clone)]
 pub struct AppState {

@@ -210,8 +210,8 @@ pub fn test_config(database_url: &str) -> Config {
         cache_enabled: true,
         cache_ttl: Duration::from_secs(60),
         // Off by default (every test client is 127.0.0.1); the rate-limit tests turn it on.
-        rate_limits: api::ratelimit::RateLimitConfig::disabled(),
-        http: api::hardening::HttpSettings::default(),
+        rate_limits: api::config::RateLimitConfig::disabled(),
+        http: api::config::HttpSettings::default(),
     }
 }
 

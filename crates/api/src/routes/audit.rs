@@ -12,7 +12,7 @@ use uuid::Uuid;
 use crate::{
     dto::Page,
     error::{ApiError, ApiResult, Problem},
-    extract::{AdminUser, ValidQuery},
+    http::extract::{AdminUser, ValidQuery},
     services::{self, audit::AuditCursor},
     state::AppState,
 };

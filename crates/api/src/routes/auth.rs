@@ -10,8 +10,9 @@ use uuid::Uuid;
 use crate::{
     dto::UserResponse,
     error::{ApiResult, Problem},
-    extract::{AuthUser, ClientMeta, IdPath, ValidJson},
-    ratelimit::{account_subject, limit, limit_ip, token_subject},
+    http::extract::{AuthUser, ClientMeta, IdPath, ValidJson},
+    http::ratelimit::{limit, limit_ip},
+    infra::ratelimit::{account_subject, token_subject},
     services::{self, auth::NewAccount},
     state::AppState,
     validate,
@@ -113,7 +114,7 @@ pub async fn signup(
     meta: ClientMeta,
     ValidJson(body): ValidJson<SignupRequest>,
 ) -> ApiResult<HttpResponse> {
-    limit_ip(&req, state.limits.config.signup).await?;
+    limit_ip(&req, &state.limits, state.limits.config.signup).await?;
     let account = NewAccount {
         email: Email::parse(&body.email)?,
         password: Password::parse(body.password, "password")?,
@@ -142,9 +143,9 @@ pub async fn login(
 ) -> ApiResult<HttpResponse> {
     // Per client IP and per account (the normalised address, so case variants share a budget).
     let policy = state.limits.config.login;
-    limit_ip(&req, policy).await?;
+    limit_ip(&req, &state.limits, policy).await?;
     let account = Email::parse(&body.email).map_or_else(|_| body.email.trim().to_lowercase(), String::from);
-    limit(&req, policy, &account_subject(&account)).await?;
+    limit(&req, &state.limits, policy, &account_subject(&account)).await?;
     let tokens = services::auth::login(&state, &body.email, &body.password, &meta).await?;
     Ok(no_store(actix_web::http::StatusCode::OK).json(TokenResponse::from(tokens)))
 }
@@ -165,7 +166,7 @@ pub async fn refresh(
     if state.limits.config.enabled
         && let Some(session) = services::auth::session_of_refresh_token(&state, &body.refresh_token).await?
     {
-        limit(&req, state.limits.config.refresh, &session.to_string()).await?;
+        limit(&req, &state.limits, state.limits.config.refresh, &session.to_string()).await?;
     }
     let tokens = services::auth::refresh(&state, &body.refresh_token, &meta).await?;
     Ok(no_store(actix_web::http::StatusCode::OK).json(TokenResponse::from(tokens)))
@@ -275,7 +276,7 @@ pub async fn forgot_password(
     meta: ClientMeta,
     ValidJson(body): ValidJson<ForgotRequest>,
 ) -> ApiResult<HttpResponse> {
-    limit_ip(&req, state.limits.config.forgot).await?;
+    limit_ip(&req, &state.limits, state.limits.config.forgot).await?;
     services::auth::forgot_password(&state, &body.email, &meta).await?;
     Ok(HttpResponse::Accepted().finish())
 }
@@ -295,8 +296,8 @@ pub async fn reset_password(
 ) -> ApiResult<HttpResponse> {
     let password = Password::parse(body.new_password, "new_password")?;
     let policy = state.limits.config.reset;
-    limit_ip(&req, policy).await?;
-    limit(&req, policy, &token_subject(&body.token)).await?;
+    limit_ip(&req, &state.limits, policy).await?;
+    limit(&req, &state.limits, policy, &token_subject(&body.token)).await?;
     services::auth::reset_password(&state, &body.token, &password, &meta).await?;
     Ok(HttpResponse::NoContent().finish())
 }

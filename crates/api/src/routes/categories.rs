@@ -12,7 +12,7 @@ use uuid::Uuid;
 use crate::{
     dto::Page,
     error::{ApiResult, Problem},
-    extract::{AuthUser, IdPath, ValidJson, ValidQuery},
+    http::extract::{AuthUser, IdPath, ValidJson, ValidQuery},
     services::tasks::{self as svc, CategoryCursor},
     state::AppState,
 };

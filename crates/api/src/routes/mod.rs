@@ -6,6 +6,7 @@ pub mod audit;
 pub mod auth;
 pub mod categories;
 pub mod health;
+pub mod metrics;
 pub mod tasks;
 pub mod users;
 

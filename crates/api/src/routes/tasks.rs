@@ -14,7 +14,7 @@ use uuid::Uuid;
 use crate::{
     dto::Page,
     error::{ApiError, ApiResult, Problem},
-    extract::{AuthUser, ClientMeta, IdPath, ValidJson},
+    http::extract::{AuthUser, ClientMeta, IdPath, ValidJson},
     services::tasks::{self as svc, NewTaskInput, TaskPatch, TaskView},
     state::AppState,
 };
@@ -208,7 +208,7 @@ pub async fn create(
     (status = 422, body = Problem, content_type = "application/problem+json", description = "Unknown parameter, bad filter value, unknown sort, or a tampered cursor"),
 ))]
 pub async fn list(state: web::Data<AppState>, me: AuthUser, req: HttpRequest) -> ApiResult<HttpResponse> {
-    let pairs = crate::extract::query_pairs(req.query_string())?;
+    let pairs = crate::http::extract::query_pairs(req.query_string())?;
     let query = TaskListQuery::parse(pairs.iter().map(|(k, v)| (k.as_str(), v.as_str())))?;
     let page = svc::list(&state, me.id(), &query).await?;
     Ok(HttpResponse::Ok().json(Page::of(page, TaskResponse::from)))

@@ -6,11 +6,16 @@ use serde::Deserialize;
 use utoipa::{IntoParams, ToSchema};
 
 use crate::{
-    cache::{CacheStatus, ns},
     dto::{Page, UserResponse},
     error::{ApiError, ApiResult, Problem},
-    extract::{AdminUser, AuthUser, ClientMeta, IdPath, ValidJson, ValidQuery},
-    ratelimit::{account_subject, limit},
+    http::{
+        extract::{AdminUser, AuthUser, ClientMeta, IdPath, ValidJson, ValidQuery},
+        ratelimit::limit,
+    },
+    infra::{
+        cache::{CacheStatus, ns},
+        ratelimit::account_subject,
+    },
     services::{
         self,
         auth::NewAccount,
@@ -118,7 +123,13 @@ pub async fn patch_me(
     if password.is_some() {
         // A current-password check is a password guess: it spends the account's login budget
         // before bcrypt runs, so an access token is not an unlimited oracle.
-        limit(&req, state.limits.config.login, &account_subject(&me.user.email)).await?;
+        limit(
+            &req,
+            &state.limits,
+            state.limits.config.login,
+            &account_subject(&me.user.email),
+        )
+        .await?;
     }
     let user = services::users::update_me(&state, &me.actor(), name, password, &meta).await?;
     Ok(HttpResponse::Ok().json(UserResponse::from(user)))

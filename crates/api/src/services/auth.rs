@@ -18,7 +18,7 @@ use serde_json::json;
 use uuid::Uuid;
 
 use crate::{
-    cache::ns,
+    infra::cache::ns,
     services::{
         Actor, Error, RequestMeta, Result,
         jobs::{Target, audit, email},

@@ -9,7 +9,7 @@ use serde_json::json;
 use uuid::Uuid;
 
 use crate::{
-    cache::ns,
+    infra::cache::ns,
     services::{
         Actor, Error, RequestMeta, Result,
         auth::{NewAccount, hash_new_account_password, insert_account},

@@ -100,11 +100,11 @@ async fn a_fresh_process_has_every_known_series_at_zero() {
         zero("jobs_enqueued_total", &[("queue", queue)]);
     }
     zero("metrics_scrape_errors_total", &[("source", "outbox_backlog")]);
-    for cache in api::metrics::CACHES {
+    for cache in api::infra::cache::ns::ALL {
         zero("cache_hits_total", &[("cache", cache)]);
         zero("cache_misses_total", &[("cache", cache)]);
     }
-    for (policy, _) in api::ratelimit::RateLimitConfig::DEFAULTS {
+    for (policy, _) in api::config::RateLimitConfig::DEFAULTS {
         zero(
             "rate_limit_rejections_total",
             &[("policy", &policy.to_ascii_lowercase())],

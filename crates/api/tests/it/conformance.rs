@@ -9,7 +9,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use api::hardening::API_CSP;
+use api::http::hardening::API_CSP;
 use serde_json::{Value, json};
 use testkit::{Method, StatusCode, TestApp};
 use tokio::{
@@ -251,7 +251,7 @@ async fn actix_codec_rejections_are_problems_logged_at_warn() {
     assert_eq!(bad[0].header("connection"), Some("close"));
     assert_eq!(
         bad[0].header("strict-transport-security"),
-        Some(api::hardening::HSTS_VALUE)
+        Some(api::http::hardening::HSTS_VALUE)
     );
     let bad_id = bad[0].header("x-request-id").unwrap().to_owned();
 

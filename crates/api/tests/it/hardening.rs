@@ -3,7 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use api::hardening::{API_CSP, DOCS_CSP, HSTS_VALUE};
+use api::http::hardening::{API_CSP, DOCS_CSP, HSTS_VALUE};
 use serde_json::json;
 use testkit::{ApiProcess, Method, NewTask, Res, StatusCode, TestApp, eventually, metrics::Metrics};
 

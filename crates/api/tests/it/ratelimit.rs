@@ -3,7 +3,7 @@
 //! attempts have their own budget, IPv6 clients are counted per /64, and the client's own
 //! `X-Forwarded-For` cannot win behind a trusted proxy.
 
-use api::ratelimit::{Policy, parse_proxies};
+use api::config::{Policy, parse_proxies};
 use serde_json::json;
 use testkit::{PASSWORD, StatusCode, TestApp};
 

@@ -10,7 +10,7 @@ use std::{
     time::Duration,
 };
 
-use api::{cache::CacheStatus, ratelimit::Policy};
+use api::{config::Policy, infra::cache::CacheStatus};
 use futures_util::future::join_all;
 use serde_json::json;
 use testkit::{OwnRedis, PASSWORD, StatusCode, TestApp};
@@ -121,7 +121,7 @@ async fn a_slow_reader_cannot_store_a_stale_value_after_an_invalidation() {
                     // Read "from Postgres" before the write commits…
                     let _ = loaded_tx.send(());
                     let _ = release_rx.await;
-                    Ok("stale".to_owned())
+                    Ok::<_, api::error::ApiError>("stale".to_owned())
                 })
                 .await
                 .unwrap()
@@ -134,7 +134,9 @@ async fn a_slow_reader_cannot_store_a_stale_value_after_an_invalidation() {
     release_tx.send(()).unwrap();
     assert_eq!(slow.await.unwrap(), ("stale".to_owned(), CacheStatus::Miss));
     let (value, status) = cache
-        .get_or_load("race", "k", || async { Ok("fresh".to_owned()) })
+        .get_or_load("race", "k", || async {
+            Ok::<_, api::error::ApiError>("fresh".to_owned())
+        })
         .await
         .unwrap();
     assert_eq!(
@@ -143,7 +145,9 @@ async fn a_slow_reader_cannot_store_a_stale_value_after_an_invalidation() {
         "the stale value must not be served"
     );
     let (value, status) = cache
-        .get_or_load("race", "k", || async { Ok("never".to_owned()) })
+        .get_or_load("race", "k", || async {
+            Ok::<_, api::error::ApiError>("never".to_owned())
+        })
         .await
         .unwrap();
     assert_eq!((value.as_str(), status), ("fresh", CacheStatus::Hit));
@@ -162,7 +166,7 @@ async fn one_request_recomputes_an_expired_hot_key() {
                 .get_or_load("stampede", "hot", || async move {
                     loads.fetch_add(1, Ordering::SeqCst);
                     tokio::time::sleep(Duration::from_millis(100)).await;
-                    Ok("value".to_owned())
+                    Ok::<_, api::error::ApiError>("value".to_owned())
                 })
                 .await
                 .unwrap()
@@ -297,7 +301,7 @@ async fn forwarded_for_is_believed_from_a_trusted_proxy() {
     let app = TestApp::spawn_with(|c| {
         c.rate_limits.enabled = true;
         c.rate_limits.login = Policy::parse("login", "2/60").unwrap();
-        c.rate_limits.trusted_proxies = api::ratelimit::parse_proxies("127.0.0.1").unwrap();
+        c.rate_limits.trusted_proxies = api::config::parse_proxies("127.0.0.1").unwrap();
     })
     .await;
     let login_from = |ip: &str, n: usize| {

@@ -48,16 +48,11 @@ use actix_web::http::header::{self, HeaderMap};
 use bytes::{Buf, BytesMut};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
-use crate::error::{PROBLEM_JSON, Problem, REQUEST_ID};
-
-/// What [`Guarded`] needs to know, shared by every connection.
-#[derive(Debug, Clone, Copy)]
-pub struct WireSettings {
-    /// `CLIENT_REQUEST_TIMEOUT`: how long a client has to send a request head.
-    pub head_timeout: Duration,
-    /// Send `Strict-Transport-Security` (as every other response does).
-    pub hsts: bool,
-}
+use crate::{
+    config::WireSettings,
+    error::{PROBLEM_JSON, Problem},
+    http::request_id,
+};
 
 /// Why a connection is refused, and how to answer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -243,15 +238,15 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Guarded<T> {
 /// The raw HTTP/1.1 response for a refused head: a problem with a fresh request id, the
 /// security headers, `Connection: close`.
 fn answer(refusal: Refusal, hsts: bool) -> bytes::Bytes {
-    let id = uuid::Uuid::now_v7().to_string();
-    let mut problem = REQUEST_ID.sync_scope(id.clone(), || Problem::for_status(refusal.status));
+    let id = request_id::fresh();
+    let mut problem = request_id::sync_scope(id.clone(), || Problem::for_status(refusal.status));
     if refusal.status == StatusCode::BAD_REQUEST {
         problem.detail = "The request is not valid HTTP/1.1.".to_owned();
     }
     tracing::warn!(request.id = %id, http.status = refusal.status.as_u16(), "answered a refused request head");
     let body = serde_json::to_vec(&problem).unwrap_or_default();
     let mut headers = HeaderMap::new();
-    crate::hardening::api_headers(&mut headers, hsts);
+    crate::http::hardening::api_headers(&mut headers, hsts);
     let mut out = Vec::with_capacity(512 + body.len());
     let reason = refusal.status.canonical_reason().unwrap_or("Error");
     out.extend_from_slice(format!("HTTP/1.1 {} {reason}\r\n", refusal.status.as_u16()).as_bytes());
@@ -259,7 +254,7 @@ fn answer(refusal: Refusal, hsts: bool) -> bytes::Bytes {
     for (name, value) in [
         (header::CONTENT_TYPE.as_str(), PROBLEM_JSON.to_owned()),
         (header::CONTENT_LENGTH.as_str(), body.len().to_string()),
-        (crate::edge::REQUEST_ID_HEADER.as_str(), id),
+        (request_id::HEADER.as_str(), id),
         (header::CONNECTION.as_str(), "close".to_owned()),
         (header::DATE.as_str(), date.to_string()),
     ] {

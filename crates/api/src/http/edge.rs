@@ -1,8 +1,8 @@
 //! The outermost middleware: request ids, panic containment and problem+json for every error.
 //!
-//! - Every response carries `X-Request-Id`: the client's value when it is a sane token
-//!   (1–128 chars of `[A-Za-z0-9._-]`), otherwise a fresh UUIDv7. The id is also available to
-//!   error bodies through the [`REQUEST_ID`] task-local and is recorded on the request's log span.
+//! - Every response carries `X-Request-Id` (chosen by [`request_id::choose`]); the whole handler
+//!   runs in [`request_id::scope`], so error bodies carry it too, and it is recorded on the
+//!   request's log span.
 //! - A panic in a handler becomes a 500 problem body instead of a dropped connection.
 //! - Any 4xx/5xx that is not already `application/problem+json` (actix's own 404/405/413…) is
 //!   replaced by the generic problem for its status, so clients see one error format.
@@ -11,12 +11,12 @@
 //!   `Content-Length`) without its body. A 405 whose `Allow` lists `GET` lists `HEAD` too.
 //!
 //! Malformed HTTP that never reaches the app (actix-http's own 400/408/431) is answered by
-//! [`crate::wire`].
+//! [`crate::http::wire`].
 
 use std::{panic::AssertUnwindSafe, time::Instant};
 
 use actix_web::{
-    Error, HttpMessage, HttpResponse, ResponseError,
+    Error, HttpResponse, ResponseError,
     body::{BoxBody, MessageBody},
     dev::{ServiceRequest, ServiceResponse},
     http::{
@@ -28,19 +28,10 @@ use actix_web::{
 use futures_util::FutureExt;
 use tracing::Instrument;
 
-use crate::error::{PROBLEM_JSON, Problem, REQUEST_ID};
-
-pub const REQUEST_ID_HEADER: HeaderName = HeaderName::from_static("x-request-id");
-
-/// The request id, stored in request extensions for handlers that want it (audit events).
-#[derive(Debug, Clone)]
-pub struct RequestId(pub String);
-
-fn valid_request_id(v: &str) -> bool {
-    (1..=128).contains(&v.len())
-        && v.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
-}
+use crate::{
+    error::{PROBLEM_JSON, Problem},
+    http::request_id::{self, RequestId},
+};
 
 pub async fn edge(
     mut req: ServiceRequest,
@@ -51,22 +42,16 @@ pub async fn edge(
         // Routed as GET; the codec still knows it answers a HEAD and leaves the body out.
         req.head_mut().method = Method::GET;
     }
-    let id = req
-        .headers()
-        .get(&REQUEST_ID_HEADER)
-        .and_then(|v| v.to_str().ok())
-        .filter(|v| valid_request_id(v))
-        .map_or_else(|| uuid::Uuid::now_v7().to_string(), str::to_owned);
-    req.extensions_mut().insert(RequestId(id.clone()));
+    let id = request_id::choose(req.headers().get(&request_id::HEADER).and_then(|v| v.to_str().ok()));
+    RequestId::insert(&req, id.clone());
     let span = tracing::info_span!("request", request.id = %id, http.method = %method);
     let started = Instant::now();
 
-    let outcome = REQUEST_ID
-        .scope(
-            id.clone(),
-            AssertUnwindSafe(next.call(req)).catch_unwind().instrument(span.clone()),
-        )
-        .await;
+    let outcome = request_id::scope(
+        id.clone(),
+        AssertUnwindSafe(next.call(req)).catch_unwind().instrument(span.clone()),
+    )
+    .await;
 
     let res = match outcome {
         Ok(Ok(res)) => res.map_into_boxed_body(),
@@ -107,9 +92,7 @@ pub async fn edge(
 fn finish(res: HttpResponse<BoxBody>, id: &str) -> HttpResponse<BoxBody> {
     let status = res.status();
     let mut res = if (status.is_client_error() || status.is_server_error()) && !is_problem(res.headers()) {
-        let mut replacement = REQUEST_ID
-            .sync_scope(id.to_owned(), || Problem::for_status(status))
-            .into_response();
+        let mut replacement = request_id::sync_scope(id.to_owned(), || Problem::for_status(status)).into_response();
         // Keep the original's headers (Allow on 405, Retry-After, WWW-Authenticate, and what
         // inner middleware added: CORS, security headers, rate-limit headers), except those that
         // describe the replaced body or that the problem sets itself.
@@ -128,7 +111,7 @@ fn finish(res: HttpResponse<BoxBody>, id: &str) -> HttpResponse<BoxBody> {
         res
     };
     if let Ok(v) = HeaderValue::from_str(id) {
-        res.headers_mut().insert(REQUEST_ID_HEADER, v);
+        res.headers_mut().insert(request_id::HEADER, v);
     }
     if res.status() == StatusCode::METHOD_NOT_ALLOWED {
         allow_head_with_get(res.headers_mut());
@@ -176,13 +159,13 @@ impl std::fmt::Display for EdgeError {
 impl ResponseError for EdgeError {
     fn error_response(&self) -> HttpResponse<BoxBody> {
         let res = match &self.inner {
-            Some(e) => REQUEST_ID.sync_scope(self.request_id.clone(), || e.error_response()),
+            Some(e) => request_id::sync_scope(self.request_id.clone(), || e.error_response()),
             None => HttpResponse::InternalServerError().finish(),
         };
         let mut res = finish(res, &self.request_id);
         if self.inner.is_none() {
             // A panic unwound through the security-headers middleware: set them here.
-            crate::hardening::error_headers(res.headers_mut());
+            crate::http::hardening::error_headers(res.headers_mut());
         }
         res
     }
@@ -199,7 +182,7 @@ fn is_problem(headers: &actix_web::http::header::HeaderMap) -> bool {
 mod tests {
     use actix_web::{App, HttpResponse, middleware::from_fn, test as atest, web};
 
-    use super::{edge, valid_request_id};
+    use super::edge;
 
     #[tokio::test]
     async fn a_panicking_handler_is_a_500_problem_not_a_dropped_connection() {
@@ -241,14 +224,5 @@ mod tests {
         assert_eq!(allow("PATCH, GET"), "PATCH, GET, HEAD");
         assert_eq!(allow("POST"), "POST");
         assert_eq!(allow("GET, HEAD"), "GET, HEAD");
-    }
-
-    #[test]
-    fn request_id_validation() {
-        assert!(valid_request_id("abc-123_x.y"));
-        assert!(!valid_request_id(""));
-        assert!(!valid_request_id("has space"));
-        assert!(!valid_request_id("new\nline"));
-        assert!(!valid_request_id(&"a".repeat(129)));
     }
 }

@@ -1,5 +1,9 @@
 //! Per-endpoint rate limits shared through Redis: GCRA in one Lua script (atomic, exact across
 //! any number of API instances, clocked by Redis' own `TIME` so instance clocks do not matter).
+//! This module is the limiter ([`RateLimiter`]: checks, counts, the in-process fallback, the
+//! `rate_limit_rejections_total` counter) and the subjects it counts against; the policies'
+//! settings are [`crate::config::RateLimitConfig`], and [`crate::http::ratelimit`] applies the
+//! decisions to requests (the request-wide middleware, 429s, the `RateLimit` headers).
 //!
 //! Policies (`RATE_LIMIT_<POLICY>=<count>/<seconds>`; `RATE_LIMIT_ENABLED=false` turns all off):
 //! `LOGIN` per account and per client IP (login, and wrong-password guesses through
@@ -29,184 +33,22 @@ use std::{
 };
 
 use actix_web::{
-    HttpMessage, HttpRequest,
-    body::{BoxBody, MessageBody},
-    dev::{ServiceRequest, ServiceResponse},
+    HttpRequest,
     http::header::{HeaderMap, HeaderName, HeaderValue},
-    middleware::Next,
-    web,
 };
-use anyhow::bail;
 use ipnet::{IpNet, Ipv6Net};
+use uuid::Uuid;
 
-use crate::{
-    error::ApiError,
-    state::{AppState, RedisPool},
-};
-
-/// One policy: `count` requests per `period`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Policy {
-    pub name: &'static str,
-    pub count: u32,
-    pub period: Duration,
-}
+pub use crate::config::{Policy, RateLimitConfig};
+use crate::infra::redis_pool::RedisPool;
 
 impl Policy {
-    /// Parses `<count>/<seconds>`, e.g. `5/60`.
-    pub fn parse(name: &'static str, raw: &str) -> anyhow::Result<Self> {
-        let Some((c, s)) = raw.trim().split_once('/') else {
-            bail!("rate limit {raw:?} must look like 5/60")
-        };
-        let count: u32 = c
-            .trim()
-            .parse()
-            .map_err(|_| anyhow::anyhow!("rate limit count {c:?} is not a number"))?;
-        let secs: u64 = s
-            .trim()
-            .parse()
-            .map_err(|_| anyhow::anyhow!("rate limit window {s:?} is not a number"))?;
-        if count == 0 || secs == 0 {
-            bail!("rate limit {raw:?}: count and seconds must be positive");
-        }
-        Ok(Self {
-            name,
-            count,
-            period: Duration::from_secs(secs),
-        })
-    }
-
     fn emission_ms(&self) -> u64 {
         (self.period.as_millis() as u64 / u64::from(self.count)).max(1)
     }
 
     fn tolerance_ms(&self) -> u64 {
         self.emission_ms() * u64::from(self.count - 1)
-    }
-}
-
-/// Every policy, configurable from the environment.
-#[derive(Debug, Clone)]
-pub struct RateLimitConfig {
-    pub enabled: bool,
-    pub login: Policy,
-    pub signup: Policy,
-    pub forgot: Policy,
-    pub reset: Policy,
-    pub refresh: Policy,
-    pub user: Policy,
-    pub anon: Policy,
-    /// Peers whose `X-Forwarded-For` is believed.
-    pub trusted_proxies: Vec<IpNet>,
-    /// Per-IP policies count IPv6 clients by their network of this many bits.
-    pub ipv6_prefix: u8,
-}
-
-impl RateLimitConfig {
-    pub const DEFAULTS: [(&'static str, &'static str); 7] = [
-        ("LOGIN", "10/60"),
-        ("SIGNUP", "20/3600"),
-        ("FORGOT", "5/3600"),
-        ("RESET", "10/3600"),
-        ("REFRESH", "30/60"),
-        ("USER", "1200/60"),
-        ("ANON", "300/60"),
-    ];
-
-    pub fn from_env() -> anyhow::Result<Self> {
-        let get = |name: &'static str| -> anyhow::Result<Policy> {
-            let default = Self::DEFAULTS
-                .iter()
-                .find(|(n, _)| *n == name)
-                .map_or("60/60", |(_, d)| d);
-            let raw = std::env::var(format!("RATE_LIMIT_{name}")).unwrap_or_else(|_| default.to_owned());
-            Policy::parse(policy_name(name), &raw).map_err(|e| anyhow::anyhow!("RATE_LIMIT_{name}: {e}"))
-        };
-        let enabled = match std::env::var("RATE_LIMIT_ENABLED").as_deref() {
-            Err(_) | Ok("" | "true" | "1") => true,
-            Ok("false" | "0") => false,
-            Ok(other) => bail!("RATE_LIMIT_ENABLED must be true or false, not {other:?}"),
-        };
-        let trusted_proxies = match std::env::var("TRUSTED_PROXIES") {
-            Ok(list) => parse_proxies(&list)?,
-            Err(_) => vec![],
-        };
-        let ipv6_prefix = match std::env::var("RATE_LIMIT_IPV6_PREFIX") {
-            Ok(raw) if !raw.trim().is_empty() => parse_ipv6_prefix(&raw)?,
-            _ => Self::DEFAULT_IPV6_PREFIX,
-        };
-        Ok(Self {
-            enabled,
-            login: get("LOGIN")?,
-            signup: get("SIGNUP")?,
-            forgot: get("FORGOT")?,
-            reset: get("RESET")?,
-            refresh: get("REFRESH")?,
-            user: get("USER")?,
-            anon: get("ANON")?,
-            trusted_proxies,
-            ipv6_prefix,
-        })
-    }
-
-    /// The default IPv6 prefix of per-IP keys: a /64 is one host's (or one LAN's) allocation.
-    pub const DEFAULT_IPV6_PREFIX: u8 = 64;
-
-    /// Defaults, all off (tests enable what they exercise).
-    pub fn disabled() -> Self {
-        let p = |n: &'static str| {
-            let raw = Self::DEFAULTS.iter().find(|(d, _)| *d == n).map_or("60/60", |(_, r)| r);
-            Policy::parse(policy_name(n), raw).unwrap_or(Policy {
-                name: "default",
-                count: 60,
-                period: Duration::from_secs(60),
-            })
-        };
-        Self {
-            enabled: false,
-            login: p("LOGIN"),
-            signup: p("SIGNUP"),
-            forgot: p("FORGOT"),
-            reset: p("RESET"),
-            refresh: p("REFRESH"),
-            user: p("USER"),
-            anon: p("ANON"),
-            trusted_proxies: vec![],
-            ipv6_prefix: Self::DEFAULT_IPV6_PREFIX,
-        }
-    }
-}
-
-fn policy_name(env: &str) -> &'static str {
-    match env {
-        "LOGIN" => "login",
-        "SIGNUP" => "signup",
-        "FORGOT" => "forgot",
-        "RESET" => "reset",
-        "REFRESH" => "refresh",
-        "USER" => "user",
-        _ => "anon",
-    }
-}
-
-/// `10.0.0.1, 10.1.0.0/16, ::1` → networks (single addresses become /32 or /128).
-pub fn parse_proxies(list: &str) -> anyhow::Result<Vec<IpNet>> {
-    list.split(',')
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
-        .map(|s| {
-            IpNet::from_str(s)
-                .or_else(|_| IpAddr::from_str(s).map(IpNet::from))
-                .map_err(|_| anyhow::anyhow!("TRUSTED_PROXIES: {s:?} is not an IP address or CIDR"))
-        })
-        .collect()
-}
-
-/// `RATE_LIMIT_IPV6_PREFIX`: 1 to 128 bits.
-fn parse_ipv6_prefix(raw: &str) -> anyhow::Result<u8> {
-    match raw.trim().trim_start_matches('/').parse::<u8>() {
-        Ok(bits @ 1..=128) => Ok(bits),
-        _ => bail!("RATE_LIMIT_IPV6_PREFIX must be a prefix length from 1 to 128, not {raw:?}"),
     }
 }
 
@@ -376,7 +218,7 @@ impl RateLimiter {
             return None;
         }
         let key = format!("{}:{}:{subject}", self.prefix, policy.name);
-        match self.remote(policy, &key).await {
+        let decision = match self.remote(policy, &key).await {
             Ok(d) => Some(d),
             Err(e) => match policy.name {
                 "login" | "signup" | "forgot" | "reset" => {
@@ -388,6 +230,26 @@ impl RateLimiter {
                     None
                 }
             },
+        };
+        if let Some(d) = &decision
+            && !d.allowed
+        {
+            crate::metrics::rate_limited(d.policy.name);
+        }
+        decision
+    }
+
+    /// Checks `policy` for the client's address (see [`client_subject`]).
+    pub async fn check_ip(&self, policy: Policy, req: &HttpRequest) -> Option<Decision> {
+        self.check(policy, &client_subject(req, &self.config)).await
+    }
+
+    /// The request-wide budget: `USER` for the subject of a verified access token (`user`), `ANON`
+    /// for the client's address otherwise.
+    pub async fn check_request(&self, user: Option<Uuid>, req: &HttpRequest) -> Option<Decision> {
+        match user {
+            Some(id) => self.check(self.config.user, &id.to_string()).await,
+            None => self.check_ip(self.config.anon, req).await,
         }
     }
 
@@ -440,95 +302,10 @@ impl RateLimiter {
     }
 }
 
-/// The most restrictive decision of a request so far, reported in its response headers.
-#[derive(Debug, Clone, Copy)]
-struct Reported(Decision);
-
-/// Records a decision for the response headers; a rejection becomes a 429 error.
-pub fn enforce(req: &HttpRequest, decision: Option<Decision>) -> Result<(), ApiError> {
-    let Some(d) = decision else { return Ok(()) };
-    let mut ext = req.extensions_mut();
-    let keep = match ext.get::<Reported>() {
-        Some(Reported(prev)) => !prev.allowed || (d.allowed && prev.remaining <= d.remaining),
-        None => false,
-    };
-    if !keep {
-        ext.insert(Reported(d));
-    }
-    drop(ext);
-    if d.allowed {
-        Ok(())
-    } else {
-        crate::metrics::rate_limited(d.policy.name);
-        Err(ApiError::RateLimited(d))
-    }
-}
-
-/// Checks `policy` for `subject` and enforces the result (see [`enforce`]).
-pub async fn limit(req: &HttpRequest, policy: Policy, subject: &str) -> Result<(), ApiError> {
-    let Some(state) = req.app_data::<web::Data<AppState>>() else {
-        return Ok(());
-    };
-    let decision = state.limits.check(policy, subject).await;
-    enforce(req, decision)
-}
-
-/// Checks `policy` for the client's address (see [`client_subject`]) and enforces the result.
-pub async fn limit_ip(req: &HttpRequest, policy: Policy) -> Result<(), ApiError> {
-    let Some(state) = req.app_data::<web::Data<AppState>>() else {
-        return Ok(());
-    };
-    let decision = state
-        .limits
-        .check(policy, &client_subject(req, &state.limits.config))
-        .await;
-    enforce(req, decision)
-}
-
-fn exempt(path: &str) -> bool {
-    path.starts_with("/health/") || path == "/metrics" || path.starts_with("/docs") || path == "/openapi.json"
-}
-
-/// Middleware: every request (bar health, metrics and docs) is charged to `USER` for the subject
-/// of its access token when that token verifies, and to `ANON` for its client address otherwise —
-/// a header that merely says `Authorization` changes nothing. Then the `RateLimit` headers of
-/// whatever policy was checked on the way.
-pub async fn middleware(
-    req: ServiceRequest,
-    next: Next<impl MessageBody + 'static>,
-) -> Result<ServiceResponse<BoxBody>, actix_web::Error> {
-    if !exempt(req.path())
-        && let Some(state) = req.app_data::<web::Data<AppState>>().cloned()
-        && state.limits.config.enabled
-    {
-        let config = &state.limits.config;
-        // A signature check only (no database): cheap enough to run before anything else.
-        let verified = crate::extract::bearer(req.request()).and_then(|t| state.tokens.verify(&t).ok());
-        let decision = match verified {
-            Some(claims) => state.limits.check(config.user, &claims.sub.to_string()).await,
-            None => {
-                state
-                    .limits
-                    .check(config.anon, &client_subject(req.request(), config))
-                    .await
-            }
-        };
-        if let Err(e) = enforce(req.request(), decision) {
-            let res = actix_web::ResponseError::error_response(&e);
-            return Ok(req.into_response(res));
-        }
-    }
-    let mut res = next.call(req).await?.map_into_boxed_body();
-    let reported = res.request().extensions().get::<Reported>().copied();
-    if let Some(Reported(d)) = reported {
-        d.write_headers(res.headers_mut());
-    }
-    Ok(res)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::parse_proxies;
 
     #[test]
     fn policies_parse() {
@@ -666,20 +443,10 @@ mod tests {
         assert_eq!(ip_subject(ip("2001:db8::1"), 128), "2001:db8::1/128");
     }
 
-    #[test]
-    fn ipv6_prefix_parses() {
-        assert_eq!(parse_ipv6_prefix("64").unwrap(), 64);
-        assert_eq!(parse_ipv6_prefix(" /56 ").unwrap(), 56);
-        assert_eq!(parse_ipv6_prefix("128").unwrap(), 128);
-        for bad in ["0", "129", "-1", "x", ""] {
-            assert!(parse_ipv6_prefix(bad).is_err(), "{bad:?}");
-        }
-    }
-
     #[tokio::test]
     async fn local_fallback_admits_exactly_the_burst() {
-        let pool =
-            bb8::Pool::builder().build_unchecked(crate::redis_pool::RedisManager::new("redis://127.0.0.1:1").unwrap());
+        let pool = bb8::Pool::builder()
+            .build_unchecked(crate::infra::redis_pool::RedisManager::new("redis://127.0.0.1:1").unwrap());
         let mut config = RateLimitConfig::disabled();
         config.enabled = true;
         let limiter = RateLimiter::new(pool, "t", config);

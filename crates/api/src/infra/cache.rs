@@ -26,7 +26,7 @@ use std::{
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
-use crate::{error::ApiResult, state::RedisPool};
+use crate::infra::redis_pool::{RedisManager, RedisPool};
 
 const OP_TIMEOUT: Duration = Duration::from_millis(250);
 const BYPASS_FOR: Duration = Duration::from_secs(2);
@@ -94,7 +94,7 @@ impl Cache {
         tracing::warn!(%error, op = what, "cache unavailable; bypassing Redis for 2 s");
     }
 
-    async fn conn(&self) -> Option<bb8::PooledConnection<'_, crate::redis_pool::RedisManager>> {
+    async fn conn(&self) -> Option<bb8::PooledConnection<'_, RedisManager>> {
         match tokio::time::timeout(OP_TIMEOUT, self.redis.get()).await {
             Ok(Ok(c)) => Some(c),
             Ok(Err(e)) => {
@@ -150,10 +150,10 @@ impl Cache {
     }
 
     /// Cache-aside: the cached JSON for `ns`/`key`, or `load()`'s JSON (stored for next time).
-    pub async fn get_or_load<F, Fut>(&self, ns: &'static str, key: &str, load: F) -> ApiResult<(String, CacheStatus)>
+    pub async fn get_or_load<F, Fut, E>(&self, ns: &'static str, key: &str, load: F) -> Result<(String, CacheStatus), E>
     where
         F: FnOnce() -> Fut,
-        Fut: Future<Output = ApiResult<String>>,
+        Fut: Future<Output = Result<String, E>>,
     {
         if !self.usable() {
             return Ok((load().await?, CacheStatus::Miss));
@@ -236,4 +236,7 @@ impl Cache {
 pub mod ns {
     /// Admin user list pages and single users.
     pub const USERS: &str = "users";
+
+    /// Every namespace (their hit and miss counters exist from the start). A new one belongs here.
+    pub const ALL: [&str; 1] = [USERS];
 }

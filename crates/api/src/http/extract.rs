@@ -4,7 +4,7 @@
 use std::{future::Future, pin::Pin};
 
 use actix_web::{
-    FromRequest, HttpMessage, HttpRequest,
+    FromRequest, HttpRequest,
     dev::Payload,
     http::header,
     web::{self, Bytes},
@@ -16,8 +16,8 @@ use serde::de::DeserializeOwned;
 use uuid::Uuid;
 
 use crate::{
-    edge::RequestId,
     error::ApiError,
+    http::request_id::RequestId,
     services::{Actor, RequestMeta},
     state::AppState,
 };
@@ -285,15 +285,11 @@ impl FromRequest for ClientMeta {
             .get(header::USER_AGENT)
             .and_then(|v| v.to_str().ok())
             .map(|ua| ua.chars().take(512).collect::<String>());
-        let request_id = req
-            .extensions()
-            .get::<RequestId>()
-            .map(|r| r.0.clone())
-            .unwrap_or_default();
+        let request_id = RequestId::of(req);
         // The client address as the rate limiter sees it (X-Forwarded-For only from trusted proxies).
         let state = req.app_data::<web::Data<AppState>>();
         let trusted = state.map_or(&[][..], |s| &s.limits.config.trusted_proxies[..]);
-        let ip = crate::ratelimit::request_ip(req, trusted).map(|ip| ip.to_string());
+        let ip = crate::infra::ratelimit::request_ip(req, trusted).map(|ip| ip.to_string());
         std::future::ready(Ok(Self(RequestMeta {
             request_id,
             ip,

@@ -1,0 +1,97 @@
+//! Rate-limit decisions applied to requests: the request-wide budget (a middleware built with
+//! the limiter and the token verifier), the per-endpoint checks handlers make, the 429 error and
+//! the `RateLimit` / `RateLimit-Policy` response headers. The limiter itself (policies, Redis,
+//! fallback, subjects) is [`crate::infra::ratelimit`].
+
+use std::sync::Arc;
+
+use actix_web::{
+    HttpMessage, HttpRequest,
+    body::{BoxBody, MessageBody},
+    dev::{ServiceRequest, ServiceResponse},
+    middleware::Next,
+};
+use auth::TokenIssuer;
+
+use crate::{
+    error::ApiError,
+    http::extract::bearer,
+    infra::ratelimit::{Decision, Policy, RateLimiter},
+};
+
+/// The most restrictive decision of a request so far, reported in its response headers.
+#[derive(Debug, Clone, Copy)]
+struct Reported(Decision);
+
+/// Records a decision for the response headers; a rejection becomes a 429 error.
+pub fn enforce(req: &HttpRequest, decision: Option<Decision>) -> Result<(), ApiError> {
+    let Some(d) = decision else { return Ok(()) };
+    let mut ext = req.extensions_mut();
+    let keep = match ext.get::<Reported>() {
+        Some(Reported(prev)) => !prev.allowed || (d.allowed && prev.remaining <= d.remaining),
+        None => false,
+    };
+    if !keep {
+        ext.insert(Reported(d));
+    }
+    drop(ext);
+    if d.allowed {
+        Ok(())
+    } else {
+        Err(ApiError::RateLimited(d))
+    }
+}
+
+/// Checks `policy` for `subject` and enforces the result (see [`enforce`]).
+pub async fn limit(req: &HttpRequest, limiter: &RateLimiter, policy: Policy, subject: &str) -> Result<(), ApiError> {
+    enforce(req, limiter.check(policy, subject).await)
+}
+
+/// Checks `policy` for the client's address and enforces the result.
+pub async fn limit_ip(req: &HttpRequest, limiter: &RateLimiter, policy: Policy) -> Result<(), ApiError> {
+    enforce(req, limiter.check_ip(policy, req).await)
+}
+
+fn exempt(path: &str) -> bool {
+    path.starts_with("/health/") || path == "/metrics" || path.starts_with("/docs") || path == "/openapi.json"
+}
+
+/// The request-wide limit: every request (bar health, metrics and docs) is charged to `USER` for
+/// the subject of its access token when that token verifies, and to `ANON` for its client address
+/// otherwise — a header that merely says `Authorization` changes nothing. Then the `RateLimit`
+/// headers of whatever policy was checked on the way. The `AuthUser` extractor charges nothing:
+/// this is the per-user limit.
+#[derive(Clone)]
+pub struct RequestLimit(Arc<(RateLimiter, TokenIssuer)>);
+
+impl RequestLimit {
+    pub fn new(limiter: RateLimiter, tokens: TokenIssuer) -> Self {
+        Self(Arc::new((limiter, tokens)))
+    }
+
+    /// The middleware (`from_fn(move |req, next| limit.clone().call(req, next))`).
+    pub async fn call(
+        self,
+        req: ServiceRequest,
+        next: Next<impl MessageBody + 'static>,
+    ) -> Result<ServiceResponse<BoxBody>, actix_web::Error> {
+        let (limiter, tokens) = &*self.0;
+        if !exempt(req.path()) && limiter.config.enabled {
+            // A signature check only (no database): cheap enough to run before anything else.
+            let user = bearer(req.request())
+                .and_then(|t| tokens.verify(&t).ok())
+                .map(|claims| claims.sub);
+            let decision = limiter.check_request(user, req.request()).await;
+            if let Err(e) = enforce(req.request(), decision) {
+                let res = actix_web::ResponseError::error_response(&e);
+                return Ok(req.into_response(res));
+            }
+        }
+        let mut res = next.call(req).await?.map_into_boxed_body();
+        let reported = res.request().extensions().get::<Reported>().copied();
+        if let Some(Reported(d)) = reported {
+            d.write_headers(res.headers_mut());
+        }
+        Ok(res)
+    }
+}
