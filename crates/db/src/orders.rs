@@ -539,3 +539,71 @@ pub async fn set_lock_timeout(conn: &mut AsyncPgConnection, millis: u32) -> DbRe
         .await?;
     Ok(())
 }
+
+/// What a cancel did besides the status change.
+#[derive(Debug, Clone, Default)]
+pub struct CancelEffects {
+    /// Stock rows put back (one per product of the order).
+    pub released: usize,
+    /// The refund that became pending (a paid order was cancelled).
+    pub refund: Option<RefundRow>,
+}
+
+/// Everything a transition into `cancelled` implies, in the caller's transaction, right after
+/// [`transition`] returned the order (so it runs once per order, whoever won the race): the
+/// stock goes back (one ledger row per product), a paid order's payment gets a pending refund,
+/// and the timeline records the cancel (and the refund).
+pub async fn after_cancel(
+    conn: &mut AsyncPgConnection,
+    order: &OrderRow,
+    from: OrderStatus,
+    effects: domain::orders::Effects,
+    actor: EventActor,
+    actor_id: Option<Uuid>,
+) -> DbResult<CancelEffects> {
+    use domain::orders::event;
+    let reason = order.cancel_reason.0.map_or("cancelled", CancelReason::as_str);
+    let mut out = CancelEffects::default();
+    if effects.releases_stock {
+        out.released =
+            crate::products::release(conn, order.id, &format!("order {} cancelled ({reason})", order.number), actor_id)
+                .await?;
+    }
+    let type_ = if order.cancel_reason.0 == Some(CancelReason::Expired) {
+        event::EXPIRED
+    } else {
+        event::CANCELLED
+    };
+    add_event(
+        conn,
+        &NewEvent {
+            order_id: order.id,
+            type_,
+            from: Some(from),
+            to: Some(order.status),
+            actor,
+            detail: serde_json::json!({ "reason": reason, "stock_released": out.released }),
+        },
+    )
+    .await?;
+    if effects.refund_due
+        && let Some((payment_id, amount, currency)) = applied_payment(conn, order.id).await?
+    {
+        out.refund = open_refund(conn, order.id, payment_id, amount, &currency).await?;
+        if let Some(refund) = &out.refund {
+            add_event(
+                conn,
+                &NewEvent {
+                    order_id: order.id,
+                    type_: event::REFUND_PENDING,
+                    from: None,
+                    to: None,
+                    actor,
+                    detail: serde_json::json!({ "refund_id": refund.id, "amount_cents": refund.amount_cents, "currency": refund.currency }),
+                },
+            )
+            .await?;
+        }
+    }
+    Ok(out)
+}

@@ -88,6 +88,12 @@ pub enum EmailMessage {
     PasswordReset { user_id: Uuid },
     /// After refresh-token re-use was detected and a session revoked.
     SessionsRevoked { user_id: Uuid },
+    /// The order was paid (its lines and total).
+    OrderConfirmation { user_id: Uuid, order_id: Uuid },
+    /// The order was shipped (with the tracking number, if any).
+    OrderShipped { user_id: Uuid, order_id: Uuid },
+    /// The order was cancelled (by the owner, an admin or expiry; with the refund, if any).
+    OrderCancelled { user_id: Uuid, order_id: Uuid },
 }
 
 impl EmailMessage {
@@ -97,6 +103,9 @@ impl EmailMessage {
             Self::Welcome { .. } => "welcome",
             Self::PasswordReset { .. } => "password_reset",
             Self::SessionsRevoked { .. } => "sessions_revoked",
+            Self::OrderConfirmation { .. } => "order_confirmation",
+            Self::OrderShipped { .. } => "order_shipped",
+            Self::OrderCancelled { .. } => "order_cancelled",
         }
     }
 
@@ -105,7 +114,20 @@ impl EmailMessage {
             Self::VerifyEmail { user_id }
             | Self::Welcome { user_id }
             | Self::PasswordReset { user_id }
-            | Self::SessionsRevoked { user_id } => user_id,
+            | Self::SessionsRevoked { user_id }
+            | Self::OrderConfirmation { user_id, .. }
+            | Self::OrderShipped { user_id, .. }
+            | Self::OrderCancelled { user_id, .. } => user_id,
+        }
+    }
+
+    /// The order an order e-mail is about.
+    pub fn order_id(self) -> Option<Uuid> {
+        match self {
+            Self::OrderConfirmation { order_id, .. }
+            | Self::OrderShipped { order_id, .. }
+            | Self::OrderCancelled { order_id, .. } => Some(order_id),
+            _ => None,
         }
     }
 }
@@ -152,10 +174,21 @@ pub enum AuditEventType {
     AdminUserDeleted,
     TaskDeleted,
     TaskRestored,
+    ProductCreated,
+    ProductUpdated,
+    ProductDeactivated,
+    StockAdjusted,
+    OrderCreated,
+    OrderPaid,
+    OrderCancelled,
+    OrderShipped,
+    OrderDelivered,
+    RefundPending,
+    RefundSettled,
 }
 
 impl AuditEventType {
-    pub const ALL: [AuditEventType; 15] = [
+    pub const ALL: [AuditEventType; 26] = [
         Self::Signup,
         Self::LoginSucceeded,
         Self::LoginFailed,
@@ -171,6 +204,17 @@ impl AuditEventType {
         Self::AdminUserDeleted,
         Self::TaskDeleted,
         Self::TaskRestored,
+        Self::ProductCreated,
+        Self::ProductUpdated,
+        Self::ProductDeactivated,
+        Self::StockAdjusted,
+        Self::OrderCreated,
+        Self::OrderPaid,
+        Self::OrderCancelled,
+        Self::OrderShipped,
+        Self::OrderDelivered,
+        Self::RefundPending,
+        Self::RefundSettled,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -190,6 +234,17 @@ impl AuditEventType {
             Self::AdminUserDeleted => "admin_user_deleted",
             Self::TaskDeleted => "task_deleted",
             Self::TaskRestored => "task_restored",
+            Self::ProductCreated => "product_created",
+            Self::ProductUpdated => "product_updated",
+            Self::ProductDeactivated => "product_deactivated",
+            Self::StockAdjusted => "stock_adjusted",
+            Self::OrderCreated => "order_created",
+            Self::OrderPaid => "order_paid",
+            Self::OrderCancelled => "order_cancelled",
+            Self::OrderShipped => "order_shipped",
+            Self::OrderDelivered => "order_delivered",
+            Self::RefundPending => "refund_pending",
+            Self::RefundSettled => "refund_settled",
         }
     }
 }

@@ -269,6 +269,12 @@ impl Ctx {
                 }
                 EmailMessage::Welcome { .. } => templates::welcome(&user, &self.public_url),
                 EmailMessage::SessionsRevoked { .. } => templates::sessions_revoked(&user),
+                EmailMessage::OrderConfirmation { .. }
+                | EmailMessage::OrderShipped { .. }
+                | EmailMessage::OrderCancelled { .. } => {
+                    // Placeholder while the order templates land (next commit).
+                    return Err(JobError::Transient("order e-mails are not implemented yet".into()));
+                }
             };
             let to = mailbox(&user.name, &user.email, user.email_verified_at.is_some())
                 .map_err(|e| JobError::Malformed(e.to_string()))?;
