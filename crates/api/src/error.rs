@@ -267,6 +267,7 @@ impl From<crate::services::Error> for ApiError {
                 code: "invalid_current_password",
                 detail: "The current password is wrong.",
             },
+            E::RateLimited(d) => Self::RateLimited(d),
             E::NotFound => Self::NotFound,
             E::Conflict { code, detail } => Self::Conflict { code, detail },
             E::Db(e) => e.into(),
@@ -323,6 +324,18 @@ mod tests {
             (S::InvalidEmailToken.into(), 400, "invalid_token"),
             (S::WrongCurrentPassword.into(), 403, "invalid_current_password"),
             (S::NotFound.into(), 404, "not_found"),
+            (
+                S::RateLimited(crate::infra::ratelimit::Decision {
+                    policy: crate::config::Policy::parse("refresh", "30/60").unwrap(),
+                    allowed: false,
+                    remaining: 0,
+                    reset_secs: 2,
+                    retry_after_secs: 2,
+                })
+                .into(),
+                429,
+                "rate_limited",
+            ),
             (
                 S::Conflict {
                     code: "email_taken",

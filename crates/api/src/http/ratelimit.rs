@@ -23,9 +23,8 @@ use crate::{
 #[derive(Debug, Clone, Copy)]
 struct Reported(Decision);
 
-/// Records a decision for the response headers; a rejection becomes a 429 error.
-pub fn enforce(req: &HttpRequest, decision: Option<Decision>) -> Result<(), ApiError> {
-    let Some(d) = decision else { return Ok(()) };
+/// Records a decision for the response headers (the most restrictive one of the request wins).
+fn record(req: &HttpRequest, d: Decision) {
     let mut ext = req.extensions_mut();
     let keep = match ext.get::<Reported>() {
         Some(Reported(prev)) => !prev.allowed || (d.allowed && prev.remaining <= d.remaining),
@@ -34,12 +33,24 @@ pub fn enforce(req: &HttpRequest, decision: Option<Decision>) -> Result<(), ApiE
     if !keep {
         ext.insert(Reported(d));
     }
-    drop(ext);
+}
+
+/// Records a decision for the response headers; a rejection becomes a 429 error.
+pub fn enforce(req: &HttpRequest, decision: Option<Decision>) -> Result<(), ApiError> {
+    let Some(d) = decision else { return Ok(()) };
+    record(req, d);
     if d.allowed {
         Ok(())
     } else {
         Err(ApiError::RateLimited(d))
     }
+}
+
+/// The 429 of a refusal a use case made with its own policy (`services::Error::RateLimited`),
+/// recorded for the response headers as [`enforce`] does.
+pub fn refused(req: &HttpRequest, d: Decision) -> ApiError {
+    record(req, d);
+    ApiError::RateLimited(d)
 }
 
 /// Checks `policy` for `subject` and enforces the result (see [`enforce`]).

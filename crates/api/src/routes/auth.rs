@@ -11,7 +11,7 @@ use crate::{
     dto::UserResponse,
     error::{ApiResult, Problem},
     http::extract::{AuthUser, ClientMeta, IdPath, ValidJson},
-    http::ratelimit::{limit, limit_ip},
+    http::ratelimit::{enforce, limit, limit_ip, refused},
     infra::ratelimit::{account_subject, token_subject},
     services::{self, auth::NewAccount},
     state::AppState,
@@ -162,14 +162,16 @@ pub async fn refresh(
     meta: ClientMeta,
     ValidJson(body): ValidJson<RefreshRequest>,
 ) -> ApiResult<HttpResponse> {
-    // The REFRESH policy is per session: find it only when limits are on (one indexed read).
-    if state.limits.config.enabled
-        && let Some(session) = services::auth::session_of_refresh_token(&state, &body.refresh_token).await?
-    {
-        limit(&req, &state.limits, state.limits.config.refresh, &session.to_string()).await?;
-    }
-    let tokens = services::auth::refresh(&state, &body.refresh_token, &meta).await?;
-    Ok(no_store(actix_web::http::StatusCode::OK).json(TokenResponse::from(tokens)))
+    // The REFRESH policy (per session) is charged inside the use case; its decision goes into
+    // the response's RateLimit headers.
+    let refreshed = services::auth::refresh(&state, &body.refresh_token, &meta)
+        .await
+        .map_err(|e| match e {
+            services::Error::RateLimited(d) => refused(&req, d),
+            e => e.into(),
+        })?;
+    enforce(&req, refreshed.limit)?;
+    Ok(no_store(actix_web::http::StatusCode::OK).json(TokenResponse::from(refreshed.tokens)))
 }
 
 /// Revoke the session of a refresh token. Always 204 (idempotent; unknown tokens are ignored).

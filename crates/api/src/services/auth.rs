@@ -18,7 +18,7 @@ use serde_json::json;
 use uuid::Uuid;
 
 use crate::{
-    infra::cache::ns,
+    infra::{cache::ns, ratelimit::Decision},
     services::{
         Actor, Error, RequestMeta, Result,
         jobs::{Target, audit, email},
@@ -182,12 +182,38 @@ enum RefreshOutcome {
     Invalid,
 }
 
+/// A rotated token pair, and the REFRESH policy's decision (for the response's `RateLimit`
+/// headers; `None` when limits are off).
+pub struct Refreshed {
+    pub tokens: Tokens,
+    pub limit: Option<Decision>,
+}
+
 /// Rotates a refresh token. The old token is marked used in the same statement that checks it
 /// was unused, so of N concurrent refreshes exactly one wins; a used token presented again revokes
 /// its whole session (RFC 9700 §4.14.2) and that revocation — with its audit event and the
 /// "sessions revoked" e-mail — is committed even though the request fails.
-pub async fn refresh(state: &AppState, presented: &str, meta: &RequestMeta) -> Result<Tokens> {
+///
+/// The REFRESH policy is per session: with limits on, the token is looked up once, before the
+/// transaction (an unknown token ends there), and its session charged; a refused refresh
+/// (`Error::RateLimited`) leaves the token unused.
+pub async fn refresh(state: &AppState, presented: &str, meta: &RequestMeta) -> Result<Refreshed> {
     let hash = OpaqueToken::hash(presented);
+    let mut limit = None;
+    if state.limits.config.enabled {
+        let Some(session) = sessions::session_of_token(&mut *conn(state).await?, &hash).await? else {
+            return Err(Error::InvalidRefreshToken);
+        };
+        limit = state
+            .limits
+            .check(state.limits.config.refresh, &session.to_string())
+            .await;
+        if let Some(d) = limit
+            && !d.allowed
+        {
+            return Err(Error::RateLimited(d));
+        }
+    }
     let outcome = work::transaction(state, async |tx| {
         match sessions::consume_refresh_token(tx.conn(), &hash).await? {
             Consumed::Unknown => Ok(RefreshOutcome::Invalid),
@@ -229,14 +255,12 @@ pub async fn refresh(state: &AppState, presented: &str, meta: &RequestMeta) -> R
             user,
             session_id,
             refresh,
-        } => issue(state, &user, session_id, refresh),
+        } => Ok(Refreshed {
+            tokens: issue(state, &user, session_id, refresh)?,
+            limit,
+        }),
         RefreshOutcome::Reused | RefreshOutcome::Invalid => Err(Error::InvalidRefreshToken),
     }
-}
-
-/// The session a presented refresh token belongs to (for the per-session rate limit).
-pub async fn session_of_refresh_token(state: &AppState, presented: &str) -> Result<Option<Uuid>> {
-    Ok(sessions::session_of_token(&mut *conn(state).await?, &OpaqueToken::hash(presented)).await?)
 }
 
 /// Revokes the session the refresh token belongs to. Unknown tokens are ignored (idempotent).

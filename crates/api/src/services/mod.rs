@@ -51,6 +51,9 @@ pub enum Error {
     /// Missing, or not the caller's (never tell which).
     #[error("not found")]
     NotFound,
+    /// A rate-limit policy the use case charges refused the request.
+    #[error("rate limited")]
+    RateLimited(crate::infra::ratelimit::Decision),
     /// The change conflicts with existing state (`code` is stable for clients).
     #[error("conflict: {code}")]
     Conflict { code: &'static str, detail: String },

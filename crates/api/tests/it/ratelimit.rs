@@ -1,6 +1,7 @@
 //! Who is charged to which policy: credentials that do not verify are anonymous, a verified token
 //! is its user's everywhere, `current_password` guesses spend the account's login budget, reset
-//! attempts have their own budget, IPv6 clients are counted per /64, and the client's own
+//! attempts have their own budget, a refresh is charged to its session without using up its
+//! token when refused, IPv6 clients are counted per /64, and the client's own
 //! `X-Forwarded-For` cannot win behind a trusted proxy.
 
 use api::config::{Policy, parse_proxies};
@@ -20,6 +21,7 @@ fn limits(policies: &[(&'static str, &str)], proxy: bool) -> impl FnOnce(&mut ap
                 "signup" => &mut l.signup,
                 "forgot" => &mut l.forgot,
                 "reset" => &mut l.reset,
+                "refresh" => &mut l.refresh,
                 "user" => &mut l.user,
                 "anon" => &mut l.anon,
                 other => panic!("no policy {other}"),
@@ -167,6 +169,30 @@ async fn password_reset_has_its_own_limit_per_ip_and_per_token() {
         );
     }
     assert_eq!(statuses, [400, 400, 429], "per token");
+}
+
+#[tokio::test]
+async fn a_refused_refresh_leaves_its_token_usable() {
+    let app = TestApp::spawn_with(limits(&[("refresh", "1/1"), ("anon", "100/60")], false)).await;
+    let s = app.signup("refresh-limit@example.com").await;
+    let first = app.try_refresh(&s.refresh).await;
+    assert_eq!(first.status, StatusCode::OK);
+    assert_eq!(first.header("ratelimit-policy"), Some("\"refresh\";q=1;w=1"));
+    let next: String = first.json::<serde_json::Value>()["refresh_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    // The session's budget is spent: refused, and the token is not consumed...
+    let refused = app.try_refresh(&next).await;
+    refused.assert_problem(429, "rate_limited");
+    assert_eq!(refused.header("ratelimit-policy"), Some("\"refresh\";q=1;w=1"));
+    // ...while an unknown token is no session's and stays a 401.
+    app.try_refresh("not-a-token")
+        .await
+        .assert_problem(401, "invalid_token");
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    // Not a re-use (which would revoke the session): the token still rotates.
+    assert_eq!(app.try_refresh(&next).await.status, StatusCode::OK);
 }
 
 #[tokio::test]
