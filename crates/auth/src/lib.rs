@@ -5,6 +5,7 @@
 pub mod jwt;
 pub mod opaque;
 pub mod password;
+pub mod webhook;
 
 pub use jwt::{AccessClaims, JwtError, JwtKeys, TokenIssuer};
 pub use opaque::OpaqueToken;
