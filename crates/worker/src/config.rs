@@ -17,6 +17,7 @@
 //! | `OUTBOX_POLL` | `500ms` | outbox dispatcher period |
 //! | `OUTBOX_RETENTION` | `7d` | finished outbox rows older than this are pruned (dead rows are kept) |
 //! | `OUTBOX_VISIBILITY_TIMEOUT` | `60s` | a pushed outbox row not finished within this is pushed again (a Redis that restarted empty is noticed at once) |
+//! | `ORDER_EXPIRY_INTERVAL` | `1s` | longest pause of the order expiry sweep (it also wakes at the next deadline); an unpaid order is cancelled at most this long after its `expires_at` (the contract allows 10 s) |
 //! | `WORKER_NAME` | `{host}-{pid}-{random}` | unique instance name |
 //! | `WORKER_METRICS_ADDR` | `127.0.0.1:9464` | Prometheus metrics listener (`off`: none); two workers on one host need different ports |
 
@@ -43,6 +44,8 @@ pub struct WorkerConfig {
     pub outbox_poll: Duration,
     pub outbox_retention: Duration,
     pub outbox_visibility: Duration,
+    /// Longest pause between two runs of the order expiry sweep.
+    pub order_expiry_interval: Duration,
     pub name: String,
     /// `None`: no metrics listener.
     pub metrics_addr: Option<SocketAddr>,
@@ -124,6 +127,7 @@ impl WorkerConfig {
             outbox_poll: duration("OUTBOX_POLL", "500ms")?,
             outbox_retention: duration("OUTBOX_RETENTION", "7d")?,
             outbox_visibility: duration("OUTBOX_VISIBILITY_TIMEOUT", "60s")?,
+            order_expiry_interval: duration("ORDER_EXPIRY_INTERVAL", "1s")?,
             name: var("WORKER_NAME").unwrap_or_else(default_name),
             metrics_addr: match var("WORKER_METRICS_ADDR").as_deref().map(str::trim) {
                 Some("off") => None,

@@ -269,11 +269,25 @@ impl Ctx {
                 }
                 EmailMessage::Welcome { .. } => templates::welcome(&user, &self.public_url),
                 EmailMessage::SessionsRevoked { .. } => templates::sessions_revoked(&user),
-                EmailMessage::OrderConfirmation { .. }
-                | EmailMessage::OrderShipped { .. }
-                | EmailMessage::OrderCancelled { .. } => {
-                    // Placeholder while the order templates land (next commit).
-                    return Err(JobError::Transient("order e-mails are not implemented yet".into()));
+                EmailMessage::OrderConfirmation { order_id, .. } => {
+                    let Some(order) = order_of(&mut conn, &key, order_id, user.id).await? else {
+                        return Ok(());
+                    };
+                    let items = db::orders::items(&mut conn, &[order.id]).await?;
+                    templates::order_confirmation(&user, &order, &items)
+                }
+                EmailMessage::OrderShipped { order_id, .. } => {
+                    let Some(order) = order_of(&mut conn, &key, order_id, user.id).await? else {
+                        return Ok(());
+                    };
+                    templates::order_shipped(&user, &order)
+                }
+                EmailMessage::OrderCancelled { order_id, .. } => {
+                    let Some(order) = order_of(&mut conn, &key, order_id, user.id).await? else {
+                        return Ok(());
+                    };
+                    let refund = db::orders::refunds(&mut conn, &[order.id]).await?.into_iter().next();
+                    templates::order_cancelled(&user, &order, refund.as_ref())
                 }
             };
             let to = mailbox(&user.name, &user.email, user.email_verified_at.is_some())
@@ -310,4 +324,19 @@ impl Ctx {
         .await?;
         Ok(token.into_plain())
     }
+}
+
+/// The order an order e-mail is about, reloaded (jobs carry ids, not copies) and scoped to the
+/// recipient; `None` (logged: the job is done, nothing to send) when it no longer exists.
+async fn order_of(
+    conn: &mut db::AsyncPgConnection,
+    key: &str,
+    order_id: uuid::Uuid,
+    user_id: uuid::Uuid,
+) -> Result<Option<db::orders::OrderRow>, JobError> {
+    let order = db::orders::find(conn, order_id, Some(user_id)).await?;
+    if order.is_none() {
+        tracing::info!(message.key = %key, order.id = %order_id, "order no longer exists; skipped");
+    }
+    Ok(order)
 }

@@ -1,5 +1,5 @@
 //! The worker process: one apalis worker per queue under one `Monitor`, the outbox dispatcher,
-//! and graceful shutdown (SIGTERM/Ctrl-C: stop fetching, finish in-flight jobs, exit 0).
+//! the order expiry sweep, and graceful shutdown (SIGTERM/Ctrl-C: stop fetching, finish in-flight jobs, exit 0).
 
 use std::{sync::Arc, time::Duration};
 
@@ -11,6 +11,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::{
     config::WorkerConfig,
+    expiry,
     handlers::{self, Ctx, Lenient, QueueCtx},
     mailer::Mailer,
     outbox,
@@ -100,6 +101,12 @@ pub async fn run(config: WorkerConfig, stop: CancellationToken) -> anyhow::Resul
         config.outbox_retention,
         stop.clone(),
     ));
+    let sweeper = tokio::spawn(expiry::run(
+        ctx.db.clone(),
+        producer.clone(),
+        config.order_expiry_interval,
+        stop.clone(),
+    ));
 
     // A backlog built up while no worker ran must be promoted in chunks *before* apalis' first
     // fetch, which fails beyond ~8,000 due tasks (see `jobs::maintenance`).
@@ -158,6 +165,7 @@ pub async fn run(config: WorkerConfig, stop: CancellationToken) -> anyhow::Resul
         .await;
     stop.cancel();
     let _ = dispatcher.await;
+    let _ = sweeper.await;
     let _ = housekeeping.await;
     result.map_err(|e| anyhow::anyhow!("monitor: {e}"))?;
     tracing::info!(worker = %config.name, "worker stopped");

@@ -33,6 +33,14 @@ async fn a_fresh_worker_has_every_series_at_zero() {
             zero("jobs_failed_total", &[("queue", queue.as_str()), ("reason", reason)]);
         }
     }
+    zero("orders_expired_total", &[]);
+    zero("idempotency_keys_purged_total", &[]);
+    for sweep in ["order_expiry", "idempotency_purge"] {
+        zero("sweep_failures_total", &[("sweep", sweep)]);
+    }
+    for sweep in worker::metrics::SWEEPS {
+        zero("sweep_failures_total", &[("sweep", sweep)]);
+    }
     assert!(m.has_type("job_duration_seconds", "histogram"), "{}", m.text);
 }
 
