@@ -111,6 +111,53 @@ pub struct Config {
     pub rate_limits: RateLimitConfig,
     /// Timeouts, connection limits, CORS, HSTS, metrics listener.
     pub http: HttpSettings,
+    /// `SHOP_CURRENCIES`, `ORDER_PAYMENT_TIMEOUT`, `PAYMENT_WEBHOOK_SECRET`.
+    pub shop: ShopConfig,
+}
+
+/// The webhook secret used when none is configured outside production (`just webhook` signs
+/// with it). Production refuses it.
+pub const DEV_WEBHOOK_SECRET: &str = "development-only-payment-webhook-secret";
+/// The placeholder in `.env.example`. Production refuses it too.
+pub const EXAMPLE_WEBHOOK_SECRET: &str = "change-me-to-the-payment-providers-signing-secret";
+
+/// The shop's settings.
+#[derive(Debug, Clone)]
+pub struct ShopConfig {
+    /// `SHOP_CURRENCIES` (default `EUR,USD,GBP,JPY`): the ISO 4217 codes products may be priced in.
+    pub currencies: Vec<domain::shop::Currency>,
+    /// `ORDER_PAYMENT_TIMEOUT` (default 15m): an order unpaid this long after creation expires.
+    pub payment_timeout: Duration,
+    /// `PAYMENT_WEBHOOK_SECRET`: the key of the provider's `Payment-Signature` HMAC.
+    pub webhook_secret: SecretString,
+}
+
+impl ShopConfig {
+    pub fn from_env(prod: bool) -> anyhow::Result<Self> {
+        let currencies =
+            domain::shop::Currency::parse_list(&var("SHOP_CURRENCIES").unwrap_or_else(|| "EUR,USD,GBP,JPY".into()))
+                .map_err(anyhow::Error::msg)
+                .context("SHOP_CURRENCIES")?;
+        let payment_timeout = parse_duration(&var("ORDER_PAYMENT_TIMEOUT").unwrap_or_else(|| "15m".into()))
+            .context("ORDER_PAYMENT_TIMEOUT")?;
+        if payment_timeout < Duration::from_secs(1) {
+            bail!("ORDER_PAYMENT_TIMEOUT must be at least 1s");
+        }
+        let webhook_secret = match var("PAYMENT_WEBHOOK_SECRET") {
+            Some(s) if prod && (s == DEV_WEBHOOK_SECRET || s == EXAMPLE_WEBHOOK_SECRET) => {
+                bail!("PAYMENT_WEBHOOK_SECRET is a development placeholder; production needs the provider's secret")
+            }
+            Some(s) if prod && s.len() < 16 => bail!("PAYMENT_WEBHOOK_SECRET must be at least 16 bytes in production"),
+            Some(s) => s,
+            None if prod => bail!("PAYMENT_WEBHOOK_SECRET is required in production"),
+            None => DEV_WEBHOOK_SECRET.to_owned(),
+        };
+        Ok(Self {
+            currencies,
+            payment_timeout,
+            webhook_secret: webhook_secret.into(),
+        })
+    }
 }
 
 /// `500ms`, `30s`, `15m`, `12h`, `30d` or plain seconds (see `domain::duration`).
@@ -223,6 +270,7 @@ impl Config {
             cache_enabled: parsed("CACHE_ENABLED", true)?,
             cache_ttl: parse_duration(&var("CACHE_TTL").unwrap_or_else(|| "60s".into())).context("CACHE_TTL")?,
             rate_limits: RateLimitConfig::from_env()?,
+            shop: ShopConfig::from_env(prod)?,
         })
     }
 

@@ -100,6 +100,19 @@ pub enum ApiError {
     NotFound,
     #[error("conflict: {code}")]
     Conflict { code: &'static str, detail: String },
+    /// A 409 naming the fields that conflict (`insufficient_stock` names each short line).
+    #[error("conflict: {code}")]
+    ConflictFields {
+        code: &'static str,
+        detail: String,
+        errors: Vec<FieldError>,
+    },
+    /// A 409 the client should retry after `Retry-After` (`idempotency_key_in_use`).
+    #[error("busy: {code}")]
+    Busy { code: &'static str, detail: &'static str },
+    /// A 422 with a specific `code` (`idempotency_key_reused`).
+    #[error("unprocessable: {code}")]
+    Unprocessable { code: &'static str, detail: &'static str },
     #[error("payload too large")]
     PayloadTooLarge,
     #[error("unsupported media type")]
@@ -133,8 +146,22 @@ impl ApiError {
         Self::Validation(vec![FieldError::new(field, message)])
     }
 
+    /// 409 `insufficient_stock`, naming each short line.
+    pub fn insufficient_stock(errors: Vec<FieldError>) -> Self {
+        Self::ConflictFields {
+            code: "insufficient_stock",
+            detail: "Not enough stock for some lines; nothing was reserved.".into(),
+            errors,
+        }
+    }
+
     pub fn internal(e: impl Into<anyhow::Error>) -> Self {
         Self::Internal(e.into())
+    }
+
+    /// The problem body this error answers with.
+    pub fn to_problem(&self) -> Problem {
+        self.problem()
     }
 
     fn problem(&self) -> Problem {
@@ -153,6 +180,13 @@ impl ApiError {
             Self::Forbidden { code, detail } => Problem::new(StatusCode::FORBIDDEN, code, *detail),
             Self::NotFound => Problem::new(StatusCode::NOT_FOUND, "not_found", "The resource does not exist."),
             Self::Conflict { code, detail } => Problem::new(StatusCode::CONFLICT, code, detail.clone()),
+            Self::ConflictFields { code, detail, errors } => {
+                let mut p = Problem::new(StatusCode::CONFLICT, code, detail.clone());
+                p.errors = errors.clone();
+                p
+            }
+            Self::Busy { code, detail } => Problem::new(StatusCode::CONFLICT, code, *detail),
+            Self::Unprocessable { code, detail } => Problem::new(StatusCode::UNPROCESSABLE_ENTITY, code, *detail),
             Self::PayloadTooLarge => Problem::for_status(StatusCode::PAYLOAD_TOO_LARGE),
             Self::UnsupportedMediaType => Problem::for_status(StatusCode::UNSUPPORTED_MEDIA_TYPE),
             Self::Unavailable(_) => Problem::new(
@@ -188,6 +222,10 @@ impl ResponseError for ApiError {
         let mut res = self.problem().into_response();
         if let Self::RateLimited(d) = self {
             d.write_headers(res.headers_mut());
+        }
+        if matches!(self, Self::Busy { .. }) {
+            res.headers_mut()
+                .insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
         }
         if matches!(self, Self::Unauthorized { .. }) {
             res.headers_mut()
@@ -230,6 +268,8 @@ impl From<DbError> for ApiError {
             }
             // Serialization failure or deadlock: nothing was written; retrying is safe.
             DbError::Retry => Self::Unavailable("transaction conflict (serialization failure or deadlock)".into()),
+            // A row lock held too long by another transaction: nothing was written.
+            DbError::LockTimeout => Self::Unavailable("lock wait timed out".into()),
             DbError::Unavailable(e) => Self::Unavailable(e.to_string()),
             other @ DbError::Other(_) => Self::Internal(other.into()),
         }
@@ -270,6 +310,23 @@ impl From<crate::services::Error> for ApiError {
             E::RateLimited(d) => Self::RateLimited(d),
             E::NotFound => Self::NotFound,
             E::Conflict { code, detail } => Self::Conflict { code, detail },
+            E::InsufficientStock(errors) => Self::insufficient_stock(errors),
+            E::InvalidTransition { from, action } => Self::Conflict {
+                code: "invalid_transition",
+                detail: format!(
+                    "An order that is {} cannot be {}.",
+                    from.as_str(),
+                    action.past_participle()
+                ),
+            },
+            E::KeyInUse => Self::Busy {
+                code: "idempotency_key_in_use",
+                detail: "A request with this Idempotency-Key is still being processed; retry shortly.",
+            },
+            E::KeyReused => Self::Unprocessable {
+                code: "idempotency_key_reused",
+                detail: "This Idempotency-Key was already used with a different request body.",
+            },
             E::Db(e) => e.into(),
             E::Internal(e) => Self::Internal(e),
         }
@@ -308,6 +365,23 @@ mod tests {
                 "conflict",
             ),
             (DbError::Retry.into(), 503, "service_unavailable"),
+            (DbError::LockTimeout.into(), 503, "service_unavailable"),
+            (
+                S::InsufficientStock(vec![FieldError::new("items[0].quantity", "only 1 in stock")]).into(),
+                409,
+                "insufficient_stock",
+            ),
+            (
+                S::InvalidTransition {
+                    from: domain::orders::OrderStatus::Delivered,
+                    action: domain::orders::Action::Cancel,
+                }
+                .into(),
+                409,
+                "invalid_transition",
+            ),
+            (S::KeyInUse.into(), 409, "idempotency_key_in_use"),
+            (S::KeyReused.into(), 422, "idempotency_key_reused"),
             (
                 DbError::unavailable("pool timed out").into(),
                 503,

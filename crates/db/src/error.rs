@@ -23,6 +23,9 @@ pub enum DbError {
     /// Serialization failure or deadlock: the transaction may be retried.
     #[error("transaction conflict, retry")]
     Retry,
+    /// A statement waited longer than the transaction's `lock_timeout` for a row lock.
+    #[error("lock wait timed out")]
+    LockTimeout,
     /// The pool timed out or the connection broke: the database is (temporarily) unreachable.
     #[error("database unavailable: {0}")]
     Unavailable(#[source] BoxError),
@@ -55,6 +58,7 @@ impl From<DieselError> for DbError {
                     DatabaseErrorKind::ClosedConnection => DbError::unavailable(DieselError::DatabaseError(kind, info)),
                     // diesel-async reports I/O failures of the socket as `Unknown` database errors.
                     _ if info.message().contains("deadlock detected") => DbError::Retry,
+                    _ if info.message().contains("lock timeout") => DbError::LockTimeout,
                     _ if is_connection_failure(info.message()) => {
                         DbError::unavailable(DieselError::DatabaseError(kind, info))
                     }

@@ -5,8 +5,7 @@
 
 use chrono::{DateTime, Utc};
 use diesel::{
-    ExpressionMethods, Insertable, OptionalExtension, QueryDsl, Queryable, Selectable, SelectableHelper,
-    pg::Pg,
+    ExpressionMethods, Insertable, OptionalExtension, QueryDsl, Queryable, Selectable, SelectableHelper, pg::Pg,
 };
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use domain::{
@@ -487,7 +486,11 @@ pub async fn claim_idempotency_key(
 }
 
 /// The committed record of `(user, key)`, unexpired.
-pub async fn idempotency_record(conn: &mut AsyncPgConnection, user_id: Uuid, key: &str) -> DbResult<Option<StoredResponse>> {
+pub async fn idempotency_record(
+    conn: &mut AsyncPgConnection,
+    user_id: Uuid,
+    key: &str,
+) -> DbResult<Option<StoredResponse>> {
     Ok(idempotency_keys::table
         .find((user_id, key))
         .filter(idempotency_keys::expires_at.gt(Utc::now()))
@@ -565,9 +568,13 @@ pub async fn after_cancel(
     let reason = order.cancel_reason.0.map_or("cancelled", CancelReason::as_str);
     let mut out = CancelEffects::default();
     if effects.releases_stock {
-        out.released =
-            crate::products::release(conn, order.id, &format!("order {} cancelled ({reason})", order.number), actor_id)
-                .await?;
+        out.released = crate::products::release(
+            conn,
+            order.id,
+            &format!("order {} cancelled ({reason})", order.number),
+            actor_id,
+        )
+        .await?;
     }
     let type_ = if order.cancel_reason.0 == Some(CancelReason::Expired) {
         event::EXPIRED

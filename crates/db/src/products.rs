@@ -97,7 +97,11 @@ pub async fn find(conn: &mut AsyncPgConnection, id: Uuid) -> DbResult<Option<Pro
         .optional()?)
 }
 
-pub async fn update(conn: &mut AsyncPgConnection, id: Uuid, changes: &ProductChanges<'_>) -> DbResult<Option<ProductRow>> {
+pub async fn update(
+    conn: &mut AsyncPgConnection,
+    id: Uuid,
+    changes: &ProductChanges<'_>,
+) -> DbResult<Option<ProductRow>> {
     Ok(diesel::update(products::table.find(id))
         .set(changes)
         .returning(ProductRow::as_returning())

@@ -73,6 +73,17 @@ pub enum Action {
 impl Action {
     pub const ALL: [Action; 5] = [Self::Pay, Self::Cancel, Self::Expire, Self::Ship, Self::Deliver];
 
+    /// "cancelled", "shipped"… (for messages).
+    pub fn past_participle(self) -> &'static str {
+        match self {
+            Self::Pay => "paid",
+            Self::Cancel => "cancelled",
+            Self::Expire => "expired",
+            Self::Ship => "shipped",
+            Self::Deliver => "delivered",
+        }
+    }
+
     /// The states this action leaves from, in the order a guarded update should try them.
     pub fn sources(self) -> Vec<OrderStatus> {
         OrderStatus::ALL
@@ -382,7 +393,9 @@ mod tests {
     fn the_transition_table_is_exhaustive() {
         use Action as A;
         use OrderStatus as S;
-        let expected: &[(S, A, Option<(S, bool, bool)>)] = &[
+        /// (to, releases_stock, refund_due) of an allowed transition.
+        type Allowed = Option<(S, bool, bool)>;
+        let expected: &[(S, A, Allowed)] = &[
             (S::PendingPayment, A::Pay, Some((S::Paid, false, false))),
             (S::PendingPayment, A::Cancel, Some((S::Cancelled, true, false))),
             (S::PendingPayment, A::Expire, Some((S::Cancelled, true, false))),
@@ -428,7 +441,10 @@ mod tests {
     #[test]
     fn sources_follow_the_table() {
         assert_eq!(Action::Pay.sources(), vec![OrderStatus::PendingPayment]);
-        assert_eq!(Action::Cancel.sources(), vec![OrderStatus::PendingPayment, OrderStatus::Paid]);
+        assert_eq!(
+            Action::Cancel.sources(),
+            vec![OrderStatus::PendingPayment, OrderStatus::Paid]
+        );
         assert_eq!(Action::Expire.sources(), vec![OrderStatus::PendingPayment]);
         assert_eq!(Action::Ship.sources(), vec![OrderStatus::Paid]);
         assert_eq!(Action::Deliver.sources(), vec![OrderStatus::Shipped]);
@@ -496,7 +512,8 @@ mod tests {
 
     #[test]
     fn order_list_query() {
-        let q = OrderListQuery::parse([("status", "paid,pending_payment"), ("status", "paid"), ("limit", "3")]).unwrap();
+        let q =
+            OrderListQuery::parse([("status", "paid,pending_payment"), ("status", "paid"), ("limit", "3")]).unwrap();
         assert_eq!(q.statuses, vec![OrderStatus::PendingPayment, OrderStatus::Paid]);
         assert_eq!(q.limit.get(), 3);
         assert!(OrderListQuery::parse([("status", "lost")]).is_err());

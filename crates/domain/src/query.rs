@@ -88,7 +88,14 @@ impl<'a> Params<'a> {
     }
 
     /// A comma-separated list of values, each parsed by `parse`.
-    pub fn many<T>(&mut self, field: &str, raw: &str, allowed: &str, parse: impl Fn(&str) -> Option<T>, out: &mut Vec<T>) {
+    pub fn many<T>(
+        &mut self,
+        field: &str,
+        raw: &str,
+        allowed: &str,
+        parse: impl Fn(&str) -> Option<T>,
+        out: &mut Vec<T>,
+    ) {
         for part in raw.split(',') {
             match parse(part.trim()) {
                 Some(v) => out.push(v),

@@ -62,14 +62,20 @@ impl Currency {
             return format!("{sign}{abs} {self}");
         }
         let unit = 10u64.pow(exp);
-        format!("{sign}{}.{:0width$} {self}", abs / unit, abs % unit, width = exp as usize)
+        format!(
+            "{sign}{}.{:0width$} {self}",
+            abs / unit,
+            abs % unit,
+            width = exp as usize
+        )
     }
 
     /// Parses `SHOP_CURRENCIES` (`EUR,USD,GBP,JPY`).
     pub fn parse_list(raw: &str) -> Result<Vec<Currency>, String> {
         let mut out = Vec::new();
         for part in raw.split(',').map(str::trim).filter(|p| !p.is_empty()) {
-            let c = Self::parse(part).ok_or_else(|| format!("{part:?} is not an ISO 4217 code (three upper-case letters)"))?;
+            let c = Self::parse(part)
+                .ok_or_else(|| format!("{part:?} is not an ISO 4217 code (three upper-case letters)"))?;
             if !out.contains(&c) {
                 out.push(c);
             }
@@ -131,7 +137,10 @@ fn one_line(field: &str, raw: &str, max: usize) -> Result<String, DomainError> {
         return Err(DomainError::field(field, format!("must be at most {max} characters")));
     }
     if t.chars().any(crate::text::is_invisible) {
-        return Err(DomainError::field(field, "must not contain control or invisible characters"));
+        return Err(DomainError::field(
+            field,
+            "must not contain control or invisible characters",
+        ));
     }
     Ok(t)
 }
@@ -142,7 +151,10 @@ pub fn parse_sku(raw: &str) -> Result<String, DomainError> {
     if ok {
         Ok(raw.to_owned())
     } else {
-        Err(DomainError::field("sku", "must be 1 to 64 letters, digits, '-', '_' or '.'"))
+        Err(DomainError::field(
+            "sku",
+            "must be 1 to 64 letters, digits, '-', '_' or '.'",
+        ))
     }
 }
 
@@ -177,7 +189,10 @@ pub fn parse_initial_stock(raw: i64) -> Result<i32, DomainError> {
     if (0..=MAX_STOCK).contains(&raw) {
         Ok(raw as i32)
     } else {
-        Err(DomainError::field("stock", format!("must be between 0 and {MAX_STOCK}")))
+        Err(DomainError::field(
+            "stock",
+            format!("must be between 0 and {MAX_STOCK}"),
+        ))
     }
 }
 
@@ -412,7 +427,10 @@ mod tests {
         assert_eq!(
             e,
             DomainError::Validation(vec![
-                crate::FieldError::new("delta", format!("must be non-zero, between -{MAX_STOCK} and {MAX_STOCK}")),
+                crate::FieldError::new(
+                    "delta",
+                    format!("must be non-zero, between -{MAX_STOCK} and {MAX_STOCK}")
+                ),
                 crate::FieldError::new("reason", "must not be empty"),
             ])
         );
@@ -423,7 +441,10 @@ mod tests {
     fn list_query() {
         let q = parse("q=MUG&min_price=100&max_price=200&in_stock=true&currency=EUR&sort=name&limit=5").unwrap();
         assert_eq!(q.q.as_deref(), Some("mug"));
-        assert_eq!((q.min_price, q.max_price, q.in_stock), (Some(100), Some(200), Some(true)));
+        assert_eq!(
+            (q.min_price, q.max_price, q.in_stock),
+            (Some(100), Some(200), Some(true))
+        );
         assert_eq!(q.sort, ProductSort::Name);
         assert_eq!(q.limit.get(), 5);
         for bad in [

@@ -23,6 +23,7 @@ mod jobs;
 pub mod metrics;
 pub mod model;
 mod process;
+pub mod shop;
 
 use std::{ops::Deref, sync::OnceLock, time::Duration};
 
@@ -212,8 +213,16 @@ pub fn test_config(database_url: &str) -> Config {
         // Off by default (every test client is 127.0.0.1); the rate-limit tests turn it on.
         rate_limits: api::config::RateLimitConfig::disabled(),
         http: api::config::HttpSettings::default(),
+        shop: api::config::ShopConfig {
+            currencies: domain::shop::Currency::parse_list("EUR,USD,GBP,JPY").unwrap(),
+            payment_timeout: Duration::from_secs(900),
+            webhook_secret: TEST_WEBHOOK_SECRET.to_owned().into(),
+        },
     }
 }
+
+/// The payment webhook secret of [`test_config`].
+pub const TEST_WEBHOOK_SECRET: &str = "test-payment-webhook-secret";
 
 /// A running API with its own database. Dereferences to its [`Http`] client: `app.get(..)`,
 /// `app.signup(..)`, `app.create_task(..)`.

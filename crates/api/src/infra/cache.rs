@@ -183,9 +183,10 @@ impl Cache {
         if matches!(got_lock, Some(Some(_))) {
             let value = load().await;
             if let Ok(v) = &value {
-                let ttl = self.ttl.as_secs().max(1);
+                let ttl = ns::max_age(ns).map_or(self.ttl, |m| m.min(self.ttl));
+                let ttl_ms = (ttl.as_millis() as u64).max(1);
                 let _: Option<()> = self
-                    .run("set", redis::cmd("SET").arg(&full).arg(v).arg("EX").arg(ttl).clone())
+                    .run("set", redis::cmd("SET").arg(&full).arg(v).arg("PX").arg(ttl_ms).clone())
                     .await;
             }
             let _: Option<i64> = self.run("unlock", redis::cmd("DEL").arg(&lock).clone()).await;
@@ -234,9 +235,20 @@ impl Cache {
 
 /// The cache namespaces.
 pub mod ns {
+    use std::time::Duration;
+
     /// Admin user list pages and single users.
     pub const USERS: &str = "users";
+    /// Catalogue pages and single products. Admin writes bump it; stock moved by orders does not
+    /// (a checkout would empty the cache each time), so its entries live at most 900 ms: an
+    /// order's stock change shows in cached reads within 1 s.
+    pub const PRODUCTS: &str = "products";
 
     /// Every namespace (their hit and miss counters exist from the start). A new one belongs here.
-    pub const ALL: [&str; 1] = [USERS];
+    pub const ALL: [&str; 2] = [USERS, PRODUCTS];
+
+    /// A namespace's own upper bound on an entry's life (below `CACHE_TTL`), if it has one.
+    pub fn max_age(ns: &str) -> Option<Duration> {
+        (ns == PRODUCTS).then_some(Duration::from_millis(900))
+    }
 }

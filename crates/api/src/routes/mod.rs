@@ -6,7 +6,10 @@ pub mod audit;
 pub mod auth;
 pub mod categories;
 pub mod health;
+pub mod input;
 pub mod metrics;
+pub mod orders;
+pub mod products;
 pub mod tasks;
 pub mod users;
 
@@ -47,6 +50,30 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                         .route(web::delete().to(tasks::delete)),
                 )
                 .service(web::resource("/tasks/{id}/restore").route(web::post().to(tasks::restore)))
+                .service(
+                    web::resource("/products")
+                        .route(web::get().to(products::list))
+                        .route(web::post().to(products::create)),
+                )
+                .service(
+                    web::resource("/products/{id}")
+                        .route(web::get().to(products::get))
+                        .route(web::patch().to(products::update))
+                        .route(web::delete().to(products::delete)),
+                )
+                .service(web::resource("/products/{id}/stock").route(web::post().to(products::adjust_stock)))
+                .service(web::resource("/products/{id}/stock-movements").route(web::get().to(products::movements)))
+                .service(
+                    web::resource("/orders")
+                        .route(web::get().to(orders::list))
+                        .route(web::post().to(orders::create)),
+                )
+                .service(web::resource("/orders/{id}").route(web::get().to(orders::get)))
+                .service(web::resource("/orders/{id}/events").route(web::get().to(orders::events)))
+                .service(web::resource("/orders/{id}/cancel").route(web::post().to(orders::cancel)))
+                .service(web::resource("/orders/{id}/ship").route(web::post().to(orders::ship)))
+                .service(web::resource("/orders/{id}/deliver").route(web::post().to(orders::deliver)))
+                .service(web::resource("/webhooks/payments").route(web::post().to(orders::payment_webhook)))
                 .service(
                     web::resource("/users/me")
                         .route(web::get().to(users::get_me))

@@ -16,6 +16,8 @@ pub enum Target {
     User(Uuid),
     Session(Uuid),
     Task(Uuid),
+    Product(Uuid),
+    Order(Uuid),
     None,
 }
 
@@ -25,6 +27,8 @@ impl Target {
             Target::User(id) => (Some("user".into()), Some(id)),
             Target::Session(id) => (Some("session".into()), Some(id)),
             Target::Task(id) => (Some("task".into()), Some(id)),
+            Target::Product(id) => (Some("product".into()), Some(id)),
+            Target::Order(id) => (Some("order".into()), Some(id)),
             Target::None => (None, None),
         }
     }

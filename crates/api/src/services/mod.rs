@@ -6,6 +6,9 @@
 pub mod audit;
 pub mod auth;
 pub mod jobs;
+pub mod orders;
+pub mod payments;
+pub mod products;
 pub mod tasks;
 pub mod users;
 pub mod work;
@@ -54,6 +57,21 @@ pub enum Error {
     /// A rate-limit policy the use case charges refused the request.
     #[error("rate limited")]
     RateLimited(crate::infra::ratelimit::Decision),
+    /// Some lines of an order ask for more than is in stock (each short line named).
+    #[error("insufficient stock")]
+    InsufficientStock(Vec<FieldError>),
+    /// The order's state does not allow the action.
+    #[error("invalid transition from {from:?}")]
+    InvalidTransition {
+        from: domain::orders::OrderStatus,
+        action: domain::orders::Action,
+    },
+    /// The first request with this Idempotency-Key is still running.
+    #[error("idempotency key in use")]
+    KeyInUse,
+    /// The Idempotency-Key was used with another request body.
+    #[error("idempotency key reused")]
+    KeyReused,
     /// The change conflicts with existing state (`code` is stable for clients).
     #[error("conflict: {code}")]
     Conflict { code: &'static str, detail: String },

@@ -14,6 +14,7 @@ mod hardening;
 mod mail;
 mod ratelimit;
 mod shared;
+mod shop;
 mod snapshots;
 mod tasks;
 mod users;
