@@ -257,12 +257,14 @@ pub async fn run(db: PgPool, producer: std::sync::Arc<Producer>, interval: Durat
     }
     let mut last_purge: Option<Instant> = None;
     loop {
+        // `None`: the sweep failed, so the next one comes after a plain `interval` (no look-up of
+        // the next deadline from a database that just failed).
         let full = match sweep_once(&db, &producer).await {
-            Ok(swept) => swept.full,
+            Ok(swept) => Some(swept.full),
             Err(e) => {
                 tracing::warn!(error = %e, "order expiry sweep failed; retrying next tick");
                 metrics::sweep_failed("order_expiry");
-                false
+                None
             }
         };
         if last_purge.is_none_or(|t| t.elapsed() >= PURGE_EVERY) {
@@ -272,9 +274,12 @@ pub async fn run(db: PgPool, producer: std::sync::Arc<Producer>, interval: Durat
                 metrics::sweep_failed("idempotency_purge");
             }
         }
-        let pause = tokio::select! {
-            () = stop.cancelled() => return,
-            p = pause(&db, interval, full) => p,
+        let pause = match full {
+            None => interval,
+            Some(full) => tokio::select! {
+                () = stop.cancelled() => return,
+                p = pause(&db, interval, full) => p,
+            },
         };
         tokio::select! {
             () = stop.cancelled() => return,

@@ -184,6 +184,22 @@ async fn expired_orders_are_cancelled_their_stock_released_and_the_owner_told() 
         let overdue = order(&mut conn, user.user_id, &[(&c, 3)], now - chrono::Duration::seconds(1)).await;
         let soon = order(&mut conn, user.user_id, &[(&b, 2)], now + chrono::Duration::seconds(2)).await;
         let future = order(&mut conn, user.user_id, &[(&a, 1)], now + chrono::Duration::hours(1)).await;
+        // Idempotency-Key records: one past its 24 h, one still kept.
+        for (key, expires) in [
+            ("old", now - chrono::Duration::minutes(1)),
+            ("live", now + chrono::Duration::hours(1)),
+        ] {
+            diesel::sql_query(
+                "INSERT INTO idempotency_keys (user_id, key, request_hash, created_at, expires_at) \
+                 VALUES ($1, $2, '\\x00', now(), $3)",
+            )
+            .bind::<diesel::sql_types::Uuid, _>(user.user_id)
+            .bind::<diesel::sql_types::Text, _>(key)
+            .bind::<diesel::sql_types::Timestamptz, _>(expires)
+            .execute(&mut conn)
+            .await
+            .unwrap();
+        }
         (a, b, c, past, overdue, soon, future)
     };
     assert_eq!(stock(&app, a.id).await, 7);
@@ -235,8 +251,16 @@ async fn expired_orders_are_cancelled_their_stock_released_and_the_owner_told() 
         (count_audit(&app, "order_cancelled").await == 3).then_some(())
     })
     .await;
+    // The purge ran at start: the expired key is gone, the live one kept.
+    let keys: Vec<String> = {
+        use db::schema::idempotency_keys::dsl as k;
+        let mut conn = app.state.db.get().await.unwrap();
+        k::idempotency_keys.select(k::key).load(&mut conn).await.unwrap()
+    };
+    assert_eq!(keys, ["live"]);
     let m = worker.metrics().await;
     assert_eq!(m.value("orders_expired_total", &[]), 3.0, "{}", m.text);
+    assert_eq!(m.value("idempotency_keys_purged_total", &[]), 1.0, "{}", m.text);
     assert_eq!(m.value("sweep_failures_total", &[("sweep", "order_expiry")]), 0.0);
     assert!(worker.log().contains("unpaid order expired"), "{}", worker.log());
 }
@@ -306,4 +330,45 @@ async fn two_workers_cancel_each_expired_order_exactly_once() {
     for log in [one.log(), two.log()] {
         assert!(!log.contains("deadlock"), "{log}");
     }
+}
+
+/// Postgres unreachable from the worker: the sweep fails, is counted and retried every tick, the
+/// worker keeps running, and the order is cancelled once Postgres is back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_postgres_outage_delays_the_sweep_but_never_stops_it() {
+    let app = TestApp::spawn().await;
+    let proxy = crate::support::PgProxy::start().await;
+    let user = app.signup("outage-expiry@example.com").await;
+    let mut worker = Worker::spawn_with_metrics(&app, None, &[("DATABASE_URL", proxy.url(&app.db.url))]);
+    // Cut only once the worker is up (it refuses to start without a database).
+    eventually(WAIT, "the worker started", || async {
+        worker.log().contains("worker started").then_some(())
+    })
+    .await;
+    proxy.cut();
+    let overdue = {
+        let mut conn = app.state.db.get().await.unwrap();
+        let p = product(&mut conn, "OUT-1", 100, "EUR", 3).await;
+        order(
+            &mut conn,
+            user.user_id,
+            &[(&p, 2)],
+            Utc::now() - chrono::Duration::seconds(1),
+        )
+        .await
+    };
+    eventually(WAIT, "failed sweeps counted", || async {
+        let m = worker.metrics().await;
+        (m.value("sweep_failures_total", &[("sweep", "order_expiry")]) >= 1.0).then_some(())
+    })
+    .await;
+    assert_eq!(reload(&app, overdue.id).await.status, OrderStatus::PendingPayment);
+    assert!(worker.log().contains("order expiry sweep failed"), "{}", worker.log());
+    proxy.resume().await;
+    let cancelled = all_cancelled(&app, &[overdue.id], WAIT).await;
+    assert_eq!(cancelled[0].cancel_reason.0, Some(CancelReason::Expired));
+    assert_eq!(expired_events(&app, overdue.id).await, 1);
+    assert_eq!(unreconciled(&app).await, vec![]);
+    assert_eq!(worker.metrics().await.value("orders_expired_total", &[]), 1.0);
+    assert!(worker.terminate(Duration::from_secs(20)).success(), "{}", worker.log());
 }
