@@ -37,6 +37,10 @@ migrate: services
 seed: migrate
     cargo run --release --bin api -- seed
 
+# Development: sign a payment event for ORDER and send it to the running API (see `api webhook --help`)
+webhook ORDER TYPE="payment.succeeded":
+    cargo run --release --quiet --bin api -- webhook --order {{ORDER}} --type {{TYPE}}
+
 # Build, migrate, seed, then run the API and the worker together (Ctrl-C stops both)
 run: services build
     #!/usr/bin/env bash

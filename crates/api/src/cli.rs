@@ -35,6 +35,24 @@ pub enum Command {
         #[arg(long, default_value = "Administrator")]
         name: String,
     },
+    /// Development: sign a payment event with PAYMENT_WEBHOOK_SECRET and POST it to the API on
+    /// API_ADDR, as the payment provider would. Amount and currency default to the order's.
+    Webhook {
+        /// `payment.succeeded`, `payment.failed`, `refund.succeeded` or `refund.failed`.
+        #[arg(long = "type", default_value = "payment.succeeded")]
+        kind: String,
+        /// The order the event is about.
+        #[arg(long)]
+        order: uuid::Uuid,
+        #[arg(long)]
+        amount: Option<i64>,
+        #[arg(long)]
+        currency: Option<String>,
+        /// The provider's event id (default: a fresh one). Send the same id twice to see a
+        /// duplicate delivery ignored.
+        #[arg(long)]
+        id: Option<String>,
+    },
     /// Exit 0 when `GET /health/live` on API_ADDR answers 200 (for container health checks).
     Healthcheck,
     /// Print the median wall time of one bcrypt hash at BCRYPT_COST, in ms (used by `just bench`

@@ -54,6 +54,13 @@ async fn run(command: Command) -> anyhow::Result<()> {
             println!("{outcome:?}");
         }
         Command::Healthcheck => healthcheck(config.api_addr).await?,
+        Command::Webhook {
+            kind,
+            order,
+            amount,
+            currency,
+            id,
+        } => webhook(config, kind, order, amount, currency, id).await?,
         Command::BcryptTiming { rounds } => {
             let cost = config.bcrypt_cost;
             let mut times: Vec<f64> = (0..rounds.max(1))
@@ -67,6 +74,70 @@ async fn run(command: Command) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// Signs and sends one payment event (see `api webhook --help`); prints the answer.
+async fn webhook(
+    config: Config,
+    kind: String,
+    order: uuid::Uuid,
+    amount: Option<i64>,
+    currency: Option<String>,
+    id: Option<String>,
+) -> anyhow::Result<()> {
+    use secrecy::ExposeSecret;
+    anyhow::ensure!(
+        config.app_env != api::config::AppEnv::Production,
+        "refusing to forge payment events in production"
+    );
+    let (amount, currency) = match (amount, currency) {
+        (Some(a), Some(c)) => (a, c),
+        (a, c) => {
+            let state = startup::build_state(config.clone()).await?;
+            let mut conn = state.db.get().await.map_err(db::DbError::from)?;
+            let row = db::orders::find(&mut conn, order, None)
+                .await?
+                .ok_or_else(|| anyhow::anyhow!("no order {order}"))?;
+            (a.unwrap_or(row.total_cents), c.unwrap_or_else(|| row.currency.to_string()))
+        }
+    };
+    let id = id.unwrap_or_else(|| format!("evt_{}", uuid::Uuid::now_v7().simple()));
+    let body = serde_json::to_vec(&serde_json::json!({
+        "id": id, "type": kind, "data": {"order_id": order, "amount_cents": amount, "currency": currency}
+    }))?;
+    let signature = auth::webhook::header(
+        config.shop.webhook_secret.expose_secret().as_bytes(),
+        chrono::Utc::now().timestamp(),
+        &body,
+    );
+    let head = format!(
+        "POST /v1/webhooks/payments HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n\
+         Payment-Signature: {signature}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    let answer = http_exchange(config.api_addr, [head.as_bytes(), &body].concat()).await?;
+    println!("{answer}");
+    Ok(())
+}
+
+/// Sends one raw HTTP/1.1 request to the API's address (loopback when it listens on all
+/// interfaces) and returns the whole answer.
+async fn http_exchange(addr: std::net::SocketAddr, request: Vec<u8>) -> anyhow::Result<String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let target = if addr.ip().is_unspecified() {
+        std::net::SocketAddr::from(([127, 0, 0, 1], addr.port()))
+    } else {
+        addr
+    };
+    let mut stream = tokio::time::timeout(
+        std::time::Duration::from_secs(3),
+        tokio::net::TcpStream::connect(target),
+    )
+    .await??;
+    stream.write_all(&request).await?;
+    let mut out = Vec::new();
+    tokio::time::timeout(std::time::Duration::from_secs(10), stream.read_to_end(&mut out)).await??;
+    Ok(String::from_utf8_lossy(&out).into_owned())
 }
 
 /// A minimal HTTP/1.1 GET of /health/live, so container images need no curl.

@@ -69,6 +69,39 @@ pub async fn seed(state: &AppState) -> anyhow::Result<()> {
         let outcome = ensure_account(state, email, DEMO_PASSWORD, name, *role).await?;
         tracing::info!(email = %email, ?outcome, "seed account");
     }
+    seed_products(state).await
+}
+
+/// The demo catalogue: (sku, name, price in minor units, currency, stock). JPY has no minor
+/// unit, so 1800 is ¥1,800; EUR has two, so 1250 is €12.50.
+pub const DEMO_PRODUCTS: &[(&str, &str, i64, &str, i32)] = &[
+    ("MUG-BLUE", "Blue enamel mug", 1250, "EUR", 40),
+    ("TEE-LOGO", "Logo T-shirt", 2400, "EUR", 25),
+    ("BOOK-RUST", "A book about Rust", 3900, "USD", 10),
+    ("TEA-SENCHA", "Sencha green tea, 100 g", 1800, "JPY", 60),
+    ("PEN-BRASS", "Brass pen", 1500, "GBP", 0),
+];
+
+/// Inserts the demo products that are missing (by SKU); existing ones are left as they are.
+async fn seed_products(state: &AppState) -> anyhow::Result<()> {
+    let mut conn = state.db.get().await.map_err(db::DbError::from)?;
+    for (sku, name, price_cents, currency, stock) in DEMO_PRODUCTS {
+        let new = db::products::NewProduct {
+            id: uuid::Uuid::now_v7(),
+            sku,
+            name,
+            description: None,
+            price_cents: *price_cents,
+            currency,
+            stock: *stock,
+            initial_stock: *stock,
+        };
+        match db::products::insert(&mut conn, &new).await {
+            Ok(_) => tracing::info!(sku, "seed product"),
+            Err(db::DbError::UniqueViolation { constraint }) if constraint == db::products::SKU_UNIQUE => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
     Ok(())
 }
 
