@@ -98,7 +98,10 @@ async fn webhook(
             let row = db::orders::find(&mut conn, order, None)
                 .await?
                 .ok_or_else(|| anyhow::anyhow!("no order {order}"))?;
-            (a.unwrap_or(row.total_cents), c.unwrap_or_else(|| row.currency.to_string()))
+            (
+                a.unwrap_or(row.total_cents),
+                c.unwrap_or_else(|| row.currency.to_string()),
+            )
         }
     };
     let id = id.unwrap_or_else(|| format!("evt_{}", uuid::Uuid::now_v7().simple()));
