@@ -20,6 +20,9 @@ pub struct ApiProcess {
     http: Http,
     child: Child,
     log: PathBuf,
+    bin: String,
+    extra: Vec<(String, String)>,
+    port: u16,
     pub redis_prefix: String,
     /// Dropped after the process (see `Drop`).
     pub db: TestDb,
@@ -33,7 +36,31 @@ impl ApiProcess {
         let port = free_port();
         let redis_prefix = format!("test:{}", Uuid::new_v4().simple());
         let log = std::env::temp_dir().join(format!("taskshop-api-{}.log", Uuid::new_v4()));
-        let out = fs::File::create(&log).unwrap();
+        let extra: Vec<(String, String)> = extra.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
+        let child = Self::start(bin, &db, port, &redis_prefix, &log, &extra);
+        let mut this = Self {
+            http: Http::new(format!("http://127.0.0.1:{port}")),
+            child,
+            log,
+            bin: bin.to_owned(),
+            extra,
+            port,
+            redis_prefix,
+            db,
+        };
+        this.wait_live().await;
+        this
+    }
+
+    fn start(
+        bin: &str,
+        db: &TestDb,
+        port: u16,
+        redis_prefix: &str,
+        log: &PathBuf,
+        extra: &[(String, String)],
+    ) -> Child {
+        let out = fs::OpenOptions::new().create(true).append(true).open(log).unwrap();
         let mut cmd = Command::new(bin);
         cmd.arg("serve")
             .env_clear()
@@ -42,7 +69,7 @@ impl ApiProcess {
             .env("RUST_LOG", "warn")
             .env("DATABASE_URL", &db.url)
             .env("REDIS_URL", redis_url())
-            .env("REDIS_PREFIX", &redis_prefix)
+            .env("REDIS_PREFIX", redis_prefix)
             .env("JWT_SECRET", TEST_JWT_SECRET)
             .env("BCRYPT_COST", "4")
             .env("API_WORKERS", "1")
@@ -55,15 +82,26 @@ impl ApiProcess {
         for (k, v) in extra {
             cmd.env(k, v);
         }
-        let mut this = Self {
-            http: Http::new(format!("http://127.0.0.1:{port}")),
-            child: cmd.spawn().unwrap_or_else(|e| panic!("cannot start {bin}: {e}")),
-            log,
-            redis_prefix,
-            db,
-        };
-        this.wait_live().await;
-        this
+        cmd.spawn().unwrap_or_else(|e| panic!("cannot start {bin}: {e}"))
+    }
+
+    /// Kills the process at once (SIGKILL: no shutdown, no cleanup), as a crash would.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Starts the process again (same database, Redis prefix and port) after [`Self::kill`].
+    pub async fn restart(&mut self) {
+        self.child = Self::start(
+            &self.bin,
+            &self.db,
+            self.port,
+            &self.redis_prefix,
+            &self.log,
+            &self.extra,
+        );
+        self.wait_live().await;
     }
 
     async fn wait_live(&mut self) {

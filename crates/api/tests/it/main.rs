@@ -15,6 +15,7 @@ mod mail;
 mod ratelimit;
 mod shared;
 mod shop;
+mod shop_faults;
 mod snapshots;
 mod tasks;
 mod users;
