@@ -10,3 +10,24 @@ step() { printf '==> %s\n' "$*"; }
 
 step "hadolint deploy/Dockerfile"
 hadolint --failure-threshold warning deploy/Dockerfile
+
+step "compose: docker-compose.yml against the compose specification (vendored compose-spec schema)"
+check-jsonschema --builtin-schema vendor.compose-spec docker-compose.yml
+
+step "prometheus: config, alert rules, rule unit tests"
+promtool check config deploy/observability/prometheus.yml >/dev/null
+promtool check rules deploy/observability/alerts.yml
+promtool test rules deploy/observability/alerts.test.yml
+
+step "grafana: dashboards are JSON with unique panel ids"
+python3 - deploy/observability/grafana/dashboards/*.json <<'PY'
+import json, sys
+for path in sys.argv[1:]:
+    d = json.load(open(path))
+    ids = [p["id"] for p in d["panels"]]
+    assert d.get("uid") and len(ids) == len(set(ids)), f"{path}: no uid or duplicate panel ids"
+    assert all(t.get("expr") for p in d["panels"] for t in p.get("targets", [])), f"{path}: empty query"
+PY
+
+step "cross-check against the code: env names, ports, health paths, grace periods, metric names"
+python3 deploy/scripts/check-deploy.py
