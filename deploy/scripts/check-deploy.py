@@ -278,6 +278,16 @@ def check_k8s(overlay: str, path: Path) -> None:
                 ref = (e.get("valueFrom") or {}).get("configMapKeyRef")
                 if ref and ref["name"] not in cms:
                     err(f"{where}: configMapKeyRef {ref['name']} is not in the overlay")
+                sref = (e.get("valueFrom") or {}).get("secretKeyRef")
+                if sref:
+                    # Generated in the overlay (dev), or created out of band from the template (prod).
+                    if sref["key"] not in SECRET_KEYS:
+                        err(f"{where}: Secret key {sref['key']} is not in base/secret.template.yaml")
+                    gen = secrets.get(sref["name"])
+                    if gen is None and sref["name"] != "task-shop":
+                        err(f"{where}: Secret {sref['name']} is neither generated nor the out-of-band task-shop")
+                    if gen is not None and not sref.get("optional") and sref["key"] not in (gen.get("data") or {}):
+                        err(f"{where}: generated Secret {sref['name']} has no key {sref['key']}")
             check_env(where, binary, env)
             ports = {p.get("name"): p["containerPort"] for p in c.get("ports", [])}
             grace = spec.get("terminationGracePeriodSeconds", 30)
@@ -382,6 +392,13 @@ def check_k8s(overlay: str, path: Path) -> None:
         if overlay == "prod" and any(v for v in (s.get("data") or {}).values()):
             err(f"prod: Secret {name} carries values; create it out of band (base/secret.template.yaml)")
 
+
+SECRET_TEMPLATE = yaml.safe_load(read("deploy/k8s/base/secret.template.yaml"))
+SECRET_KEYS = set(SECRET_TEMPLATE.get("stringData") or {})
+if any(SECRET_TEMPLATE["stringData"].values()):
+    err("deploy/k8s/base/secret.template.yaml must carry no values")
+if "secret.template.yaml" in read("deploy/k8s/base/kustomization.yaml").split("resources:")[1].split("images:")[0]:
+    err("secret.template.yaml must not be a kustomize resource (applying it would blank the real Secret)")
 
 args = sys.argv[1:]
 while args:

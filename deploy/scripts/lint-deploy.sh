@@ -29,5 +29,13 @@ for path in sys.argv[1:]:
     assert all(t.get("expr") for p in d["panels"] for t in p.get("targets", [])), f"{path}: empty query"
 PY
 
+step "kubernetes: kubectl kustomize builds both overlays; kubernetes-validate --strict accepts every object"
+rendered=$(mktemp -d)
+trap 'rm -rf "$rendered"' EXIT
+for overlay in dev prod; do
+    kubectl kustomize "deploy/k8s/overlays/$overlay" >"$rendered/$overlay.yaml"
+done
+kubernetes-validate --strict --quiet "$rendered/dev.yaml" "$rendered/prod.yaml" deploy/k8s/base/secret.template.yaml
+
 step "cross-check against the code: env names, ports, health paths, grace periods, metric names"
-python3 deploy/scripts/check-deploy.py
+python3 deploy/scripts/check-deploy.py --k8s dev="$rendered/dev.yaml" --k8s prod="$rendered/prod.yaml"
