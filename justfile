@@ -21,9 +21,10 @@ default:
 services:
     bash deploy/scripts/ensure-services.sh
 
-# Install helper tools for tests and benchmarks (wrk, aiosmtpd)
+# Install helper tools for tests and benchmarks (wrk, aiosmtpd; chromium + playwright for the browser tests)
 tools:
     bash deploy/scripts/ensure-tools.sh
+    bash deploy/scripts/ensure-browser.sh
 
 # Build the release binaries
 build:

@@ -10,6 +10,7 @@
 //!   handlers, with the mail kept in memory ([`TestApp::mail_to`], [`Mail::link_token`]).
 //! - [`ApiProcess`]: the real `api` binary as a child process, for what needs a process of its
 //!   own (its metrics); [`metrics::Metrics`] reads an exposition by exact label set.
+//! - [`browser::drive`]: the account pages in headless chromium, driven by pip playwright.
 //! - [`OwnRedis`]: a `redis-server` a test can stop and restart.
 //!
 //! Environment: `TEST_DATABASE_URL` (an admin connection, default
@@ -18,6 +19,7 @@
 
 #![allow(clippy::unwrap_used, clippy::missing_panics_doc)]
 
+pub mod browser;
 pub mod http;
 mod jobs;
 pub mod metrics;

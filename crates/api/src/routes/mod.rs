@@ -9,6 +9,7 @@ pub mod health;
 pub mod input;
 pub mod metrics;
 pub mod orders;
+pub mod pages;
 pub mod products;
 pub mod tasks;
 pub mod users;
@@ -16,6 +17,7 @@ pub mod users;
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(web::resource("/health/live").route(web::get().to(health::live)))
         .service(web::resource("/health/ready").route(web::get().to(health::ready)))
+        .configure(pages::configure)
         .service(
             web::scope("/v1")
                 .service(web::resource("/auth/signup").route(web::post().to(auth::signup)))
