@@ -14,6 +14,9 @@ hadolint --failure-threshold warning deploy/Dockerfile
 step "compose: docker-compose.yml against the compose specification (vendored compose-spec schema)"
 check-jsonschema --builtin-schema vendor.compose-spec docker-compose.yml
 
+step "github: .github/workflows/ci.yml against the GitHub workflow schema (vendored)"
+check-jsonschema --builtin-schema vendor.github-workflows .github/workflows/ci.yml
+
 step "prometheus: config, alert rules, rule unit tests"
 promtool check config deploy/observability/prometheus.yml >/dev/null
 promtool check rules deploy/observability/alerts.yml
