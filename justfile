@@ -118,6 +118,18 @@ coverage *ARGS: services
     export LLVM_COV=llvm-cov-22 LLVM_PROFDATA=llvm-profdata-22 RUST_LOG="${RUST_LOG:-warn}"
     cargo llvm-cov --workspace --summary-only "$@"
 
+# Back up the database of DATABASE_URL (pg_dump custom format) to FILE (default var/backups/<db>-<time>.dump)
+backup FILE="":
+    bash deploy/scripts/backup.sh {{FILE}}
+
+# Restore a backup FILE into a new database DB (default <db>_restored_<time>); prints its URL
+restore FILE DB="":
+    bash deploy/scripts/restore.sh {{FILE}} {{DB}}
+
+# Round trip: seed a throw-away database, back it up, restore it fresh, compare rows/checksums/schema (≤ 5 min)
+backup-test: services
+    timeout 300 bash deploy/scripts/backup-test.sh
+
 # Format the code
 fmt:
     cargo fmt --all
