@@ -3,7 +3,7 @@
 
     python3 deploy/bench/bench.py [--quick] [SECTION...]   (normally `just bench [--quick] [SECTION...]`)
 
-Sections (default: all, in this order): auth jobs tasks cache. Every measurement is one row of
+Sections (default: all, in this order): auth jobs tasks cache shop. Every measurement is one row of
 SCENARIOS below; the runner interprets that table, and a section's setup and summary lines are the
 small functions named in SECTIONS.
   auth  /health/live, /v1/users/me, login throughput vs the bcrypt ceiling, health under logins
@@ -22,6 +22,13 @@ small functions named in SECTIONS.
   cache GET /v1/users (admin) from the cache (X-Cache: hit), the same with CACHE_ENABLED=false,
         then a read-mostly mix: every CACHE_WRITE_EVERY-th request renames one user, and the wrk
         script counts X-Cache hit/miss of the GETs. The bench's Redis cache keys are deleted first.
+  shop  single-line checkouts (POST /v1/orders, a fresh Idempotency-Key each) on one hot product
+        and spread over SHOP_PRODUCTS products at SHOP_CONNS; signed payment.succeeded webhooks
+        for distinct pending orders (bodies signed in Python just before the run, cycled by wrk:
+        each applies one transition); the catalogue first page cached and with
+        CACHE_ENABLED=false; then catalogue reads and checkouts at once, counting X-Cache of the
+        reads (the hit rate under a checkout load). Products are inserted in SQL with a stock no
+        run can exhaust.
 
 Expects target/release/{api,worker}, PostgreSQL at 127.0.0.1:5432 (trust auth) and Redis at
 127.0.0.1:6379 (`just bench` sees to all three). Every run drops and recreates `taskshop_bench`,
@@ -81,7 +88,7 @@ KNOBS = {
     "BENCH_DB_POOL": "16", "BENCH_RATE_LIMIT": "false", "JOBS_N": "20000", "JOBS_TIMEOUT": "120",
     "WORKER_CONCURRENCY": "32", "SIGNUP_CONNS": "16", "SIGNUP_DURATION": "", "SIGNUP_BCRYPT_COST": "4",
     "TASKS_CONNS": "32", "TASKS_DURATION": "5s", "TASKS_WARMUP": "0", "CACHE_USERS": "50",
-    "CACHE_WRITE_EVERY": "20",
+    "CACHE_WRITE_EVERY": "20", "SHOP_CONNS": "32", "SHOP_PRODUCTS": "1000",
 }
 QUICK_FORCED = {"DURATION": "1s", "LOGIN_DURATION": "1s", "SIGNUP_DURATION": "1s",
                 "TASKS_DURATION": "1s", "WARMUP": "1s"}
@@ -91,6 +98,7 @@ FIXED = {  # placeholders that are not knobs
     "ADMIN_EMAIL": "bench-admin@example.com", "ADMIN_PASSWORD": "bench-password-1",
     "TASKS_EMAIL": "seed7@seed.example.com", "SEED_PASSWORD": "demo-password-123",
     "TASKS_URL": f"postgres://postgres@127.0.0.1:5432/{TASKS_DB}",
+    "WEBHOOK_SECRET": "bench-payment-webhook-secret",
 }
 
 # ------------------------------------------------------------- the table ---
@@ -172,9 +180,73 @@ SCENARIOS = [
         api={"CACHE_ENABLED": "false"}, before="expect_miss"),
     Run("cache", "GET /v1/users + {WRITE_PCT}% PATCH /v1/users/{id} (cached)", "/v1/users",
         auth="admin", script="cache_mix"),
+
+    Run("shop", HEALTH, kind="baseline"),
+    Run("shop", "POST /v1/orders (hot product, c={SHOP_CONNS})", "/v1/orders", auth="bench",
+        script="checkout_hot", conns="SHOP_CONNS"),
+    Run("shop", "POST /v1/orders (spread over {SHOP_PRODUCTS} products, c={SHOP_CONNS})", "/v1/orders",
+        auth="bench", script="checkout_spread", conns="SHOP_CONNS"),
+    Run("shop", "POST /v1/webhooks/payments (c={SHOP_CONNS})", "/v1/webhooks/payments",
+        script="webhooks", conns="SHOP_CONNS", warmup="0", before="sign_webhooks"),
+    Run("shop", "GET /v1/products (anonymous, cached)", "/v1/products"),
+    Run("shop", "GET /v1/products (anonymous, CACHE_ENABLED=false)", "/v1/products",
+        api={"CACHE_ENABLED": "false"}),
+    Run("shop", "GET /v1/products/{hot_id} during checkouts (c=16)", "/v1/products/{hot_id}",
+        script="count_cache", conns="16", parallel="shopmix"),
+    Run("shop", "POST /v1/orders (hot) during catalogue reads (c=16)", "/v1/orders", auth="bench",
+        script="checkout_hot", conns="16", parallel="shopmix"),
 ]
 
+# A fresh Idempotency-Key per request: a random tag per wrk thread plus a counter.
+CHECKOUT_LUA = """wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/json"
+local tag, n = nil, 0
+local products = { {PRODUCT_LIST} }
+function init(args)
+    local f = io.open("/proc/sys/kernel/random/uuid", "r")
+    tag = f:read("*l"):gsub("-", ""):sub(1, 16)
+    f:close()
+    math.randomseed(tonumber(tag:sub(1, 8), 16))
+end
+function request()
+    n = n + 1
+    local id = products[math.random(1, #products)]
+    local headers = {}
+    for k, v in pairs(wrk.headers) do headers[k] = v end  -- Authorization from -H
+    headers["Content-Type"] = "application/json"
+    headers["Idempotency-Key"] = tag .. "-" .. n
+    return wrk.format(nil, nil, headers, '{"items":[{"product_id":"' .. id .. '","quantity":1}]}')
+end
+"""
+
 LUA = {
+    "checkout_hot": CHECKOUT_LUA.replace("{PRODUCT_LIST}", '"{hot_id}"'),
+    "checkout_spread": CHECKOUT_LUA.replace("{PRODUCT_LIST}", "{spread_ids}"),
+    # Pre-signed bodies (one file line = signature TAB body), cycled over all threads.
+    "webhooks": """wrk.method = "POST"
+local lines = {}
+for line in io.lines("{webhook_file}") do table.insert(lines, line) end
+local n = 0
+function init(args) n = math.random(1, #lines) end
+function request()
+    n = n % #lines + 1
+    local sig, body = lines[n]:match("^([^\t]*)\t(.*)$")
+    return wrk.format(nil, nil, { ["Content-Type"] = "application/json", ["Payment-Signature"] = sig }, body)
+end
+""",
+    "count_cache": """hits, misses, other = 0, 0, 0
+local threads = {}
+function setup(thread) table.insert(threads, thread) end
+function response(status, headers, body)
+    local c = headers["x-cache"] or headers["X-Cache"]
+    if c == "hit" then hits = hits + 1 elseif c == "miss" then misses = misses + 1 else other = other + 1 end
+end
+function done(summary, latency, requests)
+    local h, m, o = 0, 0, 0
+    for _, t in ipairs(threads) do h = h + t:get("hits"); m = m + t:get("misses"); o = o + t:get("other") end
+    io.write(string.format("cache-mix: hits=%d misses=%d other=%d\\n", h, m, o))
+end
+""",
     # An e-mail unique per request: a random tag per wrk thread (own Lua state) plus a counter.
     "signup": """wrk.method = "POST"
 wrk.headers["Content-Type"] = "application/json"
@@ -325,9 +397,12 @@ def redis_del(pattern: str) -> None:
 
 OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # loopback: no proxy
 
-def http(method: str, path: str, token: str | None = None, body: dict | None = None, timeout=30):
+def http(method: str, path: str, token: str | None = None, body: dict | None = None, timeout=30,
+         headers: dict | None = None):
     req = urllib.request.Request(BASE_URL + path, method=method,
                                  data=None if body is None else json.dumps(body).encode())
+    for k, v in (headers or {}).items():
+        req.add_header(k, v)
     if body is not None:
         req.add_header("Content-Type", "application/json")
     if token:
@@ -709,7 +784,28 @@ def signup_backlog(run: Run, r: dict, t0: float) -> None:
         f"select (select count(*) from users where created_at >= to_timestamp({t0})), (select count(*)"
         f" from audit_log where event_type = 'signup' and occurred_at >= to_timestamp({t0}))").split()
 
-HOOKS: dict[str, Callable] = {f.__name__: f for f in (page_nonempty, expect_miss, expect_hit, signup_backlog)}
+def sign_webhooks(run: Run) -> None:
+    """One signed payment.succeeded per pending order (the checkout runs made them), signed now."""
+    import hashlib
+    import hmac
+    rows = pg_q("select id || ',' || total_cents || ',' || currency from orders "
+                "where status = 'pending_payment' order by created_at limit 50000").split()
+    if not rows:
+        die("sign_webhooks: no pending orders (did the checkout runs fail?)")
+    t = int(time.time())
+    path = WORK / "webhooks.tsv"
+    with open(path, "w") as f:
+        for i, row in enumerate(rows):
+            oid, total, cur = row.split(",")
+            body = json.dumps({"id": f"evt_bench_{t}_{i}", "type": "payment.succeeded",
+                               "data": {"order_id": oid, "amount_cents": int(total), "currency": cur}},
+                              separators=(",", ":"))
+            mac = hmac.new(FIXED["WEBHOOK_SECRET"].encode(), f"{t}.{body}".encode(), hashlib.sha256).hexdigest()
+            f.write(f"t={t},v1={mac}\t{body}\n")
+    V["webhook_file"], V["webhook_events"] = str(path), str(len(rows))
+
+HOOKS: dict[str, Callable] = {f.__name__: f for f in (page_nonempty, expect_miss, expect_hit, signup_backlog,
+                                                       sign_webhooks)}
 
 def auth_setup() -> None:
     _, d = expect(201, "signup", "POST", "/v1/auth/signup",
@@ -848,6 +944,44 @@ def cache_summary() -> None:
          f"{misses} miss; {other} responses without X-Cache = PATCHes; one miss per write would give "
          f"{pct(hits + misses - other, hits + misses)}); aim ≥ 95%)")
 
+def shop_setup() -> None:
+    # The buyer (signed up by the auth section, or here) and the products, inserted in SQL.
+    if "token_bench" not in V:
+        auth_setup()
+    n = int(K["SHOP_PRODUCTS"])
+    pg_q("insert into products (id, sku, name, price_cents, currency, stock, initial_stock) "
+         "select gen_random_uuid(), 'BENCH-' || i, 'Bench product ' || i, 100 + i, 'EUR', 1000000000, 1000000000 "
+         f"from generate_series(0, {n}) i on conflict do nothing")
+    V["hot_id"] = pg_q("select id from products where sku = 'BENCH-0'")
+    ids = pg_q(f"select id from products where sku like 'BENCH-%' and sku <> 'BENCH-0' limit {n}").split()
+    V["spread_ids"] = ", ".join(f'"{i}"' for i in ids)
+    redis_del(f"{REDIS_PREFIX}:cache:*")
+    status = http("POST", "/v1/orders", V["token_bench"],
+                     body={"items": [{"product_id": V["hot_id"], "quantity": 1}]},
+                     headers={"Idempotency-Key": f"bench-probe-{os.urandom(4).hex()}"})[0]
+    if status != 201:
+        die(f"a probe checkout answered HTTP {status}")
+
+def shop_summary() -> None:
+    h = R[HEALTH]["rps"]
+    hot = R[fill("POST /v1/orders (hot product, c={SHOP_CONNS})")]
+    spread = R[fill("POST /v1/orders (spread over {SHOP_PRODUCTS} products, c={SHOP_CONNS})")]
+    hook = R[fill("POST /v1/webhooks/payments (c={SHOP_CONNS})")]
+    cached, uncached = R["GET /v1/products (anonymous, cached)"], R["GET /v1/products (anonymous, CACHE_ENABLED=false)"]
+    note("checkout orders/s, hot product", f"{hot['rps']} (p99 {hot['p99']} ms)")
+    note("checkout orders/s, spread", f"{spread['rps']} (p99 {spread['p99']} ms; aim p99 < 50 ms at c={K['SHOP_CONNS']})")
+    note("webhook deliveries/s", f"{hook['rps']} (p99 {hook['p99']} ms; aim < 50 ms; {V.get('webhook_events')} "
+         "distinct signed events, cycled: repeats answer `duplicate`)")
+    note("cached catalogue vs /health/live", f"{pct(cached['rps'], h)} ({cached['rps']} of {h} req/s; aim ≥ 35%)")
+    ratio = f"{num(cached['rps']) / num(uncached['rps']):.2f}×" if num(uncached["rps"]) > 0 else "n/a"
+    note("cached vs uncached catalogue", f"{ratio} ({cached['rps']} / {uncached['rps']} req/s)")
+    mix = R[fill("GET /v1/products/{hot_id} during checkouts (c=16)")]
+    m = re.search(r"^cache-mix: hits=(\d+) misses=(\d+) other=(\d+)", mix["out"], re.M)
+    if m:
+        hits, misses, _ = map(int, m.groups())
+        note("catalogue hit rate under a checkout load", f"{pct(hits, hits + misses)} of reads ({hits} hit, {misses} "
+             "miss: one miss per 900 ms entry life per key, plus admin bumps)")
+
 @dataclass
 class Section:
     api: dict = field(default_factory=dict)  # env overrides of the API for the whole section
@@ -862,6 +996,7 @@ SECTIONS = {
     "tasks": Section(api={"DATABASE_URL": "{TASKS_URL}"}, prepare=tasks_prepare, setup=tasks_setup,
                      teardown=tasks_teardown, summary=tasks_summary),
     "cache": Section(setup=cache_setup, summary=cache_summary),
+    "shop": Section(api={"PAYMENT_WEBHOOK_SECRET": FIXED["WEBHOOK_SECRET"]}, setup=shop_setup, summary=shop_summary),
 }
 
 def run_section(name: str) -> None:

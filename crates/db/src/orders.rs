@@ -109,8 +109,9 @@ pub struct NewOrder {
     pub expires_at: DateTime<Utc>,
 }
 
-pub async fn insert(conn: &mut AsyncPgConnection, new: &NewOrder, items: &[OrderItemRow]) -> DbResult<OrderRow> {
-    let row = diesel::insert_into(orders::table)
+/// Inserts the order row (without its lines: see [`insert_items`]).
+pub async fn insert(conn: &mut AsyncPgConnection, new: &NewOrder) -> DbResult<OrderRow> {
+    Ok(diesel::insert_into(orders::table)
         .values((
             orders::id.eq(new.id),
             orders::user_id.eq(new.user_id),
@@ -121,12 +122,19 @@ pub async fn insert(conn: &mut AsyncPgConnection, new: &NewOrder, items: &[Order
         ))
         .returning(OrderRow::as_returning())
         .get_result(conn)
-        .await?;
+        .await?)
+}
+
+/// Inserts an order's lines. Their foreign key to `products` takes a `FOR KEY SHARE` lock on
+/// each product: a checkout inserts them only after its reservation holds the products `FOR
+/// UPDATE`, or two checkouts of one product would each hold the share lock the other's update
+/// waits for (a deadlock).
+pub async fn insert_items(conn: &mut AsyncPgConnection, items: &[OrderItemRow]) -> DbResult<()> {
     diesel::insert_into(order_items::table)
         .values(items)
         .execute(conn)
         .await?;
-    Ok(row)
+    Ok(())
 }
 
 /// The order; with `owner`, only if it is that user's (another user's is simply not found).
@@ -533,6 +541,20 @@ pub async fn purge_idempotency_keys(conn: &mut AsyncPgConnection) -> DbResult<us
             .execute(conn)
             .await?,
     )
+}
+
+/// `SAVEPOINT name` inside the current transaction.
+pub async fn savepoint(conn: &mut AsyncPgConnection, name: &str) -> DbResult<()> {
+    diesel::sql_query(format!("SAVEPOINT {name}")).execute(conn).await?;
+    Ok(())
+}
+
+/// `ROLLBACK TO SAVEPOINT name`: undoes what followed it (and releases its row locks).
+pub async fn rollback_to_savepoint(conn: &mut AsyncPgConnection, name: &str) -> DbResult<()> {
+    diesel::sql_query(format!("ROLLBACK TO SAVEPOINT {name}"))
+        .execute(conn)
+        .await?;
+    Ok(())
 }
 
 /// Bounds how long statements of the current transaction wait for a row lock.

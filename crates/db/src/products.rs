@@ -324,9 +324,23 @@ pub async fn lock_for_checkout(conn: &mut AsyncPgConnection, ids: &[Uuid]) -> Db
     .await?)
 }
 
+/// The named products as a checkout prices them, without locking (the reservation locks).
+pub async fn load_for_checkout(conn: &mut AsyncPgConnection, ids: &[Uuid]) -> DbResult<Vec<LockedProduct>> {
+    Ok(
+        diesel::sql_query(
+            "SELECT id, sku, name, price_cents, currency, stock, active FROM products WHERE id = ANY($1)",
+        )
+        .bind::<Array<diesel::sql_types::Uuid>, _>(ids)
+        .load(conn)
+        .await?,
+    )
+}
+
 /// Takes `quantities[i]` of `ids[i]` off the shelf for `order_id`, with one ledger row each, in
-/// one statement; the `stock >= q` guard makes the row count decide. Returns how many products
-/// were reserved (all of them, or the caller rolls back).
+/// one statement: the products are first locked `FOR UPDATE` in id order (so carts naming the
+/// same products in any order queue instead of deadlocking), then the `stock >= q` guard makes
+/// the row count decide. Returns how many products were reserved (all of them, or the caller
+/// rolls back).
 pub async fn reserve(
     conn: &mut AsyncPgConnection,
     order_id: Uuid,
@@ -336,10 +350,12 @@ pub async fn reserve(
     actor: Uuid,
 ) -> DbResult<usize> {
     Ok(diesel::sql_query(
-        "WITH reserved AS ( \
+        "WITH locked AS MATERIALIZED ( \
+             SELECT id FROM products WHERE id = ANY($2) ORDER BY id FOR UPDATE), \
+         reserved AS ( \
              UPDATE products p SET stock = p.stock - v.q, updated_at = now() \
-             FROM unnest($2::uuid[], $3::int4[]) AS v(id, q) \
-             WHERE p.id = v.id AND p.stock >= v.q \
+             FROM unnest($2::uuid[], $3::int4[]) AS v(id, q), locked l \
+             WHERE p.id = v.id AND l.id = v.id AND p.stock >= v.q \
              RETURNING p.id, v.q, p.stock) \
          INSERT INTO stock_movements (id, product_id, delta, stock_after, kind, reason, order_id, actor_id) \
          SELECT gen_random_uuid(), id, -q, stock, 'order_reserved', $4, $1, $5 FROM reserved",

@@ -7,7 +7,7 @@ use domain::{
     tasks::{Priority, TaskListQuery, TaskStatus, parse_description, parse_title},
 };
 use garde::Validate;
-use serde::{Deserialize, Deserializer, Serialize};
+use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
@@ -15,14 +15,10 @@ use crate::{
     dto::Page,
     error::{ApiError, ApiResult, Problem},
     http::extract::{AuthUser, ClientMeta, IdPath, ValidJson},
+    routes::input::{collect, double_option, not_null},
     services::tasks::{self as svc, NewTaskInput, TaskPatch, TaskView},
     state::AppState,
 };
-
-/// `Some(None)` for an explicit `null`, `None` (with `#[serde(default)]`) when absent.
-fn double_option<'de, T: Deserialize<'de>, D: Deserializer<'de>>(d: D) -> Result<Option<Option<T>>, D::Error> {
-    Option::<T>::deserialize(d).map(Some)
-}
 
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct CategoryRef {
@@ -79,17 +75,22 @@ pub struct CreateTaskRequest {
     pub title: String,
     /// Up to 10,000 characters.
     #[garde(skip)]
+    #[serde(default)]
     pub description: Option<String>,
     /// Default `todo`.
     #[garde(skip)]
+    #[serde(default)]
     pub status: Option<TaskStatus>,
     /// Default `medium`.
     #[garde(skip)]
+    #[serde(default)]
     pub priority: Option<Priority>,
     #[garde(skip)]
+    #[serde(default)]
     pub due_at: Option<DateTime<Utc>>,
     /// Your own categories only (another user's → 422). At most 50.
     #[garde(length(max = 50))]
+    #[serde(default)]
     pub category_ids: Option<Vec<Uuid>>,
 }
 
@@ -150,20 +151,6 @@ pub struct TaskListParams {
     limit: Option<i64>,
     /// Opaque cursor from `next_cursor`; only valid with the same `sort`.
     cursor: Option<String>,
-}
-
-fn collect<T>(errors: &mut Vec<FieldError>, r: Result<T, domain::DomainError>) -> Option<T> {
-    match r {
-        Ok(v) => Some(v),
-        Err(domain::DomainError::Validation(e)) => {
-            errors.extend(e);
-            None
-        }
-    }
-}
-
-fn not_null(errors: &mut Vec<FieldError>, field: &str) {
-    errors.push(FieldError::new(field, "must not be null"));
 }
 
 /// Create a task.

@@ -55,6 +55,7 @@ pub struct CreateUserRequest {
     pub name: String,
     /// Defaults to `user`.
     #[garde(skip)]
+    #[serde(default)]
     pub role: Option<Role>,
 }
 
@@ -62,8 +63,10 @@ pub struct CreateUserRequest {
 #[serde(deny_unknown_fields)]
 pub struct AdminUpdateUserRequest {
     #[garde(custom(validate::opt_name))]
+    #[serde(default)]
     pub name: Option<String>,
     #[garde(skip)]
+    #[serde(default)]
     pub role: Option<Role>,
 }
 

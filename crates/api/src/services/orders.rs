@@ -1,10 +1,13 @@
 //! Orders: checkout (reservation + Idempotency-Key in one transaction), reads scoped to the
 //! owner (admins see all), and the state transitions cancel / ship / deliver.
 //!
-//! **Checkout** locks the cart's products `FOR UPDATE` in id order (two carts naming the same
-//! products in any order queue, never deadlock), checks every line under those locks, then
-//! reserves all lines with one guarded `UPDATE … WHERE stock >= q` whose row count must equal the
-//! number of lines, writing one ledger row per product in the same statement. Nothing outside
+//! **Checkout** prices and checks the lines without locks, writes the order, its lines and its
+//! first timeline event, then reserves every line in one statement: the products are locked
+//! `FOR UPDATE` in id order (two carts naming the same products in any order queue, never
+//! deadlock) and one guarded `UPDATE … WHERE stock >= q` takes the stock, whose row count must
+//! equal the number of lines; one ledger row per product is written in the same statement. A
+//! shortfall rolls the order back to a savepoint (the key stays, with the stored 409). The locks
+//! are held only for the reservation, the stored response and the commit. Nothing outside
 //! Postgres is called inside the transaction.
 //!
 //! **Idempotency.** The key row is inserted first, in the same transaction: a concurrent duplicate
@@ -176,42 +179,51 @@ async fn reserve(
 ) -> Result<OrderView> {
     let mut ids: Vec<Uuid> = cart.iter().map(|l| l.product_id).collect();
     ids.sort_unstable();
-    let locked: HashMap<Uuid, db::products::LockedProduct> = db::products::lock_for_checkout(tx.conn(), &ids)
+    // Priced and checked without locks: the reservation below locks, and its `stock >= q`
+    // decides. Everything that does not need the locks happens first, so they are held only
+    // for the reservation, the stored response and the commit.
+    let products: HashMap<Uuid, db::products::LockedProduct> = db::products::load_for_checkout(tx.conn(), &ids)
         .await?
         .into_iter()
         .map(|p| (p.id, p))
         .collect();
     let mut invalid = Vec::new();
-    let mut short = Vec::new();
     let mut currency: Option<Currency> = None;
     for line in cart {
         let field = format!("items[{}].product_id", line.first_index);
-        let Some(p) = locked.get(&line.product_id).filter(|p| p.active) else {
+        let Some(p) = products.get(&line.product_id).filter(|p| p.active) else {
             invalid.push(FieldError::new(field, "is not an active product"));
             continue;
         };
         let c = Currency::parse(&p.currency).ok_or_else(|| anyhow::anyhow!("stored currency {:?}", p.currency))?;
         match currency {
             None => currency = Some(c),
-            Some(first) if first != c => {
-                invalid.push(FieldError::new(
-                    field,
-                    format!("is priced in {c}, the order in {first} (one currency per order)"),
-                ));
-                continue;
-            }
+            Some(first) if first != c => invalid.push(FieldError::new(
+                field,
+                format!("is priced in {c}, the order in {first} (one currency per order)"),
+            )),
             Some(_) => {}
-        }
-        if p.stock < line.quantity {
-            short.push(FieldError::new(
-                format!("items[{}].quantity", line.first_index),
-                format!("only {} in stock", p.stock),
-            ));
         }
     }
     if !invalid.is_empty() {
         return Err(Error::Invalid(invalid));
     }
+    let short_lines = |stock: &HashMap<Uuid, i32>| -> Vec<FieldError> {
+        cart.iter()
+            .filter_map(|l| {
+                let have = stock.get(&l.product_id).copied().unwrap_or(0);
+                (have < l.quantity).then(|| {
+                    FieldError::new(
+                        format!("items[{}].quantity", l.first_index),
+                        format!("only {have} in stock"),
+                    )
+                })
+            })
+            .collect()
+    };
+    // Obviously short already: answer without taking a lock (the check is repeated under them).
+    let seen: HashMap<Uuid, i32> = products.values().map(|p| (p.id, p.stock)).collect();
+    let short = short_lines(&seen);
     if !short.is_empty() {
         return Err(Error::InsufficientStock(short));
     }
@@ -221,7 +233,7 @@ async fn reserve(
         .iter()
         .enumerate()
         .map(|(line, l)| {
-            let p = &locked[&l.product_id];
+            let p = &products[&l.product_id];
             OrderItemRow {
                 order_id,
                 line: line as i32,
@@ -242,7 +254,9 @@ async fn reserve(
         total_cents,
         expires_at: Utc::now() + timeout,
     };
-    let order = orders::insert(tx.conn(), &new, &items).await?;
+    // A shortfall found under the locks undoes the order (not the key) back to here.
+    orders::savepoint(tx.conn(), "checkout").await?;
+    let order = orders::insert(tx.conn(), &new).await?;
     let quantities: Vec<i32> = ids
         .iter()
         .map(|id| cart.iter().find(|l| l.product_id == *id).map_or(0, |l| l.quantity))
@@ -257,12 +271,22 @@ async fn reserve(
     )
     .await?;
     if reserved != ids.len() {
-        // Unreachable under the row locks taken above; kept as a hard stop, never an oversell.
-        return Err(Error::Internal(anyhow::anyhow!(
-            "reserved {reserved} of {} lines under lock",
-            ids.len()
-        )));
+        // Someone took the stock since it was read: nothing of this order stays.
+        orders::rollback_to_savepoint(tx.conn(), "checkout").await?;
+        let now: HashMap<Uuid, i32> = db::products::load_for_checkout(tx.conn(), &ids)
+            .await?
+            .into_iter()
+            .map(|p| (p.id, p.stock))
+            .collect();
+        let mut short = short_lines(&now);
+        if short.is_empty() {
+            // Stock came back meanwhile; still, this attempt reserved nothing.
+            short = vec![FieldError::new("items", "stock changed during the checkout; retry")];
+        }
+        return Err(Error::InsufficientStock(short));
     }
+    // The lines' foreign key share-locks the products: only now that this transaction holds them.
+    orders::insert_items(tx.conn(), &items).await?;
     orders::add_event(
         tx.conn(),
         &NewEvent {
