@@ -20,7 +20,9 @@
 //! | `CACHE_ENABLED` | `true` | cache-aside for shared reads (admin user list, users) |
 //! | `CACHE_TTL` | `60s` | lifetime of every cache entry |
 //! | `RATE_LIMIT_ENABLED` | `true` | all rate limits on/off |
-//! | `RATE_LIMIT_<POLICY>` | see [`RateLimitConfig::DEFAULTS`] | `<count>/<seconds>` for LOGIN, SIGNUP, FORGOT, RESET, REFRESH, USER, ANON |
+//! | `RATE_LIMIT_<POLICY>` | see [`RateLimitConfig::DEFAULTS`] | `<count>/<seconds>` for LOGIN, SIGNUP, FORGOT, RESET, REFRESH, USER, ANON, OAUTH |
+//! | `OIDC_PROVIDERS`, `OIDC_<NAME>_ISSUER`, `OIDC_<NAME>_CLIENT_ID`, `OIDC_<NAME>_CLIENT_SECRET` | – (none) | OpenID Connect providers (see [`oidc`]) |
+//! | `OAUTH_RETURN_URLS` | `{PUBLIC_URL}/login` | comma-separated exact `return_to` URLs of the OpenID login |
 //! | `RATE_LIMIT_IPV6_PREFIX` | `64` | per-IP policies count an IPv6 client by its network of this many bits (1–128) |
 //! | `TRUSTED_PROXIES` | – | comma-separated IPs/CIDRs whose `X-Forwarded-For` is believed |
 //! | `REQUEST_TIMEOUT` | `30s` | longest a request may be handled; then 503 problem `request_timeout` (with `Retry-After`), or 408 when the handler is still waiting for the client's body |
@@ -113,7 +115,11 @@ pub struct Config {
     pub http: HttpSettings,
     /// `SHOP_CURRENCIES`, `ORDER_PAYMENT_TIMEOUT`, `PAYMENT_WEBHOOK_SECRET`.
     pub shop: ShopConfig,
+    /// `OIDC_PROVIDERS` (and each provider's variables), `OAUTH_RETURN_URLS`.
+    pub oidc: oidc::OidcConfig,
 }
+
+pub mod oidc;
 
 /// The webhook secret used when none is configured outside production (`just webhook` signs
 /// with it). Production refuses it.
@@ -244,6 +250,7 @@ impl Config {
         if !(public_url.starts_with("http://") || public_url.starts_with("https://")) {
             bail!("PUBLIC_URL must start with http:// or https://");
         }
+        let oidc = oidc::OidcConfig::from_lookup(prod, &public_url, var)?;
 
         Ok(Self {
             app_env,
@@ -271,6 +278,7 @@ impl Config {
             cache_ttl: parse_duration(&var("CACHE_TTL").unwrap_or_else(|| "60s".into())).context("CACHE_TTL")?,
             rate_limits: RateLimitConfig::from_env()?,
             shop: ShopConfig::from_env(prod)?,
+            oidc,
         })
     }
 
@@ -337,6 +345,8 @@ pub struct RateLimitConfig {
     pub refresh: Policy,
     pub user: Policy,
     pub anon: Policy,
+    /// `RATE_LIMIT_OAUTH`: OpenID Connect authorize and callback requests, per IP.
+    pub oauth: Policy,
     /// Peers whose `X-Forwarded-For` is believed.
     pub trusted_proxies: Vec<IpNet>,
     /// Per-IP policies count IPv6 clients by their network of this many bits.
@@ -344,7 +354,7 @@ pub struct RateLimitConfig {
 }
 
 impl RateLimitConfig {
-    pub const DEFAULTS: [(&'static str, &'static str); 7] = [
+    pub const DEFAULTS: [(&'static str, &'static str); 8] = [
         ("LOGIN", "10/60"),
         ("SIGNUP", "20/3600"),
         ("FORGOT", "5/3600"),
@@ -352,6 +362,7 @@ impl RateLimitConfig {
         ("REFRESH", "30/60"),
         ("USER", "1200/60"),
         ("ANON", "300/60"),
+        ("OAUTH", "30/60"),
     ];
 
     pub fn from_env() -> anyhow::Result<Self> {
@@ -385,13 +396,14 @@ impl RateLimitConfig {
             refresh: get("REFRESH")?,
             user: get("USER")?,
             anon: get("ANON")?,
+            oauth: get("OAUTH")?,
             trusted_proxies,
             ipv6_prefix,
         })
     }
 
     /// Every policy (the `policy` labels of `rate_limit_rejections_total`).
-    pub fn policies(&self) -> [Policy; 7] {
+    pub fn policies(&self) -> [Policy; 8] {
         [
             self.login,
             self.signup,
@@ -400,6 +412,7 @@ impl RateLimitConfig {
             self.refresh,
             self.user,
             self.anon,
+            self.oauth,
         ]
     }
 
@@ -425,6 +438,7 @@ impl RateLimitConfig {
             refresh: p("REFRESH"),
             user: p("USER"),
             anon: p("ANON"),
+            oauth: p("OAUTH"),
             trusted_proxies: vec![],
             ipv6_prefix: Self::DEFAULT_IPV6_PREFIX,
         }
@@ -439,6 +453,7 @@ fn policy_name(env: &str) -> &'static str {
         "RESET" => "reset",
         "REFRESH" => "refresh",
         "USER" => "user",
+        "OAUTH" => "oauth",
         _ => "anon",
     }
 }

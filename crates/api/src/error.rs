@@ -119,6 +119,14 @@ pub enum ApiError {
     UnsupportedMediaType,
     #[error("service unavailable: {0}")]
     Unavailable(String),
+    /// Any other status with its own `code` (the OpenID login's 400s, 404 `unknown_provider`,
+    /// 503 `provider_unavailable`).
+    #[error("{code}")]
+    Coded {
+        status: StatusCode,
+        code: &'static str,
+        detail: &'static str,
+    },
     #[error("rate limited")]
     RateLimited(crate::infra::ratelimit::Decision),
     #[error(transparent)]
@@ -203,6 +211,7 @@ impl ApiError {
                     d.retry_after_secs.max(1)
                 ),
             ),
+            Self::Coded { status, code, detail } => Problem::new(*status, code, *detail),
             Self::Internal(_) => Problem::for_status(StatusCode::INTERNAL_SERVER_ERROR),
         }
     }
@@ -327,10 +336,53 @@ impl From<crate::services::Error> for ApiError {
                 code: "idempotency_key_reused",
                 detail: "This Idempotency-Key was already used with a different request body.",
             },
+            E::OAuth(f) => oauth_failure(&f),
             E::Db(e) => e.into(),
             E::Internal(e) => Self::Internal(e),
         }
     }
+}
+
+fn oauth_failure(f: &crate::services::oauth::Failure) -> ApiError {
+    use crate::services::oauth::Failure as F;
+    let (status, code, detail) = match f {
+        F::UnknownProvider => (
+            StatusCode::NOT_FOUND,
+            "unknown_provider",
+            "No such login provider is configured.",
+        ),
+        F::InvalidState => (
+            StatusCode::BAD_REQUEST,
+            "invalid_state",
+            "The login request is unknown, expired, already used or for another provider; start again.",
+        ),
+        F::Denied => (
+            StatusCode::BAD_REQUEST,
+            "oauth_denied",
+            "The provider did not grant the login.",
+        ),
+        F::InvalidCode => (
+            StatusCode::BAD_REQUEST,
+            "invalid_code",
+            "The code is invalid, expired or already used.",
+        ),
+        F::InvalidIdToken => (
+            StatusCode::BAD_REQUEST,
+            "invalid_id_token",
+            "The provider's ID token did not verify.",
+        ),
+        F::ProviderUnavailable => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "provider_unavailable",
+            "The login provider cannot be reached; retry shortly.",
+        ),
+        F::StoreUnavailable => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "service_unavailable",
+            "A backing service is temporarily unavailable; retry shortly.",
+        ),
+    };
+    ApiError::Coded { status, code, detail }
 }
 
 #[cfg(test)]

@@ -20,10 +20,11 @@ use utoipa::OpenApi;
 use utoipa_swagger_ui::SwaggerUi;
 
 use crate::{
-    config::{Config, JWT_AUDIENCE, WireSettings},
+    config::{AppEnv, Config, JWT_AUDIENCE, WireSettings},
     http::{edge, extract, hardening, ratelimit::RequestLimit, wire},
     infra::{
         cache::{self, Cache},
+        oidc::Providers,
         queue::Dispatcher,
         ratelimit::RateLimiter,
         redis_pool::{RedisManager, RedisPool},
@@ -59,6 +60,12 @@ pub async fn build_state(config: Config) -> anyhow::Result<AppState> {
         config.cache_enabled,
     );
     let limits = RateLimiter::new(redis.clone(), &config.redis_prefix, config.rate_limits.clone());
+    let oidc = Providers::new(&config.oidc)?;
+    if config.app_env == AppEnv::Production {
+        // Production refuses to start on a provider it cannot use; elsewhere discovery is lazy,
+        // so `just run` works while a local provider is down.
+        oidc.preload().await?;
+    }
     Ok(AppState {
         config: Arc::new(config),
         db,
@@ -68,6 +75,7 @@ pub async fn build_state(config: Config) -> anyhow::Result<AppState> {
         jobs,
         cache,
         limits,
+        oidc,
     })
 }
 

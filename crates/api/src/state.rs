@@ -8,7 +8,7 @@ use db::PgPool;
 pub use crate::infra::redis_pool::RedisPool;
 use crate::{
     config::Config,
-    infra::{cache::Cache, queue::Dispatcher, ratelimit::RateLimiter},
+    infra::{cache::Cache, oidc::Providers, queue::Dispatcher, ratelimit::RateLimiter},
 };
 
 #[derive(Clone)]
@@ -21,4 +21,6 @@ pub struct AppState {
     pub jobs: Dispatcher,
     pub cache: Cache,
     pub limits: RateLimiter,
+    /// The OpenID Connect providers (`OIDC_PROVIDERS`) and their cached discovery and keys.
+    pub oidc: Providers,
 }

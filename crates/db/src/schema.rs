@@ -109,11 +109,24 @@ diesel::table! {
 }
 
 diesel::table! {
+    identities (id) {
+        id -> Uuid,
+        user_id -> Uuid,
+        provider -> Text,
+        issuer -> Text,
+        subject -> Text,
+        email -> Nullable<Text>,
+        created_at -> Timestamptz,
+        last_login_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
     users (id) {
         id -> Uuid,
         email -> Text,
         name -> Text,
-        password_hash -> Text,
+        password_hash -> Nullable<Text>,
         role -> Text,
         email_verified_at -> Nullable<Timestamptz>,
         created_at -> Timestamptz,
@@ -259,6 +272,7 @@ diesel::joinable!(task_categories -> tasks (task_id));
 diesel::joinable!(tasks -> users (user_id));
 diesel::joinable!(refresh_tokens -> sessions (session_id));
 diesel::joinable!(sessions -> users (user_id));
+diesel::joinable!(identities -> users (user_id));
 diesel::joinable!(stock_movements -> products (product_id));
 diesel::joinable!(order_items -> orders (order_id));
 diesel::joinable!(order_items -> products (product_id));
@@ -273,6 +287,7 @@ diesel::allow_tables_to_appear_in_same_query!(
     email_log,
     email_tokens,
     idempotency_keys,
+    identities,
     order_events,
     order_items,
     orders,

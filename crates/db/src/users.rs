@@ -19,7 +19,8 @@ pub struct User {
     pub id: Uuid,
     pub email: String,
     pub name: String,
-    pub password_hash: String,
+    /// `None` for an account created by an OpenID login that never set a password.
+    pub password_hash: Option<String>,
     /// Decoded strictly: a value the CHECK constraint should never admit is an error, not a default.
     #[diesel(deserialize_as = String)]
     pub role: domain::Role,
@@ -35,7 +36,7 @@ pub struct NewUser<'a> {
     pub id: Uuid,
     pub email: &'a str,
     pub name: &'a str,
-    pub password_hash: &'a str,
+    pub password_hash: Option<&'a str>,
     pub role: &'a str,
 }
 

@@ -185,10 +185,13 @@ pub enum AuditEventType {
     OrderDelivered,
     RefundPending,
     RefundSettled,
+    OauthLogin,
+    IdentityLinked,
+    IdentityUnlinked,
 }
 
 impl AuditEventType {
-    pub const ALL: [AuditEventType; 26] = [
+    pub const ALL: [AuditEventType; 29] = [
         Self::Signup,
         Self::LoginSucceeded,
         Self::LoginFailed,
@@ -215,6 +218,9 @@ impl AuditEventType {
         Self::OrderDelivered,
         Self::RefundPending,
         Self::RefundSettled,
+        Self::OauthLogin,
+        Self::IdentityLinked,
+        Self::IdentityUnlinked,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -245,6 +251,9 @@ impl AuditEventType {
             Self::OrderDelivered => "order_delivered",
             Self::RefundPending => "refund_pending",
             Self::RefundSettled => "refund_settled",
+            Self::OauthLogin => "oauth_login",
+            Self::IdentityLinked => "identity_linked",
+            Self::IdentityUnlinked => "identity_unlinked",
         }
     }
 }

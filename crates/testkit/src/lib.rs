@@ -11,6 +11,7 @@
 //! - [`ApiProcess`]: the real `api` binary as a child process, for what needs a process of its
 //!   own (its metrics); [`metrics::Metrics`] reads an exposition by exact label set.
 //! - [`browser::drive`]: the account pages in headless chromium, driven by pip playwright.
+//! - [`oidc::OidcProvider`]: a real OpenID provider over HTTP (discovery, JWKS, authorize, token).
 //! - [`OwnRedis`]: a `redis-server` a test can stop and restart.
 //!
 //! Environment: `TEST_DATABASE_URL` (an admin connection, default
@@ -24,6 +25,7 @@ pub mod http;
 mod jobs;
 pub mod metrics;
 pub mod model;
+pub mod oidc;
 mod process;
 pub mod shop;
 
@@ -220,6 +222,7 @@ pub fn test_config(database_url: &str) -> Config {
             payment_timeout: Duration::from_secs(900),
             webhook_secret: TEST_WEBHOOK_SECRET.to_owned().into(),
         },
+        oidc: api::config::oidc::OidcConfig::default(),
     }
 }
 
@@ -268,6 +271,28 @@ impl TestApp {
             server: handle,
             db,
         }
+    }
+
+    /// An app whose `test` provider is `provider` (`OIDC_PROVIDERS=test`), reachable at its
+    /// `PUBLIC_URL` (a port chosen up front), so redirect URIs and return URLs are real.
+    pub async fn spawn_with_oidc(provider: &oidc::OidcProvider, tweak: impl FnOnce(&mut Config)) -> Self {
+        let issuer = provider.issuer.clone();
+        Self::spawn_with(move |c| {
+            let port = free_port();
+            c.api_addr = ([127, 0, 0, 1], port).into();
+            c.public_url = format!("http://127.0.0.1:{port}");
+            c.oidc = api::config::oidc::OidcConfig {
+                providers: vec![api::config::oidc::OidcProvider {
+                    name: "test".into(),
+                    issuer,
+                    client_id: oidc::CLIENT_ID.into(),
+                    client_secret: oidc::CLIENT_SECRET.to_owned().into(),
+                }],
+                return_urls: vec![format!("http://127.0.0.1:{port}/login")],
+            };
+            tweak(c);
+        })
+        .await
     }
 
     /// A second API instance (its own server, pools, cache and limiter) on the same database and

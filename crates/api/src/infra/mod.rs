@@ -3,6 +3,7 @@
 //! on `state`, `error` or `http`.
 
 pub mod cache;
+pub mod oidc;
 pub mod queue;
 pub mod ratelimit;
 pub mod redis_pool;

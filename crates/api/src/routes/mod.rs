@@ -8,6 +8,7 @@ pub mod categories;
 pub mod health;
 pub mod input;
 pub mod metrics;
+pub mod oauth;
 pub mod orders;
 pub mod pages;
 pub mod products;
@@ -29,6 +30,11 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                 .service(web::resource("/auth/verify-email").route(web::post().to(auth::verify_email)))
                 .service(web::resource("/auth/password/forgot").route(web::post().to(auth::forgot_password)))
                 .service(web::resource("/auth/password/reset").route(web::post().to(auth::reset_password)))
+                .service(web::resource("/auth/oauth/exchange").route(web::post().to(oauth::exchange)))
+                .service(web::resource("/auth/oauth/{provider}/authorize").route(web::get().to(oauth::authorize)))
+                .service(web::resource("/auth/oauth/{provider}/callback").route(web::get().to(oauth::callback)))
+                .service(web::resource("/users/me/identities").route(web::get().to(oauth::list_identities)))
+                .service(web::resource("/users/me/identities/{id}").route(web::delete().to(oauth::unlink_identity)))
                 .service(web::resource("/audit-events").route(web::get().to(audit::list)))
                 .service(
                     web::resource("/categories")

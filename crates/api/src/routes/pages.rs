@@ -52,9 +52,32 @@ pub async fn login(state: web::Data<AppState>) -> HttpResponse {
     page(LOGIN.replace("<!--providers-->", &provider_links(&state)))
 }
 
+/// One link per provider to its authorize route with `return_to` = this page (when that URL is
+/// in `OAUTH_RETURN_URLS`; otherwise the flow could not come back here, and no link is shown).
 fn provider_links(state: &AppState) -> String {
-    let _ = state;
-    String::new()
+    let here = format!("{}/login", state.config.public_url);
+    if !state.config.oidc.return_urls.contains(&here) {
+        return String::new();
+    }
+    let return_to: String = form_urlencoded::byte_serialize(here.as_bytes()).collect();
+    state
+        .config
+        .oidc
+        .providers
+        .iter()
+        .map(|p| {
+            let mut label = p.name.replace('_', " ");
+            if let Some(first) = label.get_mut(0..1) {
+                first.make_ascii_uppercase();
+            }
+            format!(
+                "<a class=\"provider\" href=\"/v1/auth/oauth/{}/authorize?return_to={}\">Sign in with {}</a>\n",
+                escape(&p.name),
+                escape(&return_to),
+                escape(&label)
+            )
+        })
+        .collect()
 }
 
 pub async fn script() -> HttpResponse {

@@ -45,7 +45,7 @@ fn email_taken() -> Error {
 
 /// Starts a session (a refresh-token family) for `user` inside the caller's transaction and
 /// returns the plain refresh token.
-async fn start_session(
+pub(crate) async fn start_session(
     state: &AppState,
     conn: &mut AsyncPgConnection,
     user_id: Uuid,
@@ -68,7 +68,7 @@ async fn start_session(
     Ok((session.id, token))
 }
 
-fn issue(state: &AppState, user: &User, session_id: Uuid, refresh: OpaqueToken) -> Result<Tokens> {
+pub(crate) fn issue(state: &AppState, user: &User, session_id: Uuid, refresh: OpaqueToken) -> Result<Tokens> {
     Ok(Tokens {
         access_token: state
             .tokens
@@ -106,7 +106,7 @@ pub async fn insert_account(conn: &mut AsyncPgConnection, account: &NewAccount, 
             id: Uuid::now_v7(),
             email: account.email.as_str(),
             name: account.name.as_str(),
-            password_hash: hash,
+            password_hash: Some(hash),
             role: account.role.as_str(),
         },
     )
@@ -140,7 +140,7 @@ pub async fn login(state: &AppState, email: &str, password: &str, meta: &Request
     };
     let ok = state
         .hasher
-        .verify(password, user.as_ref().map(|u| u.password_hash.as_str()))
+        .verify(password, user.as_ref().and_then(|u| u.password_hash.as_deref()))
         .await?;
     let user = match (ok, user) {
         (true, Some(user)) => user,

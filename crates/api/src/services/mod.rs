@@ -6,6 +6,7 @@
 pub mod audit;
 pub mod auth;
 pub mod jobs;
+pub mod oauth;
 pub mod orders;
 pub mod payments;
 pub mod products;
@@ -75,6 +76,9 @@ pub enum Error {
     /// The change conflicts with existing state (`code` is stable for clients).
     #[error("conflict: {code}")]
     Conflict { code: &'static str, detail: String },
+    /// An OpenID Connect login step failed (`crate::error` maps each to its status and code).
+    #[error("openid login: {0:?}")]
+    OAuth(oauth::Failure),
     #[error(transparent)]
     Db(#[from] db::DbError),
     #[error(transparent)]

@@ -42,7 +42,11 @@ pub async fn update_me(
             let me = users::find_active(&mut *conn(state).await?, actor.user_id)
                 .await?
                 .ok_or(Error::NotFound)?;
-            if !state.hasher.verify(&change.current, Some(&me.password_hash)).await? {
+            if !state
+                .hasher
+                .verify(&change.current, me.password_hash.as_deref())
+                .await?
+            {
                 return Err(Error::WrongCurrentPassword);
             }
             Some(state.hasher.hash(&change.new).await?)

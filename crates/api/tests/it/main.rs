@@ -12,6 +12,7 @@ mod credentials;
 mod edge;
 mod hardening;
 mod mail;
+mod oauth;
 mod pages;
 mod ratelimit;
 mod shared;
