@@ -130,6 +130,10 @@ restore FILE DB="":
 backup-test: services
     timeout 300 bash deploy/scripts/backup-test.sh
 
+# A local OpenID provider on http://localhost:9400 to try "Sign in with …" (npm oauth2-mock-server; see README)
+oidc-mock:
+    cd crates/testkit/dev && { test -d node_modules || npm install --no-audit --no-fund --silent; } && node oidc-mock.mjs
+
 # Format the code
 fmt:
     cargo fmt --all
