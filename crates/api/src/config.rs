@@ -496,6 +496,10 @@ pub struct HttpSettings {
     pub hsts: bool,
     /// `Some`: `/metrics` is served there, and not on the API port.
     pub metrics_addr: Option<SocketAddr>,
+    /// `SHUTDOWN_DELAY`: after SIGTERM, `/health/ready` answers 503 at once while the listener
+    /// keeps serving this long (load balancers and Kubernetes endpoints stop routing), then the
+    /// server stops accepting and finishes in-flight requests. `0s`/`off`: stop at once.
+    pub shutdown_delay: Duration,
 }
 
 impl Default for HttpSettings {
@@ -509,6 +513,7 @@ impl Default for HttpSettings {
             cors_origins: Vec::new(),
             hsts: false,
             metrics_addr: None,
+            shutdown_delay: Duration::from_secs(5),
         }
     }
 }
@@ -556,6 +561,11 @@ impl HttpSettings {
             .map(|v| v.trim().parse::<SocketAddr>())
             .transpose()
             .context("METRICS_ADDR must be host:port, e.g. 127.0.0.1:9100")?;
+        let shutdown_delay = match var("SHUTDOWN_DELAY").as_deref().map(str::trim) {
+            None => d.shutdown_delay,
+            Some("off" | "0" | "0s" | "0ms") => Duration::ZERO,
+            Some(v) => parse_duration(v).context("SHUTDOWN_DELAY")?,
+        };
         Ok(Self {
             request_timeout: duration("REQUEST_TIMEOUT", d.request_timeout)?,
             client_request_timeout: duration("CLIENT_REQUEST_TIMEOUT", d.client_request_timeout)?,
@@ -565,6 +575,7 @@ impl HttpSettings {
             cors_origins,
             hsts,
             metrics_addr,
+            shutdown_delay,
         })
     }
 }

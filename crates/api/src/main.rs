@@ -29,7 +29,12 @@ async fn run(command: Command) -> anyhow::Result<()> {
     match command {
         Command::Serve => {
             let addr = config.api_addr;
-            let (server, port, _state) = startup::build(config).await?;
+            let (server, port, state) = startup::build(config).await?;
+            tokio::spawn(startup::stop_on_signals(
+                server.handle(),
+                state.draining.clone(),
+                state.config.http.shutdown_delay,
+            ));
             tracing::info!(%addr, port, "api listening");
             server.await?;
             tracing::info!("api stopped");

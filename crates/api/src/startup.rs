@@ -76,6 +76,7 @@ pub async fn build_state(config: Config) -> anyhow::Result<AppState> {
         cache,
         limits,
         oidc,
+        draining: Default::default(),
     })
 }
 
@@ -167,7 +168,9 @@ pub fn build_server(state: AppState, listener: TcpListener, workers: Option<usiz
     let mut builder = actix_server::Server::build()
         // Per worker; TLS ends at the proxy, so `max_connection_rate` (TLS handshakes) does not apply.
         .max_concurrent_connections(http.max_connections)
-        .shutdown_timeout(30);
+        .shutdown_timeout(SHUTDOWN_TIMEOUT_SECS)
+        // Signals are [`stop_on_signals`]'s: SIGTERM drains first (SHUTDOWN_DELAY).
+        .disable_signals();
     if let Some(n) = workers {
         builder = builder.workers(n);
     }
@@ -206,6 +209,47 @@ pub fn build_server(state: AppState, listener: TcpListener, workers: Option<usiz
         })?
         .run();
     Ok(server)
+}
+
+/// How long in-flight requests get once the server stops accepting (then they are cut off).
+pub const SHUTDOWN_TIMEOUT_SECS: u64 = 30;
+
+/// Stops `server` on a signal, the way a load balancer needs it:
+/// - SIGTERM: `/health/ready` answers 503 at once (`draining`), the listener keeps serving for
+///   `delay` (`SHUTDOWN_DELAY`) so load balancers and Kubernetes endpoints stop routing here, then
+///   the server stops accepting, finishes in-flight requests (≤ [`SHUTDOWN_TIMEOUT_SECS`]) and
+///   `api serve` exits 0. A second SIGTERM or a Ctrl-C during the delay cuts it short.
+/// - SIGINT (Ctrl-C, `just run`): the graceful stop at once, no delay.
+/// - SIGQUIT: stop at once, in-flight requests dropped.
+pub async fn stop_on_signals(server: ServerHandle, draining: crate::state::Draining, delay: Duration) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut quit)) = (signal(SignalKind::terminate()), signal(SignalKind::quit())) else {
+        tracing::error!("cannot install signal handlers; stopping on Ctrl-C only");
+        let _ = tokio::signal::ctrl_c().await;
+        server.stop(true).await;
+        return;
+    };
+    tokio::select! {
+        _ = term.recv() => {
+            draining.start();
+            tracing::info!(delay_ms = delay.as_millis() as u64, "SIGTERM: not ready any more; serving until SHUTDOWN_DELAY has passed");
+            tokio::select! {
+                () = tokio::time::sleep(delay) => {}
+                _ = term.recv() => tracing::info!("second SIGTERM: stopping now"),
+                _ = tokio::signal::ctrl_c() => tracing::info!("Ctrl-C: stopping now"),
+            }
+            tracing::info!("stopping: no new connections, finishing in-flight requests");
+            server.stop(true).await;
+        }
+        _ = tokio::signal::ctrl_c() => {
+            draining.start();
+            server.stop(true).await;
+        }
+        _ = quit.recv() => {
+            draining.start();
+            server.stop(false).await;
+        }
+    }
 }
 
 /// Everything `api serve` does before running: state, listener, server. Returns the server, the

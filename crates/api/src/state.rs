@@ -1,6 +1,9 @@
 //! Shared application state, built once at start-up and handed to handlers as `web::Data`.
 
-use std::sync::Arc;
+use std::sync::{
+    Arc,
+    atomic::{AtomicBool, Ordering},
+};
 
 use auth::{PasswordHasher, TokenIssuer};
 use db::PgPool;
@@ -23,4 +26,20 @@ pub struct AppState {
     pub limits: RateLimiter,
     /// The OpenID Connect providers (`OIDC_PROVIDERS`) and their cached discovery and keys.
     pub oidc: Providers,
+    /// Set on SIGTERM: `/health/ready` answers 503 while the server still serves (`SHUTDOWN_DELAY`).
+    pub draining: Draining,
+}
+
+/// Whether the server is draining before its shutdown; shared by every clone of the state.
+#[derive(Clone, Default, Debug)]
+pub struct Draining(Arc<AtomicBool>);
+
+impl Draining {
+    pub fn start(&self) {
+        self.0.store(true, Ordering::SeqCst);
+    }
+
+    pub fn is_draining(&self) -> bool {
+        self.0.load(Ordering::SeqCst)
+    }
 }

@@ -74,6 +74,8 @@ impl ApiProcess {
             .env("BCRYPT_COST", "4")
             .env("API_WORKERS", "1")
             .env("API_ADDR", format!("127.0.0.1:{port}"))
+            // Tests stop it with SIGTERM: no drain delay unless a test asks for one (`extra`).
+            .env("SHUTDOWN_DELAY", "0s")
             // An empty directory: a developer's .env is not picked up.
             .current_dir(std::env::temp_dir())
             .stdout(out.try_clone().unwrap())
@@ -89,6 +91,25 @@ impl ApiProcess {
     pub fn kill(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+
+    /// The child's process id (to signal it).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Waits up to `timeout` for the process to exit; `None` if it is still running.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        let start = Instant::now();
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return Some(status);
+            }
+            if start.elapsed() >= timeout {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
     }
 
     /// Starts the process again (same database, Redis prefix and port) after [`Self::kill`].

@@ -57,13 +57,23 @@ async fn redis_ok(state: &AppState) -> bool {
     matches!(tokio::time::timeout(CHECK_TIMEOUT, check).await, Ok(Some(_)))
 }
 
-/// Postgres and Redis both answer. Otherwise 503 problem+json whose `detail` names what failed.
+/// Postgres and Redis both answer, and the process is not shutting down. Otherwise 503
+/// problem+json: `dependency_unavailable` with `detail` naming what failed, or `shutting_down`.
 #[utoipa::path(get, path = "/health/ready", tag = "health", responses(
     (status = 200, body = Health),
     (status = 503, body = Problem, content_type = "application/problem+json",
-     description = "A dependency failed; `detail` names it (`postgres`, `redis`)"),
+     description = "A dependency failed (`detail` names it: `postgres`, `redis`), or the process is shutting down"),
 ))]
 pub async fn ready(state: web::Data<AppState>) -> HttpResponse {
+    // Shutting down (SIGTERM, `SHUTDOWN_DELAY`): still serving, but take me out of rotation.
+    if state.draining.is_draining() {
+        return Problem::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "shutting_down",
+            "Shutting down: this instance takes no new traffic".to_owned(),
+        )
+        .into_response();
+    }
     let (pg, redis) = tokio::join!(postgres_ok(&state), redis_ok(&state));
     if pg && redis {
         let ok = || "ok".to_owned();

@@ -9,6 +9,7 @@ mod binary;
 mod conformance;
 mod crafted;
 mod credentials;
+mod deploy;
 mod edge;
 mod hardening;
 mod mail;
