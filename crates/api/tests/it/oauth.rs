@@ -503,3 +503,47 @@ async fn signing_in_through_the_provider_by_clicking() {
     assert_eq!(out["url"], app.url("/login"), "{out}");
     assert_eq!(audit_types(&app).await, ["identity_linked", "oauth_login", "signup"]);
 }
+
+#[tokio::test]
+async fn production_refuses_to_start_on_a_provider_whose_discovery_it_cannot_read() {
+    let db = testkit::TestDb::create().await;
+    let mut config = testkit::test_config(&db.url);
+    config.app_env = api::config::AppEnv::Production;
+    config.oidc.providers.push(api::config::oidc::OidcProvider {
+        name: "down".into(),
+        issuer: format!("http://127.0.0.1:{}", testkit::free_port()),
+        client_id: "x".into(),
+        client_secret: "y".to_owned().into(),
+    });
+    let Err(e) = api::startup::build_state(config).await else {
+        panic!("started without its provider's discovery")
+    };
+    assert!(format!("{e:#}").contains("OIDC provider \"down\""), "{e:#}");
+
+    // Outside production the same configuration starts (discovery is lazy).
+    let mut config = testkit::test_config(&db.url);
+    config.oidc.providers.push(api::config::oidc::OidcProvider {
+        name: "down".into(),
+        issuer: format!("http://127.0.0.1:{}", testkit::free_port()),
+        client_id: "x".into(),
+        client_secret: "y".to_owned().into(),
+    });
+    assert!(api::startup::build_state(config).await.is_ok());
+}
+
+#[tokio::test]
+async fn authorize_and_callback_are_rate_limited_per_ip() {
+    let idp = OidcProvider::start().await;
+    let app = TestApp::spawn_with_oidc(&idp, |c| {
+        c.rate_limits.enabled = true;
+        c.rate_limits.oauth = api::config::Policy::parse("oauth", "3/60").unwrap();
+    })
+    .await;
+    let callback = at_provider(&authorize(&app, "test", None).await).await;
+    assert_eq!(get(&app, &callback).await.status, 200);
+    authorize(&app, "test", None).await;
+    let res = get(&app, &app.url("/v1/auth/oauth/test/authorize")).await;
+    res.assert_problem(429, "rate_limited");
+    assert!(res.header("retry-after").is_some());
+    get(&app, &callback).await.assert_problem(429, "rate_limited");
+}
