@@ -128,7 +128,13 @@ restore FILE DB="":
 
 # Round trip: seed a throw-away database, back it up, restore it fresh, compare rows/checksums/schema (≤ 5 min)
 backup-test: services
+    cargo build --quiet --bin api
     timeout 300 bash deploy/scripts/backup-test.sh
+
+# Zero-downtime restarts: two APIs behind HAProxy under wrk load, SIGTERM-restarted in turn → 0 failed requests (≤ 2 min)
+rolling-restart-test: services
+    cargo build --quiet --bin api
+    timeout 120 bash deploy/scripts/rolling-restart-test.sh
 
 # A local OpenID provider on http://localhost:9400 to try "Sign in with …" (npm oauth2-mock-server; see README)
 oidc-mock:

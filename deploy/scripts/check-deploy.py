@@ -103,8 +103,12 @@ API_COMMANDS = subcommands("crates/api/src/cli.rs")
 if "healthcheck" not in API_COMMANDS or "serve" not in API_COMMANDS or "migrate" not in API_COMMANDS:
     err(f"api subcommands not found as expected: {sorted(API_COMMANDS)}")
 
-m = re.search(r"\.shutdown_timeout\((\d+)\)", read("crates/api/src/startup.rs"))
+startup_src = read("crates/api/src/startup.rs")
+m = re.search(r"SHUTDOWN_TIMEOUT_SECS: u64 = (\d+)", startup_src) or re.search(r"\.shutdown_timeout\((\d+)\)", startup_src)
 API_SHUTDOWN = int(m.group(1)) if m else 30
+# SHUTDOWN_DELAY's default (crates/api/src/config.rs): SIGTERM → not ready, still serving this long.
+m = re.search(r"shutdown_delay: Duration::from_secs\((\d+)\)", read("crates/api/src/config.rs"))
+API_DELAY_DEFAULT = int(m.group(1)) if m else 0
 m = re.search(r"const JOB_TIMEOUT: Duration = Duration::from_secs\((\d+)\)", read("crates/worker/src/run.rs"))
 JOB_TIMEOUT = int(m.group(1)) if m else 120
 
@@ -137,6 +141,18 @@ def duration_s(v: str) -> float:
     if not m or not any(m.groups()):
         return float(v)
     return int(m.group(1) or 0) * 60 + int(m.group(2) or 0)
+
+
+def delay_of(env: dict) -> float:
+    v = env.get("SHUTDOWN_DELAY")
+    if v is None:
+        return API_DELAY_DEFAULT
+    v = str(v).strip()
+    if v in ("off", "0", "0s", "0ms"):
+        return 0
+    if v.endswith("ms"):
+        return int(v[:-2]) / 1000
+    return duration_s(v)
 
 
 def check_env(where: str, binary: str, names) -> None:
@@ -201,8 +217,8 @@ for name, svc in ours.items():
             err(f"{where}: API_ADDR port {port} is not among the published ports {sorted(published)}")
         if test != ["CMD", "api", "healthcheck"]:
             err(f"{where}: the health check must be `api healthcheck` (GET /health/live)")
-        if grace < API_SHUTDOWN:
-            err(f"{where}: stop_grace_period {grace}s < the API's shutdown timeout {API_SHUTDOWN}s")
+        if grace < delay_of(env) + API_SHUTDOWN:
+            err(f"{where}: stop_grace_period {grace}s < SHUTDOWN_DELAY {delay_of(env)}s + shutdown {API_SHUTDOWN}s")
     if name == "worker":
         port = port_of(env.get("WORKER_METRICS_ADDR"))
         compose_ports["worker"] = port
@@ -311,8 +327,11 @@ def check_k8s(overlay: str, path: Path) -> None:
                 sleep = int((pre.get("sleep") or {}).get("seconds", 0))
                 if "exec" in pre and pre["exec"]["command"][:1] == ["sleep"]:
                     sleep = int(pre["exec"]["command"][1])
-                if grace < sleep + API_SHUTDOWN:
-                    err(f"{where}: terminationGracePeriodSeconds {grace} < preStop {sleep}s + shutdown {API_SHUTDOWN}s")
+                if grace < sleep + delay_of(env) + API_SHUTDOWN:
+                    err(
+                        f"{where}: terminationGracePeriodSeconds {grace} < preStop {sleep}s + "
+                        f"SHUTDOWN_DELAY {delay_of(env)}s + shutdown {API_SHUTDOWN}s"
+                    )
                 if overlay == "prod":
                     if env.get("APP_ENV") != "production":
                         err(f"{where}: APP_ENV is {env.get('APP_ENV')!r}, not production")

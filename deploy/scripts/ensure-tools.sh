@@ -10,6 +10,7 @@
 #               check-jsonschema and kubernetes-validate (PyPI, schemas vendored), PyYAML,
 #               promtool (Debian `prometheus`); kubectl must already be there (it is on this image)
 #   backup    – pg_dump / pg_restore / psql (Debian `postgresql-client`)
+#   haproxy   – HAProxy (Debian `haproxy`) and wrk, for `just rolling-restart-test`
 # Idempotent and silent when everything is already installed.
 set -euo pipefail
 
@@ -62,7 +63,11 @@ for tool in "$@"; do
         command -v kubectl >/dev/null 2>&1 || die "kubectl not found (needed for \`kubectl kustomize\`); install kubectl >= 1.27"
         ;;
     backup) command -v pg_restore >/dev/null 2>&1 || apt_install postgresql-client ;;
-    *) die "unknown tool $tool (expected deny, coverage, deploy or backup)" ;;
+    haproxy)
+        command -v haproxy >/dev/null 2>&1 || apt_install --no-install-recommends haproxy
+        command -v pg_restore >/dev/null 2>&1 || apt_install postgresql-client
+        ;;
+    *) die "unknown tool $tool (expected deny, coverage, deploy, backup or haproxy)" ;;
     esac
 done
 
