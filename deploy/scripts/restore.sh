@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # `just restore FILE [DB]`: restores a `just backup` file into a NEW database DB (default:
-# <database of DATABASE_URL>_restored_<UTC timestamp>) on the server of DATABASE_URL, in one
+# <database of DATABASE_URL>_restored_<UTC yyyymmdd_hhmmss>, lower case) on the server of DATABASE_URL, in one
 # transaction (all or nothing), and prints the new database's URL. It never writes into an
 # existing database: point DATABASE_URL at the restored one (or rename it) once it is checked.
 set -euo pipefail
@@ -13,7 +13,7 @@ base=${DATABASE_URL%/*}
 src_db=${DATABASE_URL##*/}
 query=""
 if [[ $src_db == *\?* ]]; then query="?${src_db#*\?}"; src_db=${src_db%%\?*}; fi
-db=${2:-${src_db}_restored_$(date -u +%Y%m%dT%H%M%SZ)}
+db=${2:-${src_db}_restored_$(date -u +%Y%m%d_%H%M%S)}
 [[ $db =~ ^[A-Za-z_][A-Za-z0-9_]*$ ]] || { echo "restore: bad database name $db" >&2; exit 1; }
 admin_url="$base/postgres$query"
 target_url="$base/$db$query"
