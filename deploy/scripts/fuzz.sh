@@ -19,8 +19,14 @@ admin_url=${TEST_DATABASE_URL:-postgres://postgres@127.0.0.1:5432/postgres}
 export DATABASE_URL="${admin_url%/*}/taskshop_fuzz"
 export APP_ENV=development API_ADDR=127.0.0.1:18282 REDIS_PREFIX="fuzz:$$" RATE_LIMIT_ENABLED=false \
     BCRYPT_COST=4 METRICS_ADDR= RUST_LOG=${RUST_LOG:-error}
-cargo build --release --quiet --bin api
-api=target/release/api
+# FUZZ_PROFILE=debug reuses the debug binary `just test` already built (CI); default: release.
+if [[ ${FUZZ_PROFILE:-release} == debug ]]; then
+    cargo build --quiet --bin api
+    api=target/debug/api
+else
+    cargo build --release --quiet --bin api
+    api=target/release/api
+fi
 psql "$admin_url" -qc "DROP DATABASE IF EXISTS taskshop_fuzz" -c "CREATE DATABASE taskshop_fuzz" >/dev/null
 "$api" migrate >/dev/null
 "$api" seed >/dev/null
