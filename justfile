@@ -104,6 +104,12 @@ lint-deploy:
 fuzz *ARGS: services
     bash deploy/scripts/fuzz.sh {{ARGS}}
 
+# The reproducible part of `just fuzz` that CI runs: the examples, fuzzing and stateful phases
+# (fixed seed) on the debug binary `just test` built; schemathesis' coverage phase is left out
+# (it varies between runs even with a fixed seed)
+fuzz-ci: services
+    FUZZ_PROFILE=debug bash deploy/scripts/fuzz.sh --phases examples,fuzzing,stateful
+
 # Licenses, banned crates (OpenSSL, libpq, a second TLS stack) and sources (deny.toml).
 # Advisories need the RustSec database, which this machine cannot fetch: CI's workflow runs them.
 deny:
