@@ -10,4 +10,5 @@ mod expiry;
 mod faults;
 mod metrics;
 mod redis_loss;
+mod shutdown;
 mod support;
