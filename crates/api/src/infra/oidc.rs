@@ -359,7 +359,9 @@ impl Providers {
         let key = DecodingKey::from_jwk(&jwk).map_err(|e| bad(&format!("key: {e}")))?;
         let mut v = Validation::new(alg);
         v.leeway = LEEWAY_SECS;
-        v.set_issuer(&[&p.config.issuer]);
+        // The discovery document's spelling (it equals the configured issuer up to a trailing
+        // slash, which some providers, e.g. Auth0, put in `iss` too).
+        v.set_issuer(&[&doc.issuer]);
         v.set_audience(&[&p.config.client_id]);
         v.set_required_spec_claims(&["exp", "iat", "iss", "aud", "sub"]);
         let claims = jsonwebtoken::decode::<IdClaims>(token, &key, &v)
