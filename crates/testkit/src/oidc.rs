@@ -66,6 +66,8 @@ pub struct Tamper {
     pub wrong_key: bool,
     /// Name this `kid` in the header (and sign with the current key).
     pub kid: Option<String>,
+    /// Algorithm confusion: HS256 with the current public key's modulus as the HMAC secret.
+    pub hs256: bool,
 }
 
 struct Code {
@@ -325,7 +327,14 @@ async fn token(state: web::Data<Arc<Mutex<Inner>>>, req: HttpRequest, body: web:
     let active = i.active;
     let key = if t.wrong_key { 1 - active } else { active };
     let header_kid = t.kid.clone().unwrap_or_else(|| kid(active).to_owned());
-    let id_token = sign(key, &header_kid, &claims);
+    let id_token = if t.hs256 {
+        let mut header = Header::new(Algorithm::HS256);
+        header.kid = Some(header_kid);
+        let public = if active == 0 { N_A } else { N_B };
+        jsonwebtoken::encode(&header, &claims, &EncodingKey::from_secret(public.trim().as_bytes())).unwrap()
+    } else {
+        sign(key, &header_kid, &claims)
+    };
     HttpResponse::Ok().json(json!({
         "access_token": "provider-access-token",
         "token_type": "Bearer",

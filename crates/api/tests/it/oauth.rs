@@ -276,6 +276,13 @@ async fn id_tokens_that_do_not_verify_are_refused() {
     let app = TestApp::spawn_with_oidc(&idp, |_| {}).await;
     let cases = [
         (
+            "HS256 signed with the public key as the secret",
+            Tamper {
+                hs256: true,
+                ..Tamper::default()
+            },
+        ),
+        (
             "bad signature",
             Tamper {
                 wrong_key: true,
