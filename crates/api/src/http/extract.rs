@@ -66,6 +66,51 @@ fn deserialize_error<E: std::fmt::Display>(err: serde_path_to_error::Error<E>, r
 #[derive(Debug)]
 pub struct ValidJson<T>(pub T);
 
+/// A JSON body read as [`ValidJson`] reads it, for a DTO without garde rules of its own: its
+/// fields are parsed into domain values by the handler (`domain`'s parse functions), which reports
+/// every bad field at once. One way to validate: shape rules (lengths, ranges) as garde rules on
+/// the DTO, domain rules in `domain` — never a derive whose every field is skipped.
+#[derive(Debug)]
+pub struct JsonBody<T>(pub T);
+
+/// Reads and decodes the body (content type, size, well-formedness, NUL, unknown fields).
+fn read_json<T: DeserializeOwned + 'static>(
+    req: &HttpRequest,
+    payload: &mut Payload,
+) -> Pin<Box<dyn Future<Output = Result<T, ApiError>>>> {
+    let content_type_ok = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .map(|mime| {
+            let mime = mime.trim().to_ascii_lowercase();
+            mime == "application/json" || (mime.starts_with("application/") && mime.ends_with("+json"))
+        })
+        .unwrap_or(false);
+    let body = Bytes::from_request(req, payload);
+    Box::pin(async move {
+        if !content_type_ok {
+            return Err(ApiError::UnsupportedMediaType);
+        }
+        let bytes = body
+            .await
+            .map_err(|e| match e.as_response_error().status_code().as_u16() {
+                413 => ApiError::PayloadTooLarge,
+                _ => ApiError::BadRequest {
+                    code: "bad_request",
+                    detail: "The request body could not be read.".into(),
+                },
+            })?;
+        // One cheap pass first: well-formedness (else 400, whatever the shape) and no NUL in
+        // any string (else 422 naming the field).
+        scan_json(&bytes)?;
+        let mut de = serde_json::Deserializer::from_slice(&bytes);
+        serde_path_to_error::deserialize(&mut de)
+            .map_err(|err| ApiError::Validation(vec![deserialize_error(err, "body")]))
+    })
+}
+
 impl<T> FromRequest for ValidJson<T>
 where
     T: DeserializeOwned + Validate + 'static,
@@ -75,41 +120,24 @@ where
     type Future = Pin<Box<dyn Future<Output = Result<Self, ApiError>>>>;
 
     fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
-        let content_type_ok = req
-            .headers()
-            .get(header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.split(';').next())
-            .map(|mime| {
-                let mime = mime.trim().to_ascii_lowercase();
-                mime == "application/json" || (mime.starts_with("application/") && mime.ends_with("+json"))
-            })
-            .unwrap_or(false);
-        let body = Bytes::from_request(req, payload);
+        let value = read_json::<T>(req, payload);
         Box::pin(async move {
-            if !content_type_ok {
-                return Err(ApiError::UnsupportedMediaType);
-            }
-            let bytes = body
-                .await
-                .map_err(|e| match e.as_response_error().status_code().as_u16() {
-                    413 => ApiError::PayloadTooLarge,
-                    _ => ApiError::BadRequest {
-                        code: "bad_request",
-                        detail: "The request body could not be read.".into(),
-                    },
-                })?;
-            // One cheap pass first: well-formedness (else 400, whatever the shape) and no NUL in
-            // any string (else 422 naming the field).
-            scan_json(&bytes)?;
-            let mut de = serde_json::Deserializer::from_slice(&bytes);
-            let value: T = serde_path_to_error::deserialize(&mut de)
-                .map_err(|err| ApiError::Validation(vec![deserialize_error(err, "body")]))?;
+            let value = value.await?;
             value
                 .validate()
                 .map_err(|r| ApiError::Validation(garde_errors(&r, "body")))?;
             Ok(ValidJson(value))
         })
+    }
+}
+
+impl<T: DeserializeOwned + 'static> FromRequest for JsonBody<T> {
+    type Error = ApiError;
+    type Future = Pin<Box<dyn Future<Output = Result<Self, ApiError>>>>;
+
+    fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
+        let value = read_json::<T>(req, payload);
+        Box::pin(async move { Ok(JsonBody(value.await?)) })
     }
 }
 

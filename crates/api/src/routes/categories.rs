@@ -12,7 +12,7 @@ use uuid::Uuid;
 use crate::{
     dto::Page,
     error::{ApiResult, Problem},
-    http::extract::{AuthUser, IdPath, ValidJson, ValidQuery},
+    http::extract::{AuthUser, IdPath, JsonBody, ValidQuery},
     services::tasks::{self as svc, CategoryCursor},
     state::AppState,
 };
@@ -36,11 +36,10 @@ impl From<db::tasks::CategoryRow> for CategoryResponse {
     }
 }
 
-#[derive(Debug, Deserialize, Validate, ToSchema)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CategoryRequest {
     /// 1–50 characters; unique among your categories, case-insensitively.
-    #[garde(skip)]
     pub name: String,
 }
 
@@ -84,7 +83,7 @@ pub async fn list_categories(
 pub async fn create_category(
     state: web::Data<AppState>,
     me: AuthUser,
-    ValidJson(b): ValidJson<CategoryRequest>,
+    JsonBody(b): JsonBody<CategoryRequest>,
 ) -> ApiResult<HttpResponse> {
     let name = parse_category_name(&b.name)?;
     Ok(HttpResponse::Created().json(CategoryResponse::from(
@@ -103,7 +102,7 @@ pub async fn rename_category(
     state: web::Data<AppState>,
     me: AuthUser,
     IdPath(id): IdPath,
-    ValidJson(b): ValidJson<CategoryRequest>,
+    JsonBody(b): JsonBody<CategoryRequest>,
 ) -> ApiResult<HttpResponse> {
     let name = parse_category_name(&b.name)?;
     Ok(HttpResponse::Ok().json(CategoryResponse::from(

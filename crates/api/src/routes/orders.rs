@@ -130,13 +130,11 @@ pub struct OrderEventResponse {
     pub created_at: DateTime<Utc>,
 }
 
-#[derive(Debug, Serialize, Deserialize, Validate, ToSchema)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct OrderLineRequest {
-    #[garde(skip)]
     pub product_id: Uuid,
     /// 1–1000 (lines naming one product are summed).
-    #[garde(skip)]
     pub quantity: i64,
 }
 

@@ -17,7 +17,7 @@ use uuid::Uuid;
 use crate::{
     dto::Page,
     error::{ApiError, ApiResult, Problem},
-    http::extract::{AdminUser, AuthUser, ClientMeta, IdPath, ValidJson, ValidQuery, query_pairs},
+    http::extract::{AdminUser, AuthUser, ClientMeta, IdPath, JsonBody, ValidJson, ValidQuery, query_pairs},
     infra::cache::{CacheStatus, ns},
     routes::input::{collect, double_option, not_null},
     services::products::{self as svc, MovementCursor, NewProductInput, ProductPatch},
@@ -119,25 +119,21 @@ pub struct CreateProductRequest {
 
 /// Partial update; `null` clears `description` and is refused for the other fields. Existing
 /// orders keep the prices they were placed at.
-#[derive(Debug, Deserialize, Validate, ToSchema)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateProductRequest {
     #[serde(default, deserialize_with = "double_option")]
     #[schema(value_type = Option<String>)]
-    #[garde(skip)]
     pub name: Option<Option<String>>,
     #[serde(default, deserialize_with = "double_option")]
     #[schema(value_type = Option<String>)]
-    #[garde(skip)]
     pub description: Option<Option<String>>,
     #[serde(default, deserialize_with = "double_option")]
     #[schema(value_type = Option<i64>)]
-    #[garde(skip)]
     pub price_cents: Option<Option<i64>>,
     /// `false` takes the product out of the catalogue (as DELETE does); `true` puts it back.
     #[serde(default, deserialize_with = "double_option")]
     #[schema(value_type = Option<bool>)]
-    #[garde(skip)]
     pub active: Option<Option<bool>>,
 }
 
@@ -302,7 +298,7 @@ pub async fn update(
     AdminUser(admin): AdminUser,
     meta: ClientMeta,
     IdPath(id): IdPath,
-    ValidJson(b): ValidJson<UpdateProductRequest>,
+    JsonBody(b): JsonBody<UpdateProductRequest>,
 ) -> ApiResult<HttpResponse> {
     let mut errors = vec![];
     let mut patch = ProductPatch::default();

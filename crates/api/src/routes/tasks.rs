@@ -14,7 +14,7 @@ use uuid::Uuid;
 use crate::{
     dto::Page,
     error::{ApiError, ApiResult, Problem},
-    http::extract::{AuthUser, ClientMeta, IdPath, ValidJson},
+    http::extract::{AuthUser, ClientMeta, IdPath, JsonBody, ValidJson},
     routes::input::{collect, double_option, not_null},
     services::tasks::{self as svc, NewTaskInput, TaskPatch, TaskView},
     state::AppState,
@@ -96,30 +96,24 @@ pub struct CreateTaskRequest {
 
 /// Partial update: an absent field is unchanged; `null` clears `description` and `due_at`
 /// (and is rejected for the other fields); `category_ids` replaces the whole set.
-#[derive(Debug, Deserialize, Validate, ToSchema)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateTaskRequest {
-    #[garde(skip)]
     #[serde(default, deserialize_with = "double_option")]
     #[schema(value_type = Option<String>)]
     pub title: Option<Option<String>>,
-    #[garde(skip)]
     #[serde(default, deserialize_with = "double_option")]
     #[schema(value_type = Option<String>)]
     pub description: Option<Option<String>>,
-    #[garde(skip)]
     #[serde(default, deserialize_with = "double_option")]
     #[schema(value_type = Option<TaskStatus>)]
     pub status: Option<Option<TaskStatus>>,
-    #[garde(skip)]
     #[serde(default, deserialize_with = "double_option")]
     #[schema(value_type = Option<Priority>)]
     pub priority: Option<Option<Priority>>,
-    #[garde(skip)]
     #[serde(default, deserialize_with = "double_option")]
     #[schema(value_type = Option<DateTime<Utc>>)]
     pub due_at: Option<Option<DateTime<Utc>>>,
-    #[garde(skip)]
     #[serde(default, deserialize_with = "double_option")]
     #[schema(value_type = Option<Vec<Uuid>>)]
     pub category_ids: Option<Option<Vec<Uuid>>>,
@@ -221,7 +215,7 @@ pub async fn update(
     state: web::Data<AppState>,
     me: AuthUser,
     IdPath(id): IdPath,
-    ValidJson(b): ValidJson<UpdateTaskRequest>,
+    JsonBody(b): JsonBody<UpdateTaskRequest>,
 ) -> ApiResult<HttpResponse> {
     let mut errors = vec![];
     let mut patch = TaskPatch::default();
