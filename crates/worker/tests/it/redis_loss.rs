@@ -136,6 +136,13 @@ async fn a_job_waiting_for_its_backoff_is_not_pushed_again_early() {
             ("JOB_BACKOFF_CAP", "20s".into()),
         ],
     );
+    // Let the worker's dispatcher make its first polls (a fresh prefix has no queue marker, and
+    // that first check makes every unfinished row due at once) before the job exists.
+    eventually(WAIT, "the worker started", || async {
+        worker.log().contains("worker started").then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
     app.signup("patient@example.com").await;
     eventually(WAIT, "the first attempt to fail", || async {
         worker.log().contains("job failed; retrying").then_some(())
