@@ -150,27 +150,15 @@ async fn http_exchange(addr: std::net::SocketAddr, request: Vec<u8>) -> anyhow::
 
 /// A minimal HTTP/1.1 GET of /health/live, so container images need no curl.
 async fn healthcheck(addr: std::net::SocketAddr) -> anyhow::Result<()> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let target = if addr.ip().is_unspecified() {
-        std::net::SocketAddr::from(([127, 0, 0, 1], addr.port()))
-    } else {
-        addr
-    };
-    let mut stream = tokio::time::timeout(
-        std::time::Duration::from_secs(3),
-        tokio::net::TcpStream::connect(target),
+    let answer = http_exchange(
+        addr,
+        b"GET /health/live HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n".to_vec(),
     )
-    .await??;
-    stream
-        .write_all(b"GET /health/live HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
-        .await?;
-    let mut buf = vec![0u8; 64];
-    let n = stream.read(&mut buf).await?;
-    let head = String::from_utf8_lossy(&buf[..n]);
+    .await?;
     anyhow::ensure!(
-        head.starts_with("HTTP/1.1 200"),
+        answer.starts_with("HTTP/1.1 200"),
         "unhealthy: {}",
-        head.lines().next().unwrap_or("")
+        answer.lines().next().unwrap_or("")
     );
     Ok(())
 }

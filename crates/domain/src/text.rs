@@ -62,9 +62,34 @@ pub fn collapse_whitespace(s: &str) -> String {
     out
 }
 
+/// `s` safe inside HTML content and double- or single-quoted attributes (`& < > " '`). The
+/// worker's e-mails and the API's pages both render with it.
+pub fn escape_html(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn html_is_escaped() {
+        assert_eq!(
+            escape_html(r#"<a href="x">O'Neil & co</a>"#),
+            "&lt;a href=&quot;x&quot;&gt;O&#39;Neil &amp; co&lt;/a&gt;"
+        );
+    }
 
     #[test]
     fn invisible_characters() {

@@ -23,6 +23,7 @@ use db::{
     users::User,
 };
 use domain::orders::{CancelReason, RefundStatus};
+use domain::text::escape_html;
 
 /// The longest name a greeting shows, in characters.
 pub const NAME_MAX_CHARS: usize = 40;
@@ -82,25 +83,10 @@ impl Recipient<'_> {
     /// "Hello Ada," or "Hello,", as (text, html).
     fn greeting(&self) -> (String, String) {
         match self.greeting_name() {
-            Some(name) => (format!("Hello {name},"), format!("Hello {},", escape(&name))),
+            Some(name) => (format!("Hello {name},"), format!("Hello {},", escape_html(&name))),
             None => ("Hello,".to_owned(), "Hello,".to_owned()),
         }
     }
-}
-
-fn escape(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
-    }
-    out
 }
 
 fn page(title: &str, body_html: &str) -> String {
@@ -108,7 +94,7 @@ fn page(title: &str, body_html: &str) -> String {
         "<!doctype html><html><head><meta charset=\"utf-8\"><title>{}</title></head>\
          <body style=\"font-family:sans-serif;max-width:560px;margin:auto\">{body_html}\
          <p style=\"color:#888;font-size:12px\">Task Shop</p></body></html>",
-        escape(title)
+        escape_html(title)
     )
 }
 
@@ -125,7 +111,7 @@ pub fn verify_email<'a>(to: impl Into<Recipient<'a>>, link: &str) -> Rendered {
         &format!(
             "<p>{hello_html}</p><p>Please confirm your e-mail address (the link is valid for 24 hours):</p>\
              <p><a href=\"{link}\">Confirm my address</a></p><p>If you did not create an account, ignore this message.</p>",
-            link = escape(link)
+            link = escape_html(link)
         ),
     );
     Rendered { subject, text, html }
@@ -139,7 +125,7 @@ pub fn welcome<'a>(to: impl Into<Recipient<'a>>, public_url: &str) -> Rendered {
         &subject,
         &format!(
             "<p>{hello_html}</p><p>Your address is confirmed. Welcome aboard!</p><p><a href=\"{url}\">Open Task Shop</a></p>",
-            url = escape(public_url)
+            url = escape_html(public_url)
         ),
     );
     Rendered { subject, text, html }
@@ -158,7 +144,7 @@ pub fn password_reset<'a>(to: impl Into<Recipient<'a>>, link: &str) -> Rendered 
             "<p>{hello_html}</p><p>Someone asked to reset your password. This link is valid for 1 hour:</p>\
              <p><a href=\"{link}\">Choose a new password</a></p>\
              <p>If it was not you, ignore this message: your password stays the same.</p>",
-            link = escape(link)
+            link = escape_html(link)
         ),
     );
     Rendered { subject, text, html }
@@ -207,8 +193,8 @@ fn order_lines(order: &OrderRow, items: &[OrderItemRow]) -> (String, String) {
         rows.push_str(&format!(
             "<tr><td>{} × {}</td><td style=\"text-align:right\">{}</td></tr>",
             item.quantity,
-            escape(&name),
-            escape(&money(item.line_total_cents))
+            escape_html(&name),
+            escape_html(&money(item.line_total_cents))
         ));
     }
     let total = money(order.total_cents);
@@ -216,7 +202,7 @@ fn order_lines(order: &OrderRow, items: &[OrderItemRow]) -> (String, String) {
     let html = format!(
         "<table style=\"width:100%;border-collapse:collapse\">{rows}\
          <tr><td><strong>Total</strong></td><td style=\"text-align:right\"><strong>{}</strong></td></tr></table>",
-        escape(&total)
+        escape_html(&total)
     );
     (text, html)
 }
@@ -250,7 +236,7 @@ pub fn order_shipped<'a>(to: impl Into<Recipient<'a>>, order: &OrderRow) -> Rend
     let (track, track_html) = match &tracking {
         Some(t) => (
             format!("Tracking number: {t}\n"),
-            format!("<p>Tracking number: <strong>{}</strong></p>", escape(t)),
+            format!("<p>Tracking number: <strong>{}</strong></p>", escape_html(t)),
         ),
         None => (String::new(), String::new()),
     };
@@ -295,8 +281,12 @@ pub fn order_cancelled<'a>(to: impl Into<Recipient<'a>>, order: &OrderRow, refun
         None => format!("{hello}\n\n{said}\n"),
     };
     let body = match &money {
-        Some(m) => format!("<p>{hello_html}</p><p>{}</p><p>{}</p>", escape(&said), escape(m)),
-        None => format!("<p>{hello_html}</p><p>{}</p>", escape(&said)),
+        Some(m) => format!(
+            "<p>{hello_html}</p><p>{}</p><p>{}</p>",
+            escape_html(&said),
+            escape_html(m)
+        ),
+        None => format!("<p>{hello_html}</p><p>{}</p>", escape_html(&said)),
     };
     let html = page(&subject, &body);
     Rendered { subject, text, html }

@@ -15,6 +15,14 @@ pub mod products;
 pub mod tasks;
 pub mod users;
 
+/// A cached (or freshly loaded) JSON body, with `X-Cache: hit|miss`.
+pub(crate) fn cached_json((body, status): (String, crate::infra::cache::CacheStatus)) -> actix_web::HttpResponse {
+    actix_web::HttpResponse::Ok()
+        .content_type("application/json")
+        .insert_header(("X-Cache", status.header_value()))
+        .body(body)
+}
+
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(web::resource("/health/live").route(web::get().to(health::live)))
         .service(web::resource("/health/ready").route(web::get().to(health::ready)))

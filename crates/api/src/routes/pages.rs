@@ -9,6 +9,7 @@
 //! on a GET, so a mail scanner's prefetch cannot spend the token.
 
 use actix_web::{HttpResponse, http::header, web};
+use domain::text::escape_html;
 
 use crate::state::AppState;
 
@@ -72,9 +73,9 @@ fn provider_links(state: &AppState) -> String {
             }
             format!(
                 "<a class=\"provider\" href=\"/v1/auth/oauth/{}/authorize?return_to={}\">Sign in with {}</a>\n",
-                escape(&p.name),
-                escape(&return_to),
-                escape(&label)
+                escape_html(&p.name),
+                escape_html(&return_to),
+                escape_html(&label)
             )
         })
         .collect()
@@ -90,22 +91,6 @@ pub async fn style() -> HttpResponse {
 
 pub async fn icon() -> HttpResponse {
     asset("image/svg+xml", ICON)
-}
-
-/// Escapes text for HTML content and double-quoted attributes.
-pub fn escape(raw: &str) -> String {
-    let mut out = String::with_capacity(raw.len());
-    for c in raw.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
-    }
-    out
 }
 
 pub fn configure(cfg: &mut web::ServiceConfig) {

@@ -19,7 +19,10 @@ use crate::{
     error::{ApiError, ApiResult, Problem},
     http::extract::{AdminUser, AuthUser, ClientMeta, IdPath, JsonBody, ValidJson, ValidQuery, query_pairs},
     infra::cache::{CacheStatus, ns},
-    routes::input::{collect, double_option, not_null},
+    routes::{
+        cached_json,
+        input::{collect, double_option, not_null},
+    },
     services::products::{self as svc, MovementCursor, NewProductInput, ProductPatch},
     state::AppState,
 };
@@ -191,13 +194,6 @@ async fn caller(req: &HttpRequest) -> ApiResult<Option<AuthUser>> {
     } else {
         Ok(None)
     }
-}
-
-fn cached_json((body, status): (String, CacheStatus)) -> HttpResponse {
-    HttpResponse::Ok()
-        .content_type("application/json")
-        .insert_header(("X-Cache", status.header_value()))
-        .body(body)
 }
 
 /// The catalogue: active products, filtered, sorted, cursor-paginated. Cached (`X-Cache`).

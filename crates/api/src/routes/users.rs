@@ -12,10 +12,7 @@ use crate::{
         extract::{AdminUser, AuthUser, ClientMeta, IdPath, ValidJson, ValidQuery},
         ratelimit::limit,
     },
-    infra::{
-        cache::{CacheStatus, ns},
-        ratelimit::account_subject,
-    },
+    infra::{cache::ns, ratelimit::account_subject},
     services::{
         self,
         auth::NewAccount,
@@ -168,7 +165,7 @@ pub async fn list(
         let page = services::users::list(&state, query.q.as_deref(), after, limit).await?;
         serde_json::to_string(&Page::of(page, UserResponse::from)).map_err(ApiError::internal)
     });
-    json_with_cache_status(cached.await?)
+    Ok(crate::routes::cached_json(cached.await?))
 }
 
 /// Create a user with any role (admin).
@@ -207,15 +204,7 @@ pub async fn get(state: web::Data<AppState>, _admin: AdminUser, IdPath(id): IdPa
         let user = services::users::get(&state, id).await?;
         serde_json::to_string(&UserResponse::from(user)).map_err(ApiError::internal)
     });
-    json_with_cache_status(cached.await?)
-}
-
-/// A cached (or freshly loaded) JSON body, with `X-Cache: hit|miss`.
-fn json_with_cache_status((body, status): (String, CacheStatus)) -> ApiResult<HttpResponse> {
-    Ok(HttpResponse::Ok()
-        .content_type("application/json")
-        .insert_header(("X-Cache", status.header_value()))
-        .body(body))
+    Ok(crate::routes::cached_json(cached.await?))
 }
 
 /// Change a user's name or role (admin).
