@@ -105,6 +105,11 @@ fn read_json<T: DeserializeOwned + 'static>(
         // One cheap pass first: well-formedness (else 400, whatever the shape) and no NUL in
         // any string (else 422 naming the field).
         scan_json(&bytes)?;
+        // Every body is an object: serde would also read a struct from an array of its fields in
+        // order (`[null, null]` as a no-op PATCH; found by schemathesis).
+        if bytes.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+            return Err(ApiError::field("body", "must be a JSON object"));
+        }
         let mut de = serde_json::Deserializer::from_slice(&bytes);
         serde_path_to_error::deserialize(&mut de)
             .map_err(|err| ApiError::Validation(vec![deserialize_error(err, "body")]))

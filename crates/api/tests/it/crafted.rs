@@ -252,3 +252,24 @@ async fn signup_refuses_what_the_mailer_cannot_deliver_and_invisible_characters(
         .await;
     assert_field(&created, "email");
 }
+
+/// A JSON array where an object is expected: serde would read a struct from its fields in order
+/// (`[null, null]` was a 200 no-op PATCH; found by schemathesis). Every body must be an object.
+#[tokio::test]
+async fn array_bodies_are_refused_everywhere() {
+    let app = TestApp::spawn().await;
+    let me = app.signup("arrays@example.com").await;
+    for (method, path, body) in [
+        (testkit::Method::PATCH, "/v1/users/me", json!([null, null])),
+        (testkit::Method::POST, "/v1/tasks", json!(["a title"])),
+        (testkit::Method::POST, "/v1/orders", json!([[]])),
+    ] {
+        let res = app.request(method, path, Some(&me.access), Some(body)).await;
+        assert_field(&res, "body");
+    }
+    let bare = app
+        .post("/v1/auth/login", None, json!(["arrays@example.com", PASSWORD]))
+        .await;
+    assert_field(&bare, "body");
+    assert_eq!(app.me(&me.access).await.name, me.user.name, "nothing changed");
+}
