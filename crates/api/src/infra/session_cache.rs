@@ -1,0 +1,281 @@
+//! The per-instance cache behind every authenticated request: session id → the live session's
+//! user row, trusted only while the user's **auth epoch** in Redis is the one it was cached under.
+//!
+//! **The read.** A request whose access token verifies reads its user's epoch in one Redis round
+//! trip (`{prefix}:auth:{<user>}:epoch`, and whether a change of that user is in flight:
+//! `…:pending`). A cached entry is used when it was stored under that same epoch *of the same
+//! Redis server* (its `run_id`, read when a pooled connection is opened), the session has not
+//! expired, and the entry is younger than `AUTH_CACHE_MAX_AGE`. Otherwise the exact Postgres
+//! check runs (one primary-key join), and its result is cached under the epoch read *before* it.
+//!
+//! **A change** — logout, session revocation, password change or reset, refresh-token re-use,
+//! account deletion, any update of the user row (role, e-mail, verification) — is staged by the
+//! use case (`Tx::auth_changed`). The unit of work then, *before* its commit, marks the user
+//! pending (`INCR …:pending` with a TTL, and a fresh random epoch), commits, and *after* the
+//! commit ends the change (`DECR …:pending`, another fresh epoch) before the response is sent:
+//! - a request that starts after the revoking response reads the new epoch, finds no entry
+//!   under it, and asks Postgres — on every instance, with nothing to broadcast or wait for;
+//! - while a change is pending nobody caches the user, so no entry can hold the state between
+//!   the first bump and the commit; an entry read from Postgres before the first bump is stored
+//!   under the old epoch, which no request reads any more;
+//! - an instance that dies right after its commit leaves the pending mark, which expires after
+//!   `PENDING_TTL` (far longer than any transaction may run) into a missing epoch: a fresh
+//!   random one is set on the next read, so every entry misses and Postgres decides.
+//!
+//! **Redis away, slow or restarted.** Every Redis call has a 100 ms budget; a failure bypasses
+//! the cache for a second (straight to Postgres: fail closed, never open) and it resumes by
+//! itself. Epochs are random, never counters, so a key that vanished (restart without
+//! persistence, eviction, `FLUSHALL`) comes back as a value no entry holds; a server restarted
+//! *with* its old data (a snapshot, a failed-over replica) has a new `run_id`, which no entry
+//! holds either. The one window left: if the revoking instance cannot reach Redis while the
+//! others can (a partition of one), their entries stay trusted until `AUTH_CACHE_MAX_AGE`.
+
+use std::{
+    collections::HashMap,
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+};
+
+use chrono::{DateTime, Utc};
+use db::users::User;
+use uuid::Uuid;
+
+use crate::infra::redis_pool::RedisPool;
+
+/// The budget of every Redis call here: the check must stay cheaper than the Postgres one.
+const OP_TIMEOUT: Duration = Duration::from_millis(100);
+/// How long the cache is bypassed after a Redis failure.
+const BYPASS_FOR: Duration = Duration::from_secs(1);
+/// How long a change may stay pending when its instance dies between the marks.
+pub const PENDING_TTL: Duration = Duration::from_secs(30);
+/// How long an epoch key lives (a fresh random one replaces it: every entry misses once).
+const EPOCH_TTL_SECS: u64 = 24 * 3600;
+/// Entries kept at most; a full cache drops its expired entries, then everything.
+const MAX_ENTRIES: usize = 100_000;
+
+/// KEYS: epoch, pending. ARGV: a fresh epoch, its TTL (s). Returns {epoch, pending count}.
+const READ: &str = r"
+local e = redis.call('GET', KEYS[1])
+if not e then
+  e = ARGV[1]
+  redis.call('SET', KEYS[1], e, 'EX', ARGV[2])
+end
+return {e, tonumber(redis.call('GET', KEYS[2]) or '0')}
+";
+
+/// KEYS: epoch, pending. ARGV: a fresh epoch, its TTL (s), the pending TTL (ms).
+const BEGIN: &str = r"
+redis.call('INCR', KEYS[2])
+redis.call('PEXPIRE', KEYS[2], ARGV[3])
+redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
+return 1
+";
+
+/// KEYS: epoch, pending. ARGV: a fresh epoch, its TTL (s).
+const END: &str = r"
+if redis.call('DECR', KEYS[2]) <= 0 then redis.call('DEL', KEYS[2]) end
+redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
+return 1
+";
+
+/// What an entry was validated against: the Redis server and the user's epoch there.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Stamp {
+    server: Arc<str>,
+    epoch: String,
+}
+
+struct Entry {
+    user: User,
+    expires_at: DateTime<Utc>,
+    stamp: Stamp,
+    stored: Instant,
+}
+
+/// What [`SessionCache::lookup`] found.
+#[derive(Debug)]
+pub enum Lookup {
+    /// A live session of this user, as Postgres said under the current epoch.
+    Hit(Box<User>),
+    /// Ask Postgres; store its answer with [`SessionCache::store`] under this stamp, if any.
+    Miss(Option<Stamp>),
+}
+
+#[derive(Clone)]
+pub struct SessionCache(Arc<Inner>);
+
+struct Inner {
+    redis: RedisPool,
+    prefix: String,
+    enabled: bool,
+    max_age: Duration,
+    entries: Mutex<HashMap<Uuid, Entry>>,
+    /// Unix millis until which Redis is not tried (after a failure).
+    bypass_until: AtomicU64,
+    read: redis::Script,
+    begin: redis::Script,
+    end: redis::Script,
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+fn fresh_epoch() -> String {
+    Uuid::new_v4().simple().to_string()
+}
+
+impl SessionCache {
+    pub fn new(redis: RedisPool, prefix: &str, enabled: bool, max_age: Duration) -> Self {
+        Self(Arc::new(Inner {
+            redis,
+            prefix: format!("{prefix}:auth"),
+            enabled,
+            max_age,
+            entries: Mutex::new(HashMap::new()),
+            bypass_until: AtomicU64::new(0),
+            read: redis::Script::new(READ),
+            begin: redis::Script::new(BEGIN),
+            end: redis::Script::new(END),
+        }))
+    }
+
+    /// The epoch and pending keys of a user (one hash slot: a cluster keeps them together).
+    fn keys(&self, user: Uuid) -> (String, String) {
+        let base = format!("{}:{{{user}}}", self.0.prefix);
+        (format!("{base}:epoch"), format!("{base}:pending"))
+    }
+
+    fn entries(&self) -> std::sync::MutexGuard<'_, HashMap<Uuid, Entry>> {
+        self.0.entries.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Runs one script for `user` within the budget; `None` (and a bypass of the reads) on any
+    /// failure. Changes are announced even during a bypass: Redis may be back.
+    async fn invoke<T: redis::FromRedisValue>(
+        &self,
+        script: &redis::Script,
+        user: Uuid,
+        args: &[String],
+        honour_bypass: bool,
+    ) -> Option<(T, Arc<str>)> {
+        if honour_bypass && now_ms() < self.0.bypass_until.load(Ordering::Relaxed) {
+            return None;
+        }
+        let result = async {
+            let mut conn = tokio::time::timeout(OP_TIMEOUT, self.0.redis.get()).await.ok()?.ok()?;
+            let (epoch_key, pending_key) = self.keys(user);
+            let mut call = script.key(epoch_key);
+            call.key(pending_key);
+            for a in args {
+                call.arg(a);
+            }
+            match tokio::time::timeout(OP_TIMEOUT, call.invoke_async::<T>(&mut **conn)).await {
+                Ok(Ok(v)) => Some((v, conn.server())),
+                _ => {
+                    conn.mark_broken();
+                    None
+                }
+            }
+        }
+        .await;
+        if result.is_none() {
+            self.0
+                .bypass_until
+                .store(now_ms() + BYPASS_FOR.as_millis() as u64, Ordering::Relaxed);
+        }
+        result
+    }
+
+    /// The cached user of a live session, or what to store Postgres' answer under.
+    pub async fn lookup(&self, session: Uuid, user: Uuid) -> Lookup {
+        if !self.0.enabled {
+            return Lookup::Miss(None);
+        }
+        let args = [fresh_epoch(), EPOCH_TTL_SECS.to_string()];
+        let Some(((epoch, pending), server)) = self.invoke::<(String, i64)>(&self.0.read, user, &args, true).await
+        else {
+            crate::metrics::cache_result(CACHE, false);
+            return Lookup::Miss(None);
+        };
+        if pending > 0 {
+            crate::metrics::cache_result(CACHE, false);
+            return Lookup::Miss(None);
+        }
+        let stamp = Stamp { server, epoch };
+        let hit = self.entries().get(&session).and_then(|e| {
+            (e.stamp == stamp && e.user.id == user && e.expires_at > Utc::now() && e.stored.elapsed() < self.0.max_age)
+                .then(|| e.user.clone())
+        });
+        crate::metrics::cache_result(CACHE, hit.is_some());
+        match hit {
+            Some(u) => Lookup::Hit(Box::new(u)),
+            None => Lookup::Miss(Some(stamp)),
+        }
+    }
+
+    /// Caches Postgres' answer for a live session, under the stamp read before asking it.
+    pub fn store(&self, session: Uuid, user: &User, expires_at: DateTime<Utc>, stamp: Stamp) {
+        let mut entries = self.entries();
+        if entries.len() >= MAX_ENTRIES {
+            let now = Utc::now();
+            let max_age = self.0.max_age;
+            entries.retain(|_, e| e.expires_at > now && e.stored.elapsed() < max_age);
+            if entries.len() >= MAX_ENTRIES {
+                entries.clear();
+            }
+        }
+        entries.insert(
+            session,
+            Entry {
+                user: user.clone(),
+                expires_at,
+                stamp,
+                stored: Instant::now(),
+            },
+        );
+    }
+
+    /// Whether this instance holds a cached session of `user` (what tests look at).
+    pub fn holds(&self, user: Uuid) -> bool {
+        self.entries().values().any(|e| e.user.id == user)
+    }
+
+    /// Before the commit of a change to these users' sessions or rows: no instance trusts (or
+    /// fills) an entry of theirs until [`end_change`](Self::end_change) or `PENDING_TTL`. Returns
+    /// whether every mark was written (a failure is logged; see the module's "partition of one").
+    pub async fn begin_change(&self, users: &[Uuid]) -> bool {
+        let mut all = true;
+        for &user in users {
+            let args = [
+                fresh_epoch(),
+                EPOCH_TTL_SECS.to_string(),
+                PENDING_TTL.as_millis().to_string(),
+            ];
+            if self.invoke::<i64>(&self.0.begin, user, &args, false).await.is_none() {
+                tracing::warn!(user.id = %user, "auth epoch: Redis unavailable, the change is not announced");
+                all = false;
+            }
+        }
+        all
+    }
+
+    /// After the commit (or the rollback) of a change begun with [`begin_change`](Self::begin_change).
+    pub async fn end_change(&self, users: &[Uuid]) {
+        self.entries().retain(|_, e| !users.contains(&e.user.id));
+        for &user in users {
+            let args = [fresh_epoch(), EPOCH_TTL_SECS.to_string()];
+            if self.invoke::<i64>(&self.0.end, user, &args, false).await.is_none() {
+                tracing::warn!(user.id = %user, "auth epoch: Redis unavailable at the end of a change");
+            }
+        }
+    }
+}
+
+/// The `cache` label of this cache's hit/miss counters.
+pub const CACHE: &str = "sessions";
