@@ -6,7 +6,7 @@
 Sections (default: all, in this order): auth jobs tasks cache shop. Every measurement is one row of
 SCENARIOS below; the runner interprets that table, and a section's setup and summary lines are the
 small functions named in SECTIONS.
-  auth  /health/live, /v1/users/me, login throughput vs the bcrypt ceiling, health under logins
+  auth  /health/live, /v1/users/me (with the session cache and without it), login throughput vs the bcrypt ceiling, health under logins
   jobs  audit jobs/s of one and of two `worker` processes (JOBS_N synthetic jobs each; jobs/s =
         jobs / (last row's recorded_at - worker start), "first row after" is the start-up share),
         then signup p50/p99 without and with a worker running, on an API at SIGNUP_BCRYPT_COST.
@@ -137,6 +137,8 @@ LIST = dict(TASK, before="page_nonempty", tag="list")
 SCENARIOS = [
     Run("auth", HEALTH, kind="baseline"),
     Run("auth", ME, "/v1/users/me", auth="bench"),
+    Run("auth", "GET /v1/users/me (auth, AUTH_CACHE_ENABLED=false)", "/v1/users/me", auth="bench",
+        api={"AUTH_CACHE_ENABLED": "false"}),
     # bcrypt-bound from the first request (one hash per core, the rest queue): no warm-up.
     Run("auth", "POST /v1/auth/login (c={LOGIN_CONNS})", "/v1/auth/login", "POST", body=LOGIN_BODY,
         conns="LOGIN_CONNS", duration="LOGIN_DURATION", warmup="0", ramp_ok=True, cpu=True),
@@ -176,6 +178,8 @@ SCENARIOS = [
 
     Run("cache", HEALTH, kind="baseline"),
     Run("cache", "GET /v1/users (admin, cached: hit)", "/v1/users", auth="admin", after="expect_hit"),
+    Run("cache", "GET /v1/users (admin, cached: hit, AUTH_CACHE_ENABLED=false)", "/v1/users",
+        auth="admin", api={"AUTH_CACHE_ENABLED": "false"}, after="expect_hit"),
     Run("cache", "GET /v1/users (admin, CACHE_ENABLED=false)", "/v1/users", auth="admin",
         api={"CACHE_ENABLED": "false"}, before="expect_miss"),
     Run("cache", "GET /v1/users + {WRITE_PCT}% PATCH /v1/users/{id} (cached)", "/v1/users",
