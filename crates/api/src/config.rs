@@ -19,6 +19,8 @@
 //! | `REDIS_POOL_SIZE` | `16` | Redis pool size |
 //! | `CACHE_ENABLED` | `true` | cache-aside for shared reads (admin user list, users) |
 //! | `CACHE_TTL` | `60s` | lifetime of every cache entry |
+//! | `AUTH_CACHE_ENABLED` | `true` | per-instance cache of live sessions, exact through the users' auth epochs in Redis (see [`crate::infra::session_cache`]) |
+//! | `AUTH_CACHE_MAX_AGE` | `60s` | longest a cached session is trusted without asking Postgres |
 //! | `RATE_LIMIT_ENABLED` | `true` | all rate limits on/off |
 //! | `RATE_LIMIT_<POLICY>` | see [`RateLimitConfig::DEFAULTS`] | `<count>/<seconds>` for LOGIN, SIGNUP, FORGOT, RESET, REFRESH, USER, ANON, OAUTH |
 //! | `OIDC_PROVIDERS`, `OIDC_<NAME>_ISSUER`, `OIDC_<NAME>_CLIENT_ID`, `OIDC_<NAME>_CLIENT_SECRET` | – (none) | OpenID Connect providers (see [`oidc`]) |
@@ -109,6 +111,8 @@ pub struct Config {
     pub log_format: LogFormat,
     pub cache_enabled: bool,
     pub cache_ttl: Duration,
+    /// `AUTH_CACHE_ENABLED`, `AUTH_CACHE_MAX_AGE`.
+    pub auth_cache: AuthCacheConfig,
     /// `RATE_LIMIT_*` (policies, `RATE_LIMIT_IPV6_PREFIX`) and `TRUSTED_PROXIES`.
     pub rate_limits: RateLimitConfig,
     /// Timeouts, connection limits, CORS, HSTS, metrics listener.
@@ -120,6 +124,24 @@ pub struct Config {
 }
 
 pub mod oidc;
+
+/// The session cache's settings (see [`crate::infra::session_cache`]).
+#[derive(Debug, Clone, Copy)]
+pub struct AuthCacheConfig {
+    pub enabled: bool,
+    /// Longest an entry is trusted: the bound of the one window the epochs leave open (a
+    /// revoking instance cut off from Redis while the others are not).
+    pub max_age: Duration,
+}
+
+impl Default for AuthCacheConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            max_age: Duration::from_secs(60),
+        }
+    }
+}
 
 /// The webhook secret used when none is configured outside production (`just webhook` signs
 /// with it). Production refuses it.
@@ -276,6 +298,11 @@ impl Config {
             log_format,
             cache_enabled: parsed("CACHE_ENABLED", true)?,
             cache_ttl: parse_duration(&var("CACHE_TTL").unwrap_or_else(|| "60s".into())).context("CACHE_TTL")?,
+            auth_cache: AuthCacheConfig {
+                enabled: parsed("AUTH_CACHE_ENABLED", true)?,
+                max_age: parse_duration(&var("AUTH_CACHE_MAX_AGE").unwrap_or_else(|| "60s".into()))
+                    .context("AUTH_CACHE_MAX_AGE")?,
+            },
             rate_limits: RateLimitConfig::from_env()?,
             shop: ShopConfig::from_env(prod)?,
             oidc,

@@ -28,6 +28,7 @@ use crate::{
         queue::Dispatcher,
         ratelimit::RateLimiter,
         redis_pool::{RedisManager, RedisPool},
+        session_cache::{self, SessionCache},
     },
     openapi::ApiDoc,
     routes,
@@ -60,6 +61,12 @@ pub async fn build_state(config: Config) -> anyhow::Result<AppState> {
         config.cache_enabled,
     );
     let limits = RateLimiter::new(redis.clone(), &config.redis_prefix, config.rate_limits.clone());
+    let sessions = SessionCache::new(
+        redis.clone(),
+        &config.redis_prefix,
+        config.auth_cache.enabled,
+        config.auth_cache.max_age,
+    );
     let oidc = Providers::new(&config.oidc)?;
     if config.app_env == AppEnv::Production {
         // Production refuses to start on a provider it cannot use; elsewhere discovery is lazy,
@@ -75,6 +82,7 @@ pub async fn build_state(config: Config) -> anyhow::Result<AppState> {
         jobs,
         cache,
         limits,
+        sessions,
         oidc,
         draining: Default::default(),
     })
@@ -150,7 +158,8 @@ pub fn build_server(state: AppState, listener: TcpListener, workers: Option<usiz
     let http = state.config.http.clone();
     let data = web::Data::new(state);
     crate::metrics::handle(); // installs the recorder (once per process)
-    crate::metrics::register_known(&cache::ns::ALL, data.config.rate_limits.policies().map(|p| p.name));
+    let caches: Vec<&'static str> = cache::ns::ALL.iter().copied().chain([session_cache::CACHE]).collect();
+    crate::metrics::register_known(&caches, data.config.rate_limits.policies().map(|p| p.name));
     // `/metrics` on its own listener: it lives as long as this server's app factory (the guard).
     let metrics_server = match http.metrics_addr {
         Some(addr) => {

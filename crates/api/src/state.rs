@@ -11,7 +11,7 @@ use db::PgPool;
 pub use crate::infra::redis_pool::RedisPool;
 use crate::{
     config::Config,
-    infra::{cache::Cache, oidc::Providers, queue::Dispatcher, ratelimit::RateLimiter},
+    infra::{cache::Cache, oidc::Providers, queue::Dispatcher, ratelimit::RateLimiter, session_cache::SessionCache},
 };
 
 #[derive(Clone)]
@@ -24,6 +24,8 @@ pub struct AppState {
     pub jobs: Dispatcher,
     pub cache: Cache,
     pub limits: RateLimiter,
+    /// Live sessions, trusted while their user's auth epoch in Redis is unchanged.
+    pub sessions: SessionCache,
     /// The OpenID Connect providers (`OIDC_PROVIDERS`) and their cached discovery and keys.
     pub oidc: Providers,
     /// Set on SIGTERM: `/health/ready` answers 503 while the server still serves (`SHUTDOWN_DELAY`).

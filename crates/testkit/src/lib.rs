@@ -214,6 +214,7 @@ pub fn test_config(database_url: &str) -> Config {
         log_format: LogFormat::Pretty,
         cache_enabled: true,
         cache_ttl: Duration::from_secs(60),
+        auth_cache: api::config::AuthCacheConfig::default(),
         // Off by default (every test client is 127.0.0.1); the rate-limit tests turn it on.
         rate_limits: api::config::RateLimitConfig::disabled(),
         http: api::config::HttpSettings::default(),

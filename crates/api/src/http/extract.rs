@@ -18,6 +18,7 @@ use uuid::Uuid;
 use crate::{
     error::ApiError,
     http::request_id::RequestId,
+    infra::session_cache::Lookup,
     services::{Actor, RequestMeta},
     state::AppState,
 };
@@ -333,8 +334,10 @@ impl FromRequest for ClientMeta {
 
 /// An authenticated caller: a valid access token whose session is live and whose account exists.
 ///
-/// The session check is one primary-key join per request, so a revoked session's access tokens
-/// stop working at once, not at their expiry. The user row is current (role changes apply at once).
+/// The session check is exact: a revoked session's access tokens stop working at once, not at
+/// their expiry, and the user row is current (role changes apply to the next request). It is one
+/// Redis round trip when this instance has the session cached under its user's current auth
+/// epoch, else one primary-key join in Postgres (see [`crate::infra::session_cache`]).
 #[derive(Debug, Clone)]
 pub struct AuthUser {
     pub user: User,
@@ -383,11 +386,24 @@ impl FromRequest for AuthUser {
             // The per-user limit was charged by the rate-limit middleware, keyed by this same
             // verified subject, before any database work.
             let claims = state.tokens.verify(&token).map_err(|_| ApiError::invalid_token())?;
+            // The epoch is read before Postgres: what Postgres says is cached under it.
+            let stamp = match state.sessions.lookup(claims.sid, claims.sub).await {
+                Lookup::Hit(user) => {
+                    return Ok(AuthUser {
+                        user: *user,
+                        session_id: claims.sid,
+                    });
+                }
+                Lookup::Miss(stamp) => stamp,
+            };
             let mut conn = state.db.get().await.map_err(db::DbError::from)?;
             let (session, user) = db::sessions::find_live_with_user(&mut conn, claims.sid)
                 .await?
                 .filter(|(_, user)| user.id == claims.sub)
                 .ok_or_else(ApiError::invalid_token)?;
+            if let Some(stamp) = stamp {
+                state.sessions.store(session.id, &user, session.expires_at, stamp);
+            }
             Ok(AuthUser {
                 user,
                 session_id: session.id,

@@ -7,3 +7,4 @@ pub mod oidc;
 pub mod queue;
 pub mod ratelimit;
 pub mod redis_pool;
+pub mod session_cache;

@@ -4,8 +4,14 @@
 //! per-checkout PING: it would double the round trips of every cache read and rate-limit check)
 //! such a connection would be handed out forever. Callers therefore mark a connection broken when
 //! a command fails, and the pool drops it instead of taking it back.
+//!
+//! Each connection also knows which server process it talks to (`run_id`, read once when it is
+//! opened): the session cache trusts what it read only from the same server.
 
-use std::ops::{Deref, DerefMut};
+use std::{
+    ops::{Deref, DerefMut},
+    sync::Arc,
+};
 
 use bb8_redis::RedisConnectionManager;
 use redis::aio::MultiplexedConnection;
@@ -13,9 +19,15 @@ use redis::aio::MultiplexedConnection;
 pub struct TrackedConnection {
     inner: MultiplexedConnection,
     broken: bool,
+    server: Arc<str>,
 }
 
 impl TrackedConnection {
+    /// The `run_id` of the server process behind this connection (new at every restart).
+    pub fn server(&self) -> Arc<str> {
+        self.server.clone()
+    }
+
     /// The last command failed: do not reuse this connection.
     pub fn mark_broken(&mut self) {
         self.broken = true;
@@ -48,9 +60,15 @@ impl bb8::ManageConnection for RedisManager {
     type Error = redis::RedisError;
 
     async fn connect(&self) -> Result<TrackedConnection, redis::RedisError> {
+        let mut inner = self.0.connect().await?;
+        let info: String = redis::cmd("INFO").arg("server").query_async(&mut inner).await?;
+        let server = run_id(&info).ok_or_else(|| {
+            redis::RedisError::from((redis::ErrorKind::UnexpectedReturnType, "INFO server has no run_id"))
+        })?;
         Ok(TrackedConnection {
-            inner: self.0.connect().await?,
+            inner,
             broken: false,
+            server: server.into(),
         })
     }
 
@@ -64,3 +82,22 @@ impl bb8::ManageConnection for RedisManager {
 }
 
 pub type RedisPool = bb8::Pool<RedisManager>;
+
+/// The `run_id` line of `INFO server`.
+fn run_id(info: &str) -> Option<&str> {
+    info.lines()
+        .find_map(|l| l.strip_prefix("run_id:"))
+        .map(str::trim)
+        .filter(|id| !id.is_empty())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn run_id_is_read_from_info() {
+        let info = "# Server\r\nredis_version:7.0.15\r\nrun_id:4f1c0e\r\ntcp_port:6379\r\n";
+        assert_eq!(super::run_id(info), Some("4f1c0e"));
+        assert_eq!(super::run_id("# Server\r\nrun_id:\r\n"), None);
+        assert_eq!(super::run_id(""), None);
+    }
+}

@@ -223,6 +223,7 @@ pub async fn refresh(state: &AppState, presented: &str, meta: &RequestMeta) -> R
                     // Already revoked (an earlier re-use, a logout): nothing new to record.
                     return Ok(RefreshOutcome::Reused);
                 };
+                tx.auth_changed(user_id);
                 tx.enqueue(audit(
                     Ev::RefreshReuseDetected,
                     Some(user_id),
@@ -273,6 +274,7 @@ pub async fn logout(state: &AppState, presented: &str, meta: &RequestMeta) -> Re
         let Some(user_id) = sessions::revoke(tx.conn(), session_id, None, RevokeReason::Logout).await? else {
             return Ok(());
         };
+        tx.auth_changed(user_id);
         tx.enqueue(audit(
             Ev::Logout,
             Some(user_id),
@@ -295,6 +297,7 @@ pub async fn revoke_session(state: &AppState, actor: &Actor, session_id: Uuid, m
         sessions::revoke(tx.conn(), session_id, Some(actor.user_id), RevokeReason::UserRevoked)
             .await?
             .ok_or(Error::NotFound)?;
+        tx.auth_changed(actor.user_id);
         tx.enqueue(audit(
             Ev::SessionRevoked,
             Some(actor.user_id),
@@ -319,6 +322,7 @@ pub async fn verify_email(state: &AppState, token: &str, meta: &RequestMeta) -> 
             // Already verified (a deleted account's token is not live): the token is spent.
             return Ok(());
         }
+        tx.auth_changed(user_id);
         tx.enqueue(audit(
             Ev::EmailVerified,
             Some(user_id),
@@ -382,6 +386,7 @@ pub async fn reset_password(state: &AppState, token: &str, new_password: &Passwo
         })?;
         let revoked = sessions::revoke_all_for_user(tx.conn(), user_id, None, RevokeReason::PasswordReset).await?;
         db::email::invalidate_tokens(tx.conn(), user_id, TokenPurpose::PasswordReset).await?;
+        tx.auth_changed(user_id);
         tx.enqueue(audit(
             Ev::PasswordResetCompleted,
             Some(user_id),

@@ -58,7 +58,7 @@ pub async fn update_me(
         ..UserChanges::default()
     };
     work::transaction(state, async |tx| {
-        let user = apply(tx.conn(), actor.user_id, &changes).await?;
+        let user = apply(tx, actor.user_id, &changes).await?;
         if changes.password_hash.is_some() {
             let n = sessions::revoke_all_for_user(
                 tx.conn(),
@@ -85,12 +85,14 @@ pub async fn update_me(
     .await
 }
 
-/// Applies a change set; an empty one just reads the row.
-async fn apply(conn: &mut db::AsyncPgConnection, id: Uuid, changes: &UserChanges<'_>) -> Result<User> {
+/// Applies a change set (the user's cached sessions are re-checked from then on); an empty one
+/// just reads the row.
+async fn apply(tx: &mut work::Tx, id: Uuid, changes: &UserChanges<'_>) -> Result<User> {
     if changes.name.is_none() && changes.role.is_none() && changes.password_hash.is_none() {
-        return users::find_active(conn, id).await?.ok_or(Error::NotFound);
+        return users::find_active(tx.conn(), id).await?.ok_or(Error::NotFound);
     }
-    Ok(users::update(conn, id, changes).await?)
+    tx.auth_changed(id);
+    Ok(users::update(tx.conn(), id, changes).await?)
 }
 
 #[derive(Debug, serde::Serialize, serde::Deserialize)]
@@ -142,7 +144,7 @@ pub async fn admin_update(
         ..UserChanges::default()
     };
     work::transaction(state, async |tx| {
-        let user = apply(tx.conn(), id, &changes).await?;
+        let user = apply(tx, id, &changes).await?;
         tx.enqueue(audit(
             Ev::AdminUserUpdated,
             Some(admin.user_id),
@@ -164,6 +166,7 @@ pub async fn delete(state: &AppState, admin: &Actor, id: Uuid, meta: &RequestMet
             return Err(Error::NotFound);
         }
         let n = sessions::revoke_all_for_user(tx.conn(), id, None, RevokeReason::AccountDeleted).await?;
+        tx.auth_changed(id);
         tx.enqueue(audit(
             Ev::AdminUserDeleted,
             Some(admin.user_id),

@@ -2,7 +2,10 @@
 //! writes through [`Tx::conn`] and stages what its change implies with [`Tx::enqueue`] (a job:
 //! written to the outbox in the same transaction) and [`Tx::invalidate`] (a cache namespace).
 //! After commit — and only then — the jobs are handed to the dispatcher and the caches bumped.
-//! Nothing outside Postgres is called inside the transaction.
+//! Nothing outside Postgres is called inside the transaction. A change to a user's sessions or
+//! row ([`Tx::auth_changed`]) is announced around the commit: marked pending in Redis just
+//! before `COMMIT`, ended right after it, so that every instance's session cache asks Postgres
+//! from the response on (see [`crate::infra::session_cache`]).
 //!
 //! ```ignore
 //! let user = work::transaction(state, async |tx| {
@@ -27,6 +30,7 @@ pub struct Tx {
     conn: db::pool::PooledConn<'static>,
     jobs: Vec<Pending>,
     invalidate: Vec<&'static str>,
+    auth_changed: Vec<uuid::Uuid>,
 }
 
 impl Tx {
@@ -46,6 +50,15 @@ impl Tx {
             self.invalidate.push(namespace);
         }
     }
+
+    /// The user's sessions or row change with this transaction (a revocation, a new password,
+    /// a role, a deletion, any update of the row): no instance may answer from a cached session
+    /// of theirs once the use case has returned.
+    pub fn auth_changed(&mut self, user_id: uuid::Uuid) {
+        if !self.auth_changed.contains(&user_id) {
+            self.auth_changed.push(user_id);
+        }
+    }
 }
 
 /// Runs `work` in one transaction: commit on `Ok` (with the staged jobs written to the outbox),
@@ -59,6 +72,7 @@ where
         conn,
         jobs: Vec::new(),
         invalidate: Vec::new(),
+        auth_changed: Vec::new(),
     };
     AnsiTransactionManager::begin_transaction(&mut *tx.conn)
         .await
@@ -72,9 +86,14 @@ where
     };
     let value = match outcome {
         Ok(value) => {
-            AnsiTransactionManager::commit_transaction(&mut *tx.conn)
-                .await
-                .map_err(DbError::from)?;
+            if !tx.auth_changed.is_empty() {
+                state.sessions.begin_change(&tx.auth_changed).await;
+            }
+            let committed = AnsiTransactionManager::commit_transaction(&mut *tx.conn).await;
+            if !tx.auth_changed.is_empty() {
+                state.sessions.end_change(&tx.auth_changed).await;
+            }
+            committed.map_err(DbError::from)?;
             value
         }
         Err(e) => {
@@ -85,7 +104,9 @@ where
             return Err(e);
         }
     };
-    let Tx { conn, jobs, invalidate } = tx;
+    let Tx {
+        conn, jobs, invalidate, ..
+    } = tx;
     drop(conn);
     state.jobs.after_commit(jobs);
     for namespace in invalidate {

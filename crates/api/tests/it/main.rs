@@ -16,6 +16,7 @@ mod mail;
 mod oauth;
 mod pages;
 mod ratelimit;
+mod revocation;
 mod shared;
 mod shop;
 mod shop_faults;
