@@ -17,16 +17,9 @@
 //! for 2 s (reads go straight to Postgres, answered `X-Cache: miss`), then tried again, so it
 //! resumes by itself when Redis returns. Failures never turn into 5xx.
 
-use std::{
-    future::Future,
-    sync::{
-        Arc,
-        atomic::{AtomicU64, Ordering},
-    },
-    time::{Duration, SystemTime, UNIX_EPOCH},
-};
+use std::{future::Future, sync::Arc, time::Duration};
 
-use crate::infra::redis_pool::{RedisManager, RedisPool};
+use crate::infra::redis_pool::{Bypass, RedisManager, RedisPool};
 
 const OP_TIMEOUT: Duration = Duration::from_millis(250);
 const BYPASS_FOR: Duration = Duration::from_secs(2);
@@ -61,15 +54,8 @@ pub struct Cache {
     prefix: String,
     ttl: Duration,
     enabled: bool,
-    /// Unix millis until which Redis is not tried (after a failure).
-    bypass_until: Arc<AtomicU64>,
+    bypass: Arc<Bypass>,
     read: Arc<redis::Script>,
-}
-
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
 }
 
 impl Cache {
@@ -79,18 +65,17 @@ impl Cache {
             prefix: format!("{prefix}:cache"),
             ttl,
             enabled,
-            bypass_until: Arc::new(AtomicU64::new(0)),
+            bypass: Arc::new(Bypass::new(BYPASS_FOR)),
             read: Arc::new(redis::Script::new(READ)),
         }
     }
 
     fn usable(&self) -> bool {
-        self.enabled && now_ms() >= self.bypass_until.load(Ordering::Relaxed)
+        self.enabled && !self.bypass.active()
     }
 
     fn trip(&self, what: &str, error: &str) {
-        self.bypass_until
-            .store(now_ms() + BYPASS_FOR.as_millis() as u64, Ordering::Relaxed);
+        self.bypass.trip();
         tracing::warn!(%error, op = what, "cache unavailable; bypassing Redis for 2 s");
     }
 

@@ -10,7 +10,11 @@
 
 use std::{
     ops::{Deref, DerefMut},
-    sync::Arc,
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
 use bb8_redis::RedisConnectionManager;
@@ -82,6 +86,42 @@ impl bb8::ManageConnection for RedisManager {
 }
 
 pub type RedisPool = bb8::Pool<RedisManager>;
+
+/// What a Redis caller that can do without Redis keeps: after a failure, Redis is not tried for
+/// `period` (requests go the Postgres way at once instead of each waiting out a timeout), then
+/// tried again, so the caller resumes by itself.
+#[derive(Debug)]
+pub struct Bypass {
+    /// Unix millis until which Redis is not tried.
+    until_ms: AtomicU64,
+    period: Duration,
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+impl Bypass {
+    pub const fn new(period: Duration) -> Self {
+        Self {
+            until_ms: AtomicU64::new(0),
+            period,
+        }
+    }
+
+    /// Whether Redis is being bypassed right now.
+    pub fn active(&self) -> bool {
+        now_ms() < self.until_ms.load(Ordering::Relaxed)
+    }
+
+    /// A call failed: bypass Redis for the period.
+    pub fn trip(&self) {
+        self.until_ms
+            .store(now_ms() + self.period.as_millis() as u64, Ordering::Relaxed);
+    }
+}
 
 /// The `run_id` line of `INFO server`.
 fn run_id(info: &str) -> Option<&str> {

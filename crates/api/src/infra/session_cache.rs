@@ -32,18 +32,15 @@
 
 use std::{
     collections::HashMap,
-    sync::{
-        Arc, Mutex,
-        atomic::{AtomicU64, Ordering},
-    },
-    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
 };
 
 use chrono::{DateTime, Utc};
 use db::users::User;
 use uuid::Uuid;
 
-use crate::infra::redis_pool::RedisPool;
+use crate::infra::redis_pool::{Bypass, RedisPool};
 
 /// The budget of every Redis call here: the check must stay cheaper than the Postgres one.
 const OP_TIMEOUT: Duration = Duration::from_millis(100);
@@ -53,8 +50,9 @@ const BYPASS_FOR: Duration = Duration::from_secs(1);
 pub const PENDING_TTL: Duration = Duration::from_secs(30);
 /// How long an epoch key lives (a fresh random one replaces it: every entry misses once).
 const EPOCH_TTL_SECS: u64 = 24 * 3600;
-/// Entries kept at most; a full cache drops its expired entries, then everything.
-const MAX_ENTRIES: usize = 100_000;
+/// Entries kept at most (≈ 0.3 KB each: a user row); a full cache drops its expired entries,
+/// then everything.
+const MAX_ENTRIES: usize = 20_000;
 
 /// KEYS: epoch, pending. ARGV: a fresh epoch, its TTL (s). Returns {epoch, pending count}.
 const READ: &str = r"
@@ -113,17 +111,10 @@ struct Inner {
     enabled: bool,
     max_age: Duration,
     entries: Mutex<HashMap<Uuid, Entry>>,
-    /// Unix millis until which Redis is not tried (after a failure).
-    bypass_until: AtomicU64,
+    bypass: Bypass,
     read: redis::Script,
     begin: redis::Script,
     end: redis::Script,
-}
-
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
 }
 
 fn fresh_epoch() -> String {
@@ -138,7 +129,7 @@ impl SessionCache {
             enabled,
             max_age,
             entries: Mutex::new(HashMap::new()),
-            bypass_until: AtomicU64::new(0),
+            bypass: Bypass::new(BYPASS_FOR),
             read: redis::Script::new(READ),
             begin: redis::Script::new(BEGIN),
             end: redis::Script::new(END),
@@ -164,7 +155,7 @@ impl SessionCache {
         args: &[String],
         honour_bypass: bool,
     ) -> Option<(T, Arc<str>)> {
-        if honour_bypass && now_ms() < self.0.bypass_until.load(Ordering::Relaxed) {
+        if honour_bypass && self.0.bypass.active() {
             return None;
         }
         let result = async {
@@ -185,9 +176,7 @@ impl SessionCache {
         }
         .await;
         if result.is_none() {
-            self.0
-                .bypass_until
-                .store(now_ms() + BYPASS_FOR.as_millis() as u64, Ordering::Relaxed);
+            self.0.bypass.trip();
         }
         result
     }
@@ -241,9 +230,10 @@ impl SessionCache {
         );
     }
 
-    /// Whether this instance holds a cached session of `user` (what tests look at).
-    pub fn holds(&self, user: Uuid) -> bool {
-        self.entries().values().any(|e| e.user.id == user)
+    /// Whether the next request of this session would be answered from the cache (what tests
+    /// look at): an entry stored under the user's current epoch, by the same lookup requests make.
+    pub async fn answers(&self, session: Uuid, user: Uuid) -> bool {
+        matches!(self.lookup(session, user).await, Lookup::Hit(_))
     }
 
     /// Before the commit of a change to these users' sessions or rows: no instance trusts (or
