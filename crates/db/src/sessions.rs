@@ -66,15 +66,13 @@ impl RevokeReason {
     }
 }
 
-/// The outcome of presenting a refresh token.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// The outcome of presenting a known refresh token (see [`session_of_token`] for the lookup).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Consumed {
     /// The token was live and is now used; the session may be given a new token.
-    Fresh { session_id: Uuid },
-    /// The token had already been used: a replay (or a stolen token). The family must die.
-    Reused { session_id: Uuid },
-    /// No such token.
-    Unknown,
+    Fresh,
+    /// The token had already been used (or is gone): a replay, or a stolen token. The family must die.
+    Reused,
 }
 
 pub async fn create(conn: &mut AsyncPgConnection, new: &NewSession<'_>) -> DbResult<Session> {
@@ -96,31 +94,18 @@ pub async fn insert_refresh_token(conn: &mut AsyncPgConnection, session_id: Uuid
     Ok(())
 }
 
-/// Marks the token used if it was live; tells a replay apart from an unknown token.
+/// Marks a token of a known session (from [`session_of_token`]) used if it was live: one
+/// statement. A token that is no longer live is a replay.
 pub async fn consume_refresh_token(conn: &mut AsyncPgConnection, token_hash: &[u8]) -> DbResult<Consumed> {
-    let fresh: Option<Uuid> = diesel::update(
+    let n = diesel::update(
         refresh_tokens::table
             .find(token_hash)
             .filter(refresh_tokens::used_at.is_null()),
     )
     .set(refresh_tokens::used_at.eq(diesel::dsl::now))
-    .returning(refresh_tokens::session_id)
-    .get_result(conn)
-    .await
-    .optional()?;
-    if let Some(session_id) = fresh {
-        return Ok(Consumed::Fresh { session_id });
-    }
-    let used: Option<Uuid> = refresh_tokens::table
-        .find(token_hash)
-        .select(refresh_tokens::session_id)
-        .first(conn)
-        .await
-        .optional()?;
-    Ok(match used {
-        Some(session_id) => Consumed::Reused { session_id },
-        None => Consumed::Unknown,
-    })
+    .execute(conn)
+    .await?;
+    Ok(if n == 1 { Consumed::Fresh } else { Consumed::Reused })
 }
 
 /// The session if it is live (not revoked, not expired) and its user is not deleted.

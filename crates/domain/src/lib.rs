@@ -5,6 +5,7 @@
 pub mod duration;
 pub mod email;
 pub mod error;
+pub mod input;
 pub mod jobs;
 pub mod orders;
 pub mod pagination;

@@ -196,6 +196,16 @@ pub fn parse_initial_stock(raw: i64) -> Result<i32, DomainError> {
     }
 }
 
+/// A change to a product (PATCH, see [`crate::input`]): `None` leaves a field unchanged;
+/// `description: Some(None)` clears it.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct ProductPatch {
+    pub name: Option<String>,
+    pub description: Option<Option<String>>,
+    pub price_cents: Option<i64>,
+    pub active: Option<bool>,
+}
+
 /// An admin stock adjustment: a non-zero delta and a reason (1–200 characters).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StockAdjustment {

@@ -148,6 +148,32 @@ pub fn parse_description(raw: &str) -> Result<String, DomainError> {
     Ok(raw.to_owned())
 }
 
+/// The most categories one task can carry.
+pub const MAX_TASK_CATEGORIES: usize = 50;
+
+/// A task's category set (ownership is checked by the use case, against the database).
+pub fn parse_category_ids(ids: Vec<Uuid>) -> Result<Vec<Uuid>, DomainError> {
+    if ids.len() > MAX_TASK_CATEGORIES {
+        return Err(DomainError::field(
+            "category_ids",
+            format!("at most {MAX_TASK_CATEGORIES} categories"),
+        ));
+    }
+    Ok(ids)
+}
+
+/// A change to a task (PATCH, see [`crate::input`]): `None` leaves a field unchanged,
+/// `Some(None)` clears a nullable one; `category_ids` replaces the whole set.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct TaskPatch {
+    pub title: Option<String>,
+    pub description: Option<Option<String>>,
+    pub status: Option<TaskStatus>,
+    pub priority: Option<Priority>,
+    pub due_at: Option<Option<DateTime<Utc>>>,
+    pub category_ids: Option<Vec<Uuid>>,
+}
+
 /// A category name: trimmed, 1–50 characters, no control characters. Unique per user,
 /// case-insensitively (enforced by the database).
 pub fn parse_category_name(raw: &str) -> Result<String, DomainError> {

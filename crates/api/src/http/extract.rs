@@ -442,14 +442,14 @@ mod tests {
 
     #[derive(Debug, Deserialize)]
     #[serde(deny_unknown_fields)]
-    #[allow(dead_code)]
+    #[expect(dead_code, reason = "only deserialised, to test the error paths")]
     struct Body {
         email: String,
         nested: Option<Nested>,
     }
     #[derive(Debug, Deserialize)]
     #[serde(deny_unknown_fields)]
-    #[allow(dead_code)]
+    #[expect(dead_code, reason = "only deserialised, to test the error paths")]
     struct Nested {
         n: u8,
     }
@@ -475,7 +475,7 @@ mod tests {
 
     #[derive(Debug, Deserialize)]
     #[serde(deny_unknown_fields)]
-    #[allow(dead_code)]
+    #[expect(dead_code, reason = "only deserialised, to test the error paths")]
     struct Query {
         limit: Option<i64>,
         cursor: Option<String>,

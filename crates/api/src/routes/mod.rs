@@ -6,7 +6,6 @@ pub mod audit;
 pub mod auth;
 pub mod categories;
 pub mod health;
-pub mod input;
 pub mod metrics;
 pub mod oauth;
 pub mod orders;

@@ -158,7 +158,7 @@ pub struct ShipRequest {
 /// Documentation of the list parameters (parsing is `OrderListQuery::parse`).
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
-#[allow(dead_code)]
+#[expect(dead_code, reason = "documentation of the query parameters only: parsing is in domain")]
 pub struct OrderListParams {
     /// One or several statuses (repeat the parameter or separate by commas).
     status: Option<Vec<OrderStatus>>,

@@ -4,8 +4,9 @@ use actix_web::{FromRequest, HttpRequest, HttpResponse, web};
 use chrono::{DateTime, Utc};
 use domain::{
     Cursor, Limit, Role,
+    input::{Fields, double_option},
     shop::{
-        Currency, MovementKind, ProductListQuery, StockAdjustment, parse_initial_stock, parse_price,
+        Currency, MovementKind, ProductListQuery, ProductPatch, StockAdjustment, parse_initial_stock, parse_price,
         parse_product_description, parse_product_name, parse_sku,
     },
 };
@@ -19,11 +20,8 @@ use crate::{
     error::{ApiError, ApiResult, Problem},
     http::extract::{AdminUser, AuthUser, ClientMeta, IdPath, JsonBody, ValidJson, ValidQuery, query_pairs},
     infra::cache::{CacheStatus, ns},
-    routes::{
-        cached_json,
-        input::{collect, double_option, not_null},
-    },
-    services::products::{self as svc, MovementCursor, NewProductInput, ProductPatch},
+    routes::cached_json,
+    services::products::{self as svc, MovementCursor, NewProductInput},
     state::AppState,
 };
 
@@ -154,7 +152,7 @@ pub struct StockAdjustmentRequest {
 /// Documentation of the catalogue's parameters (parsing is `ProductListQuery::parse`).
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
-#[allow(dead_code)]
+#[expect(dead_code, reason = "documentation of the query parameters only: parsing is in domain")]
 pub struct ProductListParams {
     /// Case-insensitive substring of the name (1–100 characters).
     q: Option<String>,
@@ -247,27 +245,19 @@ pub async fn create(
     meta: ClientMeta,
     ValidJson(b): ValidJson<CreateProductRequest>,
 ) -> ApiResult<HttpResponse> {
-    let mut errors = vec![];
-    let sku = collect(&mut errors, parse_sku(&b.sku));
-    let name = collect(&mut errors, parse_product_name(&b.name));
-    let description = b
-        .description
-        .as_deref()
-        .map(|d| collect(&mut errors, parse_product_description(d)));
-    let price_cents = collect(&mut errors, parse_price(b.price_cents));
-    let currency = collect(
-        &mut errors,
-        Currency::parse_allowed("currency", &b.currency, &state.config.shop.currencies),
-    );
-    let stock = collect(&mut errors, parse_initial_stock(b.stock.unwrap_or(0)));
+    let mut f = Fields::new();
+    let sku = f.check(parse_sku(&b.sku));
+    let name = f.check(parse_product_name(&b.name));
+    let description = b.description.as_deref().map(|d| f.check(parse_product_description(d)));
+    let price_cents = f.check(parse_price(b.price_cents));
+    let currency = f.check(Currency::parse_allowed("currency", &b.currency, &state.config.shop.currencies));
+    let stock = f.check(parse_initial_stock(b.stock.unwrap_or(0)));
     let (Some(sku), Some(name), Some(price_cents), Some(currency), Some(stock)) =
         (sku, name, price_cents, currency, stock)
     else {
-        return Err(ApiError::Validation(errors));
+        return Err(f.into_error().into());
     };
-    if !errors.is_empty() {
-        return Err(ApiError::Validation(errors));
-    }
+    f.finish(())?;
     let input = NewProductInput {
         sku,
         name,
@@ -296,30 +286,14 @@ pub async fn update(
     IdPath(id): IdPath,
     JsonBody(b): JsonBody<UpdateProductRequest>,
 ) -> ApiResult<HttpResponse> {
-    let mut errors = vec![];
-    let mut patch = ProductPatch::default();
-    match b.name {
-        None => {}
-        Some(None) => not_null(&mut errors, "name"),
-        Some(Some(n)) => patch.name = collect(&mut errors, parse_product_name(&n)),
-    }
-    match b.description {
-        None => {}
-        Some(None) => patch.description = Some(None),
-        Some(Some(d)) => patch.description = collect(&mut errors, parse_product_description(&d)).map(Some),
-    }
-    match b.price_cents {
-        None => {}
-        Some(None) => not_null(&mut errors, "price_cents"),
-        Some(Some(p)) => patch.price_cents = collect(&mut errors, parse_price(p)),
-    }
-    match b.active {
-        Some(None) => not_null(&mut errors, "active"),
-        other => patch.active = other.flatten(),
-    }
-    if !errors.is_empty() {
-        return Err(ApiError::Validation(errors));
-    }
+    let mut f = Fields::new();
+    let patch = ProductPatch {
+        name: f.set("name", b.name, |n| parse_product_name(&n)),
+        description: f.set_or_clear(b.description, |d| parse_product_description(&d)),
+        price_cents: f.set("price_cents", b.price_cents, parse_price),
+        active: f.set("active", b.active, Ok),
+    };
+    let patch = f.finish(patch)?;
     let product = svc::update(&state, &admin.actor(), id, patch, &meta).await?;
     Ok(HttpResponse::Ok().json(ProductResponse::from(product)))
 }

@@ -3,8 +3,8 @@
 use actix_web::{HttpRequest, HttpResponse, web};
 use chrono::{DateTime, Utc};
 use domain::{
-    FieldError,
-    tasks::{Priority, TaskListQuery, TaskStatus, parse_description, parse_title},
+    input::{Fields, double_option},
+    tasks::{Priority, TaskListQuery, TaskPatch, TaskStatus, parse_category_ids, parse_description, parse_title},
 };
 use garde::Validate;
 use serde::{Deserialize, Serialize};
@@ -13,10 +13,9 @@ use uuid::Uuid;
 
 use crate::{
     dto::Page,
-    error::{ApiError, ApiResult, Problem},
+    error::{ApiResult, Problem},
     http::extract::{AuthUser, ClientMeta, IdPath, JsonBody, ValidJson},
-    routes::input::{collect, double_option, not_null},
-    services::tasks::{self as svc, NewTaskInput, TaskPatch, TaskView},
+    services::tasks::{self as svc, NewTaskInput, TaskView},
     state::AppState,
 };
 
@@ -122,7 +121,7 @@ pub struct UpdateTaskRequest {
 /// Documentation of the list parameters (parsing is `domain::tasks::TaskListQuery::parse`).
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
-#[allow(dead_code)]
+#[expect(dead_code, reason = "documentation of the query parameters only: parsing is in domain")]
 pub struct TaskListParams {
     /// One or several of `todo`, `in_progress`, `done` (repeat the parameter or separate by commas).
     status: Option<Vec<TaskStatus>>,
@@ -158,18 +157,11 @@ pub async fn create(
     me: AuthUser,
     ValidJson(b): ValidJson<CreateTaskRequest>,
 ) -> ApiResult<HttpResponse> {
-    let mut errors = vec![];
-    let title = collect(&mut errors, parse_title(&b.title));
-    let description = b
-        .description
-        .as_deref()
-        .map(|d| collect(&mut errors, parse_description(d)));
-    let due_at = b
-        .due_at
-        .and_then(|t| collect(&mut errors, domain::time::check("due_at", t)));
-    if !errors.is_empty() {
-        return Err(ApiError::Validation(errors));
-    }
+    let mut f = Fields::new();
+    let title = f.check(parse_title(&b.title));
+    let description = b.description.as_deref().map(|d| f.check(parse_description(d)));
+    let due_at = b.due_at.and_then(|t| f.check(domain::time::check("due_at", t)));
+    f.finish(())?;
     let input = NewTaskInput {
         title: title.unwrap_or_default(),
         description: description.flatten(),
@@ -217,38 +209,16 @@ pub async fn update(
     IdPath(id): IdPath,
     JsonBody(b): JsonBody<UpdateTaskRequest>,
 ) -> ApiResult<HttpResponse> {
-    let mut errors = vec![];
-    let mut patch = TaskPatch::default();
-    match b.title {
-        None => {}
-        Some(None) => not_null(&mut errors, "title"),
-        Some(Some(t)) => patch.title = collect(&mut errors, parse_title(&t)),
-    }
-    match b.description {
-        None => {}
-        Some(None) => patch.description = Some(None),
-        Some(Some(d)) => patch.description = collect(&mut errors, parse_description(&d)).map(Some),
-    }
-    match b.status {
-        Some(None) => not_null(&mut errors, "status"),
-        other => patch.status = other.flatten(),
-    }
-    match b.priority {
-        Some(None) => not_null(&mut errors, "priority"),
-        other => patch.priority = other.flatten(),
-    }
-    patch.due_at = match b.due_at {
-        Some(Some(t)) => collect(&mut errors, domain::time::check("due_at", t)).map(Some),
-        other => other,
+    let mut f = Fields::new();
+    let patch = TaskPatch {
+        title: f.set("title", b.title, |t| parse_title(&t)),
+        description: f.set_or_clear(b.description, |d| parse_description(&d)),
+        status: f.set("status", b.status, Ok),
+        priority: f.set("priority", b.priority, Ok),
+        due_at: f.set_or_clear(b.due_at, |t| domain::time::check("due_at", t)),
+        category_ids: f.set("category_ids", b.category_ids, parse_category_ids),
     };
-    match b.category_ids {
-        Some(None) => not_null(&mut errors, "category_ids"),
-        Some(Some(ids)) if ids.len() > 50 => errors.push(FieldError::new("category_ids", "at most 50 categories")),
-        other => patch.category_ids = other.flatten(),
-    }
-    if !errors.is_empty() {
-        return Err(ApiError::Validation(errors));
-    }
+    let patch = f.finish(patch)?;
     Ok(HttpResponse::Ok().json(TaskResponse::from(svc::update(&state, me.id(), id, patch).await?)))
 }
 

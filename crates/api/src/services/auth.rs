@@ -199,25 +199,24 @@ pub struct Refreshed {
 /// (`Error::RateLimited`) leaves the token unused.
 pub async fn refresh(state: &AppState, presented: &str, meta: &RequestMeta) -> Result<Refreshed> {
     let hash = OpaqueToken::hash(presented);
-    let mut limit = None;
-    if state.limits.config.enabled {
-        let Some(session) = sessions::session_of_token(&mut *conn(state).await?, &hash).await? else {
-            return Err(Error::InvalidRefreshToken);
-        };
-        limit = state
-            .limits
-            .check(state.limits.config.refresh, &session.to_string())
-            .await;
-        if let Some(d) = limit
-            && !d.allowed
-        {
-            return Err(Error::RateLimited(d));
-        }
+    // The one lookup of the token: it names the session the refresh limit counts against and
+    // the session a replay revokes. The limit is checked before the transaction (nothing outside
+    // Postgres is called inside one), so a limited request consumes nothing.
+    let Some(session_id) = sessions::session_of_token(&mut *conn(state).await?, &hash).await? else {
+        return Err(Error::InvalidRefreshToken);
+    };
+    let limit = state
+        .limits
+        .check(state.limits.config.refresh, &session_id.to_string())
+        .await;
+    if let Some(d) = limit
+        && !d.allowed
+    {
+        return Err(Error::RateLimited(d));
     }
     let outcome = work::transaction(state, async |tx| {
         match sessions::consume_refresh_token(tx.conn(), &hash).await? {
-            Consumed::Unknown => Ok(RefreshOutcome::Invalid),
-            Consumed::Reused { session_id } => {
+            Consumed::Reused => {
                 let Some(user_id) = sessions::revoke(tx.conn(), session_id, None, RevokeReason::RefreshReuse).await?
                 else {
                     // Already revoked (an earlier re-use, a logout): nothing new to record.
@@ -235,7 +234,7 @@ pub async fn refresh(state: &AppState, presented: &str, meta: &RequestMeta) -> R
                 tracing::warn!(session.id = %session_id, user.id = %user_id, "refresh token re-use; session revoked");
                 Ok(RefreshOutcome::Reused)
             }
-            Consumed::Fresh { session_id } => match sessions::find_live_with_user(tx.conn(), session_id).await? {
+            Consumed::Fresh => match sessions::find_live_with_user(tx.conn(), session_id).await? {
                 None => Ok(RefreshOutcome::Invalid),
                 Some((_, user)) => {
                     let refresh = OpaqueToken::generate();

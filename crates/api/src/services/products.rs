@@ -7,7 +7,7 @@ use db::products::{self, MovementRow, NewProduct, ProductChanges, ProductRow};
 use domain::{
     Limit, Page,
     jobs::AuditEventType as Ev,
-    shop::{Currency, ProductCursor, ProductListQuery, ProductSort, StockAdjustment},
+    shop::{Currency, ProductCursor, ProductListQuery, ProductPatch, ProductSort, StockAdjustment},
 };
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -32,15 +32,6 @@ pub struct NewProductInput {
     pub price_cents: i64,
     pub currency: Currency,
     pub stock: i32,
-}
-
-/// PATCH input: `None` = unchanged; `description: Some(None)` clears it.
-#[derive(Default)]
-pub struct ProductPatch {
-    pub name: Option<String>,
-    pub description: Option<Option<String>>,
-    pub price_cents: Option<i64>,
-    pub active: Option<bool>,
 }
 
 fn sku_taken() -> Error {

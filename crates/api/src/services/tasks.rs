@@ -8,7 +8,7 @@ use db::tasks::{self, CategoryRow, NewTask, TaskChanges, TaskRow};
 use domain::{
     Limit, Page,
     jobs::AuditEventType as Ev,
-    tasks::{Priority, TaskCursor, TaskListQuery, TaskSort, TaskStatus, completed_at_after},
+    tasks::{Priority, TaskCursor, TaskListQuery, TaskPatch, TaskSort, TaskStatus, completed_at_after},
 };
 use serde_json::json;
 use uuid::Uuid;
@@ -37,17 +37,6 @@ pub struct NewTaskInput {
     pub priority: Priority,
     pub due_at: Option<DateTime<Utc>>,
     pub category_ids: Vec<Uuid>,
-}
-
-/// PATCH input: outer `None` = leave unchanged; `Some(None)` = clear (nullable fields only).
-#[derive(Default)]
-pub struct TaskPatch {
-    pub title: Option<String>,
-    pub description: Option<Option<String>>,
-    pub status: Option<TaskStatus>,
-    pub priority: Option<Priority>,
-    pub due_at: Option<Option<DateTime<Utc>>>,
-    pub category_ids: Option<Vec<Uuid>>,
 }
 
 fn category_exists() -> Error {
