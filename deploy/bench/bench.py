@@ -223,6 +223,21 @@ function request()
 end
 """
 
+# Counts X-Cache over every wrk thread (threads have their own Lua states) and prints the mix.
+COUNT_CACHE_LUA = """hits, misses, other = 0, 0, 0
+local threads = {}
+function setup(thread) table.insert(threads, thread) end
+function response(status, headers, body)
+    local c = headers["x-cache"] or headers["X-Cache"]
+    if c == "hit" then hits = hits + 1 elseif c == "miss" then misses = misses + 1 else other = other + 1 end
+end
+function done(summary, latency, requests)
+    local h, m, o = 0, 0, 0
+    for _, t in ipairs(threads) do h = h + t:get("hits"); m = m + t:get("misses"); o = o + t:get("other") end
+    io.write(string.format("cache-mix: hits=%d misses=%d other=%d\\n", h, m, o))
+end
+"""
+
 LUA = {
     "checkout_hot": CHECKOUT_LUA.replace("{PRODUCT_LIST}", '"{hot_id}"'),
     "checkout_spread": CHECKOUT_LUA.replace("{PRODUCT_LIST}", "{spread_ids}"),
@@ -238,19 +253,7 @@ function request()
     return wrk.format(nil, nil, { ["Content-Type"] = "application/json", ["Payment-Signature"] = sig }, body)
 end
 """,
-    "count_cache": """hits, misses, other = 0, 0, 0
-local threads = {}
-function setup(thread) table.insert(threads, thread) end
-function response(status, headers, body)
-    local c = headers["x-cache"] or headers["X-Cache"]
-    if c == "hit" then hits = hits + 1 elseif c == "miss" then misses = misses + 1 else other = other + 1 end
-end
-function done(summary, latency, requests)
-    local h, m, o = 0, 0, 0
-    for _, t in ipairs(threads) do h = h + t:get("hits"); m = m + t:get("misses"); o = o + t:get("other") end
-    io.write(string.format("cache-mix: hits=%d misses=%d other=%d\\n", h, m, o))
-end
-""",
+    "count_cache": COUNT_CACHE_LUA,
     # An e-mail unique per request: a random tag per wrk thread (own Lua state) plus a counter.
     "signup": """wrk.method = "POST"
 wrk.headers["Content-Type"] = "application/json"
@@ -281,11 +284,8 @@ function request()
 end
 """,
     # Every CACHE_WRITE_EVERY-th request renames one user; counts X-Cache over all threads.
-    "cache_mix": """local every, path = {CACHE_WRITE_EVERY}, "/v1/users/{cache_target}"
+    "cache_mix": COUNT_CACHE_LUA + """local every, path = {CACHE_WRITE_EVERY}, "/v1/users/{cache_target}"
 local n, get_headers, patch_headers = 0, {}, {}
-hits, misses, other = 0, 0, 0
-local threads = {}
-function setup(thread) table.insert(threads, thread) end
 function init(args)
     for k, v in pairs(wrk.headers) do get_headers[k] = v; patch_headers[k] = v end
     patch_headers["Content-Type"] = "application/json"
@@ -297,15 +297,6 @@ function request()
         return wrk.format("PATCH", path, patch_headers, '{"name":"' .. name .. '"}')
     end
     return wrk.format("GET", "/v1/users", get_headers, nil)
-end
-function response(status, headers, body)
-    local c = headers["x-cache"] or headers["X-Cache"]
-    if c == "hit" then hits = hits + 1 elseif c == "miss" then misses = misses + 1 else other = other + 1 end
-end
-function done(summary, latency, requests)
-    local h, m, o = 0, 0, 0
-    for _, t in ipairs(threads) do h = h + t:get("hits"); m = m + t:get("misses"); o = o + t:get("other") end
-    io.write(string.format("cache-mix: hits=%d misses=%d other=%d\\n", h, m, o))
 end
 """,
 }

@@ -16,33 +16,9 @@ REDIS_URL="${REDIS_URL:-redis://127.0.0.1:6379}"
 SCRIPT_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 REPO_ROOT="$(cd "$SCRIPT_DIR/../.." && pwd)"
 
-log() { printf 'ensure-services: %s\n' "$*" >&2; }
-die() { printf 'ensure-services: error: %s\n' "$*" >&2; exit 1; }
-
-# ---------------------------------------------------------------- helpers ---
-
-# Run a command as root: directly when we are root, else through sudo
-# (non-interactive when there is no terminal, so CI never hangs on a prompt).
-as_root() {
-    if [[ $EUID -eq 0 ]]; then
-        "$@"
-    elif command -v sudo >/dev/null 2>&1; then
-        if [[ -t 0 ]]; then sudo "$@"; else sudo -n "$@"; fi
-    else
-        die "need root (or sudo) to run: $*"
-    fi
-}
-
-APT_UPDATED=0
-apt_install() {
-    command -v apt-get >/dev/null 2>&1 || die "apt-get not found; install $* manually"
-    log "installing $* via apt"
-    if [[ $APT_UPDATED -eq 0 ]]; then
-        as_root apt-get update -qq
-        APT_UPDATED=1
-    fi
-    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null
-}
+LOG_NAME=ensure-services
+# shellcheck source=deploy/scripts/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 is_local_host() {
     case "$1" in

@@ -14,37 +14,9 @@
 # Idempotent and silent when everything is already installed.
 set -euo pipefail
 
-log() { printf 'ensure-tools: %s\n' "$*" >&2; }
-die() { printf 'ensure-tools: error: %s\n' "$*" >&2; exit 1; }
-
-as_root() {
-    if [[ $EUID -eq 0 ]]; then
-        "$@"
-    elif command -v sudo >/dev/null 2>&1; then
-        if [[ -t 0 ]]; then sudo "$@"; else sudo -n "$@"; fi
-    else
-        die "need root (or sudo) to run: $*"
-    fi
-}
-
-APT_UPDATED=0
-apt_install() {
-    command -v apt-get >/dev/null 2>&1 || die "apt-get not found; install $* manually"
-    log "installing $* via apt"
-    if [[ $APT_UPDATED -eq 0 ]]; then
-        as_root apt-get update -qq
-        APT_UPDATED=1
-    fi
-    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null
-}
-
-pip_install() {
-    python3 -m pip --version >/dev/null 2>&1 || apt_install python3-pip
-    export PIP_ROOT_USER_ACTION=ignore
-    log "installing $* via pip"
-    python3 -m pip install --quiet --disable-pip-version-check "$@" 2>/dev/null ||
-        python3 -m pip install --quiet --disable-pip-version-check --user --break-system-packages "$@"
-}
+LOG_NAME=ensure-tools
+# shellcheck source=deploy/scripts/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 for tool in "$@"; do
     case $tool in

@@ -20,7 +20,7 @@ pub struct UserResponse {
 impl From<db::users::User> for UserResponse {
     fn from(u: db::users::User) -> Self {
         Self {
-            id: u.id,
+            id: u.id.into(),
             role: u.role,
             email: u.email,
             name: u.name,

@@ -100,7 +100,7 @@ async fn webhook(
         (a, c) => {
             let state = startup::build_state(config.clone()).await?;
             let mut conn = state.db.get().await.map_err(db::DbError::from)?;
-            let row = db::orders::find(&mut conn, order, None)
+            let row = db::orders::find(&mut conn, order.into(), None)
                 .await?
                 .ok_or_else(|| anyhow::anyhow!("no order {order}"))?;
             (

@@ -87,7 +87,7 @@ async fn seed_products(state: &AppState) -> anyhow::Result<()> {
     let mut conn = state.db.get().await.map_err(db::DbError::from)?;
     for (sku, name, price_cents, currency, stock) in DEMO_PRODUCTS {
         let new = db::products::NewProduct {
-            id: uuid::Uuid::now_v7(),
+            id: uuid::Uuid::now_v7().into(),
             sku,
             name,
             description: None,

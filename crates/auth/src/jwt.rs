@@ -7,7 +7,7 @@ use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation, deco
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use domain::Role;
+use domain::{Role, SessionId, UserId};
 
 pub const ACCESS_TOKEN_TYPE: &str = "access";
 const CLOCK_SKEW_SECS: u64 = 5;
@@ -17,9 +17,9 @@ pub struct AccessClaims {
     pub iss: String,
     pub aud: String,
     /// The user id.
-    pub sub: Uuid,
+    pub sub: UserId,
     /// The session (refresh-token family) this token belongs to.
-    pub sid: Uuid,
+    pub sid: SessionId,
     pub role: Role,
     pub typ: String,
     pub iat: i64,
@@ -112,7 +112,7 @@ impl TokenIssuer {
         self.ttl_secs
     }
 
-    pub fn issue(&self, user_id: Uuid, session_id: Uuid, role: Role) -> Result<String, JwtError> {
+    pub fn issue(&self, user_id: UserId, session_id: SessionId, role: Role) -> Result<String, JwtError> {
         let now = Utc::now().timestamp();
         let claims = AccessClaims {
             iss: self.issuer.clone(),
@@ -168,7 +168,7 @@ mod tests {
     #[test]
     fn round_trip() {
         let t = issuer();
-        let (u, s) = (Uuid::now_v7(), Uuid::now_v7());
+        let (u, s) = (UserId::generate(), SessionId::generate());
         let c = t.verify(&t.issue(u, s, Role::Admin).unwrap()).unwrap();
         assert_eq!((c.sub, c.sid, c.role), (u, s, Role::Admin));
     }
@@ -207,7 +207,7 @@ mod tests {
     #[test]
     fn rejects_tampering() {
         let t = issuer();
-        let token = t.issue(Uuid::now_v7(), Uuid::now_v7(), Role::User).unwrap();
+        let token = t.issue(UserId::generate(), SessionId::generate(), Role::User).unwrap();
         let parts: Vec<&str> = token.split('.').collect();
         let mut payload: serde_json::Value =
             serde_json::from_slice(&URL_SAFE_NO_PAD.decode(parts[1]).unwrap()).unwrap();

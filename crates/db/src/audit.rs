@@ -4,6 +4,7 @@
 use chrono::{DateTime, Utc};
 use diesel::{BoolExpressionMethods, ExpressionMethods, Insertable, QueryDsl, Queryable, Selectable, SelectableHelper};
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
+use domain::UserId;
 use domain::jobs::AuditEvent;
 use uuid::Uuid;
 
@@ -14,7 +15,7 @@ use crate::{DbResult, schema::audit_log};
 pub struct AuditRow {
     pub event_id: Uuid,
     pub event_type: String,
-    pub actor_id: Option<Uuid>,
+    pub actor_id: Option<UserId>,
     pub target_type: Option<String>,
     pub target_id: Option<Uuid>,
     pub request_id: Option<String>,
@@ -30,7 +31,7 @@ pub struct AuditRow {
 struct NewAuditRow<'a> {
     event_id: Uuid,
     event_type: &'a str,
-    actor_id: Option<Uuid>,
+    actor_id: Option<UserId>,
     target_type: Option<&'a str>,
     target_id: Option<Uuid>,
     request_id: Option<&'a str>,
@@ -70,7 +71,7 @@ pub async fn append(conn: &mut AsyncPgConnection, e: &AuditEvent) -> DbResult<bo
 /// Filters of the admin listing.
 #[derive(Debug, Default, Clone)]
 pub struct AuditFilter {
-    pub actor_id: Option<Uuid>,
+    pub actor_id: Option<UserId>,
     pub event_type: Option<String>,
     pub from: Option<DateTime<Utc>>,
     pub to: Option<DateTime<Utc>>,

@@ -4,7 +4,7 @@
 use chrono::{DateTime, Utc};
 use diesel::{ExpressionMethods, OptionalExtension, QueryDsl};
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
-use uuid::Uuid;
+use domain::UserId;
 
 use crate::{
     DbResult,
@@ -41,7 +41,7 @@ pub async fn record_sent(
     conn: &mut AsyncPgConnection,
     message_key: &str,
     kind: &str,
-    user_id: Option<Uuid>,
+    user_id: Option<UserId>,
 ) -> DbResult<bool> {
     let n = diesel::insert_into(email_log::table)
         .values((
@@ -56,7 +56,7 @@ pub async fn record_sent(
     Ok(n == 1)
 }
 
-pub async fn count_sent(conn: &mut AsyncPgConnection, kind: &str, user_id: Uuid) -> DbResult<i64> {
+pub async fn count_sent(conn: &mut AsyncPgConnection, kind: &str, user_id: UserId) -> DbResult<i64> {
     Ok(email_log::table
         .filter(email_log::kind.eq(kind))
         .filter(email_log::user_id.eq(user_id))
@@ -68,7 +68,7 @@ pub async fn count_sent(conn: &mut AsyncPgConnection, kind: &str, user_id: Uuid)
 pub async fn insert_token(
     conn: &mut AsyncPgConnection,
     token_hash: &[u8],
-    user_id: Uuid,
+    user_id: UserId,
     purpose: TokenPurpose,
     expires_at: DateTime<Utc>,
 ) -> DbResult<()> {
@@ -102,7 +102,7 @@ pub async fn find_live_token(
     conn: &mut AsyncPgConnection,
     token_hash: &[u8],
     purpose: TokenPurpose,
-) -> DbResult<Option<Uuid>> {
+) -> DbResult<Option<UserId>> {
     Ok(live_token(token_hash, purpose.as_str())
         .select(email_tokens::user_id)
         .first(conn)
@@ -116,7 +116,7 @@ pub async fn consume_token(
     conn: &mut AsyncPgConnection,
     token_hash: &[u8],
     purpose: TokenPurpose,
-) -> DbResult<Option<Uuid>> {
+) -> DbResult<Option<UserId>> {
     Ok(diesel::update(live_token(token_hash, purpose.as_str()))
         .set(email_tokens::used_at.eq(diesel::dsl::now))
         .returning(email_tokens::user_id)
@@ -126,7 +126,11 @@ pub async fn consume_token(
 }
 
 /// Invalidates every live token of this purpose for the user (after a reset or a password change).
-pub async fn invalidate_tokens(conn: &mut AsyncPgConnection, user_id: Uuid, purpose: TokenPurpose) -> DbResult<usize> {
+pub async fn invalidate_tokens(
+    conn: &mut AsyncPgConnection,
+    user_id: UserId,
+    purpose: TokenPurpose,
+) -> DbResult<usize> {
     Ok(diesel::update(
         email_tokens::table
             .filter(email_tokens::user_id.eq(user_id))

@@ -4,6 +4,7 @@
 use chrono::{DateTime, Utc};
 use diesel::{ExpressionMethods, Insertable, OptionalExtension, QueryDsl, Queryable, Selectable, SelectableHelper};
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
+use domain::UserId;
 use uuid::Uuid;
 
 use crate::{
@@ -18,7 +19,7 @@ pub const ISSUER_SUBJECT_UNIQUE: &str = "identities_issuer_subject_key";
 #[diesel(table_name = identities, check_for_backend(diesel::pg::Pg))]
 pub struct Identity {
     pub id: Uuid,
-    pub user_id: Uuid,
+    pub user_id: UserId,
     pub provider: String,
     pub issuer: String,
     pub subject: String,
@@ -31,7 +32,7 @@ pub struct Identity {
 #[diesel(table_name = identities)]
 pub struct NewIdentity<'a> {
     pub id: Uuid,
-    pub user_id: Uuid,
+    pub user_id: UserId,
     pub provider: &'a str,
     pub issuer: &'a str,
     pub subject: &'a str,
@@ -77,7 +78,7 @@ pub async fn touch(conn: &mut AsyncPgConnection, id: Uuid, email: Option<&str>) 
 }
 
 /// A user's identities, oldest first (`identities_user`).
-pub async fn list_for_user(conn: &mut AsyncPgConnection, user_id: Uuid) -> DbResult<Vec<Identity>> {
+pub async fn list_for_user(conn: &mut AsyncPgConnection, user_id: UserId) -> DbResult<Vec<Identity>> {
     Ok(identities::table
         .filter(identities::user_id.eq(user_id))
         .order((identities::created_at.asc(), identities::id.asc()))
@@ -87,7 +88,7 @@ pub async fn list_for_user(conn: &mut AsyncPgConnection, user_id: Uuid) -> DbRes
 }
 
 /// Locks the user's row (so two concurrent unlinks see each other) and counts their identities.
-pub async fn lock_and_count(conn: &mut AsyncPgConnection, user_id: Uuid) -> DbResult<(Option<String>, i64)> {
+pub async fn lock_and_count(conn: &mut AsyncPgConnection, user_id: UserId) -> DbResult<(Option<String>, i64)> {
     let hash: Option<String> = users::table
         .find(user_id)
         .select(users::password_hash)
@@ -103,7 +104,7 @@ pub async fn lock_and_count(conn: &mut AsyncPgConnection, user_id: Uuid) -> DbRe
 }
 
 /// Deletes one of the user's identities; `None` when it is not theirs (or gone).
-pub async fn delete(conn: &mut AsyncPgConnection, user_id: Uuid, id: Uuid) -> DbResult<Option<Identity>> {
+pub async fn delete(conn: &mut AsyncPgConnection, user_id: UserId, id: Uuid) -> DbResult<Option<Identity>> {
     Ok(
         diesel::delete(identities::table.find(id).filter(identities::user_id.eq(user_id)))
             .returning(Identity::as_returning())

@@ -9,6 +9,7 @@ use diesel::{
 };
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use domain::{
+    OrderId, ProductId, UserId,
     orders::{CancelReason, EventActor, OrderListQuery, OrderStatus, RefundStatus},
     shop::Currency,
 };
@@ -23,9 +24,9 @@ use crate::{
 #[derive(Debug, Clone, PartialEq, Eq, Queryable, Selectable)]
 #[diesel(table_name = orders, check_for_backend(Pg))]
 pub struct OrderRow {
-    pub id: Uuid,
+    pub id: OrderId,
     pub number: i64,
-    pub user_id: Uuid,
+    pub user_id: UserId,
     #[diesel(deserialize_as = String)]
     pub status: OrderStatus,
     #[diesel(deserialize_as = String)]
@@ -57,9 +58,9 @@ impl<T: TryFrom<String>> TryFrom<Option<String>> for Opt<T> {
 #[derive(Debug, Clone, PartialEq, Eq, Queryable, Selectable, Insertable)]
 #[diesel(table_name = order_items, check_for_backend(Pg))]
 pub struct OrderItemRow {
-    pub order_id: Uuid,
+    pub order_id: OrderId,
     pub line: i32,
-    pub product_id: Uuid,
+    pub product_id: ProductId,
     pub sku: String,
     pub name: String,
     pub unit_price_cents: i64,
@@ -72,7 +73,7 @@ pub struct OrderItemRow {
 pub struct OrderEventRow {
     pub seq: i64,
     pub id: Uuid,
-    pub order_id: Uuid,
+    pub order_id: OrderId,
     pub type_: String,
     #[diesel(deserialize_as = Option<String>)]
     pub from_status: Opt<OrderStatus>,
@@ -88,7 +89,7 @@ pub struct OrderEventRow {
 #[diesel(table_name = refunds, check_for_backend(Pg))]
 pub struct RefundRow {
     pub id: Uuid,
-    pub order_id: Uuid,
+    pub order_id: OrderId,
     pub payment_id: Uuid,
     pub amount_cents: i64,
     #[diesel(deserialize_as = String)]
@@ -102,8 +103,8 @@ pub struct RefundRow {
 
 /// A new order (its number comes from the sequence).
 pub struct NewOrder {
-    pub id: Uuid,
-    pub user_id: Uuid,
+    pub id: OrderId,
+    pub user_id: UserId,
     pub currency: Currency,
     pub total_cents: i64,
     pub expires_at: DateTime<Utc>,
@@ -138,7 +139,7 @@ pub async fn insert_items(conn: &mut AsyncPgConnection, items: &[OrderItemRow]) 
 }
 
 /// The order; with `owner`, only if it is that user's (another user's is simply not found).
-pub async fn find(conn: &mut AsyncPgConnection, id: Uuid, owner: Option<Uuid>) -> DbResult<Option<OrderRow>> {
+pub async fn find(conn: &mut AsyncPgConnection, id: OrderId, owner: Option<UserId>) -> DbResult<Option<OrderRow>> {
     let mut q = orders::table.find(id).select(OrderRow::as_select()).into_boxed();
     if let Some(user) = owner {
         q = q.filter(orders::user_id.eq(user));
@@ -147,7 +148,7 @@ pub async fn find(conn: &mut AsyncPgConnection, id: Uuid, owner: Option<Uuid>) -
 }
 
 /// The order locked `FOR UPDATE` (inside a transaction).
-pub async fn lock(conn: &mut AsyncPgConnection, id: Uuid) -> DbResult<Option<OrderRow>> {
+pub async fn lock(conn: &mut AsyncPgConnection, id: OrderId) -> DbResult<Option<OrderRow>> {
     Ok(orders::table
         .find(id)
         .select(OrderRow::as_select())
@@ -157,7 +158,7 @@ pub async fn lock(conn: &mut AsyncPgConnection, id: Uuid) -> DbResult<Option<Ord
         .optional()?)
 }
 
-pub async fn items(conn: &mut AsyncPgConnection, order_ids: &[Uuid]) -> DbResult<Vec<OrderItemRow>> {
+pub async fn items(conn: &mut AsyncPgConnection, order_ids: &[OrderId]) -> DbResult<Vec<OrderItemRow>> {
     Ok(order_items::table
         .filter(order_items::order_id.eq_any(order_ids))
         .order((order_items::order_id, order_items::line))
@@ -167,7 +168,7 @@ pub async fn items(conn: &mut AsyncPgConnection, order_ids: &[Uuid]) -> DbResult
 }
 
 /// The latest refund of each order.
-pub async fn refunds(conn: &mut AsyncPgConnection, order_ids: &[Uuid]) -> DbResult<Vec<RefundRow>> {
+pub async fn refunds(conn: &mut AsyncPgConnection, order_ids: &[OrderId]) -> DbResult<Vec<RefundRow>> {
     Ok(refunds::table
         .filter(refunds::order_id.eq_any(order_ids))
         .order((refunds::order_id, refunds::created_at.desc()))
@@ -178,7 +179,7 @@ pub async fn refunds(conn: &mut AsyncPgConnection, order_ids: &[Uuid]) -> DbResu
 }
 
 /// One page (`limit + 1` rows), newest first; `owner` scopes to one user.
-pub async fn list(conn: &mut AsyncPgConnection, q: &OrderListQuery, owner: Option<Uuid>) -> DbResult<Vec<OrderRow>> {
+pub async fn list(conn: &mut AsyncPgConnection, q: &OrderListQuery, owner: Option<UserId>) -> DbResult<Vec<OrderRow>> {
     use diesel::BoolExpressionMethods;
     let mut query = orders::table.select(OrderRow::as_select()).into_boxed::<Pg>();
     if let Some(user) = owner.or(q.user_id) {
@@ -225,8 +226,8 @@ pub struct TransitionFields<'a> {
 /// `owner`, when given). `None` when another writer got there first (or the order is not found).
 pub async fn transition(
     conn: &mut AsyncPgConnection,
-    id: Uuid,
-    owner: Option<Uuid>,
+    id: OrderId,
+    owner: Option<UserId>,
     from: OrderStatus,
     to: OrderStatus,
     fields: &TransitionFields<'_>,
@@ -262,7 +263,7 @@ pub async fn transition(
 
 /// One entry of an order's timeline.
 pub struct NewEvent<'a> {
-    pub order_id: Uuid,
+    pub order_id: OrderId,
     pub type_: &'a str,
     pub from: Option<OrderStatus>,
     pub to: Option<OrderStatus>,
@@ -287,7 +288,7 @@ pub async fn add_event(conn: &mut AsyncPgConnection, e: &NewEvent<'_>) -> DbResu
 }
 
 /// The whole timeline, oldest first.
-pub async fn events(conn: &mut AsyncPgConnection, order_id: Uuid) -> DbResult<Vec<OrderEventRow>> {
+pub async fn events(conn: &mut AsyncPgConnection, order_id: OrderId) -> DbResult<Vec<OrderEventRow>> {
     Ok(order_events::table
         .filter(order_events::order_id.eq(order_id))
         .order(order_events::seq.asc())
@@ -299,7 +300,7 @@ pub async fn events(conn: &mut AsyncPgConnection, order_id: Uuid) -> DbResult<Ve
 /// Records received money: `succeeded` (applied to the order) or `late` (to be refunded).
 pub async fn insert_payment(
     conn: &mut AsyncPgConnection,
-    order_id: Uuid,
+    order_id: OrderId,
     event_id: &str,
     amount_cents: i64,
     currency: &str,
@@ -321,7 +322,7 @@ pub async fn insert_payment(
 }
 
 /// The applied payment of an order, if any: (id, amount, currency).
-pub async fn applied_payment(conn: &mut AsyncPgConnection, order_id: Uuid) -> DbResult<Option<(Uuid, i64, String)>> {
+pub async fn applied_payment(conn: &mut AsyncPgConnection, order_id: OrderId) -> DbResult<Option<(Uuid, i64, String)>> {
     Ok(payments::table
         .filter(payments::order_id.eq(order_id))
         .filter(payments::status.eq("succeeded"))
@@ -334,7 +335,7 @@ pub async fn applied_payment(conn: &mut AsyncPgConnection, order_id: Uuid) -> Db
 /// A refund of `payment_id` becomes pending (once per payment: a second call returns `None`).
 pub async fn open_refund(
     conn: &mut AsyncPgConnection,
-    order_id: Uuid,
+    order_id: OrderId,
     payment_id: Uuid,
     amount_cents: i64,
     currency: &str,
@@ -359,7 +360,7 @@ pub async fn open_refund(
 /// Settles the order's oldest pending refund (guarded: only a pending one moves).
 pub async fn settle_refund(
     conn: &mut AsyncPgConnection,
-    order_id: Uuid,
+    order_id: OrderId,
     status: RefundStatus,
     event_id: &str,
 ) -> DbResult<Option<RefundRow>> {
@@ -393,7 +394,7 @@ pub async fn store_webhook_event(
     conn: &mut AsyncPgConnection,
     id: &str,
     type_: &str,
-    order_id: Option<Uuid>,
+    order_id: Option<OrderId>,
     payload: &Value,
 ) -> DbResult<bool> {
     let n = diesel::insert_into(webhook_events::table)
@@ -421,11 +422,11 @@ pub async fn set_webhook_outcome(conn: &mut AsyncPgConnection, id: &str, outcome
 }
 
 /// The order a stored webhook event named, if any.
-pub async fn webhook_event_order(conn: &mut AsyncPgConnection, id: &str) -> DbResult<Option<Uuid>> {
+pub async fn webhook_event_order(conn: &mut AsyncPgConnection, id: &str) -> DbResult<Option<OrderId>> {
     Ok(webhook_events::table
         .find(id)
         .select(webhook_events::order_id)
-        .first::<Option<Uuid>>(conn)
+        .first::<Option<OrderId>>(conn)
         .await
         .optional()?
         .flatten())
@@ -433,7 +434,7 @@ pub async fn webhook_event_order(conn: &mut AsyncPgConnection, id: &str) -> DbRe
 
 /// Up to `limit` unpaid orders past their own deadline, locked, skipping those another worker
 /// (or a racing payment or cancel) holds. Call inside a transaction.
-pub async fn lock_expired(conn: &mut AsyncPgConnection, limit: i64) -> DbResult<Vec<Uuid>> {
+pub async fn lock_expired(conn: &mut AsyncPgConnection, limit: i64) -> DbResult<Vec<OrderId>> {
     Ok(orders::table
         .filter(orders::status.eq(OrderStatus::PendingPayment.as_str()))
         .filter(orders::expires_at.le(diesel::dsl::now))
@@ -470,7 +471,7 @@ pub struct StoredResponse {
 /// [`DbError::LockTimeout`]).
 pub async fn claim_idempotency_key(
     conn: &mut AsyncPgConnection,
-    user_id: Uuid,
+    user_id: UserId,
     key: &str,
     request_hash: &[u8],
     keep_for: std::time::Duration,
@@ -496,7 +497,7 @@ pub async fn claim_idempotency_key(
 /// The committed record of `(user, key)`, unexpired.
 pub async fn idempotency_record(
     conn: &mut AsyncPgConnection,
-    user_id: Uuid,
+    user_id: UserId,
     key: &str,
 ) -> DbResult<Option<StoredResponse>> {
     Ok(idempotency_keys::table
@@ -516,7 +517,7 @@ pub async fn idempotency_record(
 /// Stores the response of the request that owns the key (before its transaction commits).
 pub async fn store_idempotent_response(
     conn: &mut AsyncPgConnection,
-    user_id: Uuid,
+    user_id: UserId,
     key: &str,
     status: u16,
     content_type: &str,
@@ -584,7 +585,7 @@ pub async fn after_cancel(
     from: OrderStatus,
     effects: domain::orders::Effects,
     actor: EventActor,
-    actor_id: Option<Uuid>,
+    actor_id: Option<UserId>,
 ) -> DbResult<CancelEffects> {
     use domain::orders::event;
     let reason = order.cancel_reason.0.map_or("cancelled", CancelReason::as_str);

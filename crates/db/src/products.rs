@@ -10,7 +10,10 @@ use diesel::{
     sql_types::{Array, BigInt, Integer, Nullable, Text, Text as SqlText},
 };
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
-use domain::shop::{Currency, MovementKind, ProductListQuery, ProductSort};
+use domain::{
+    OrderId, ProductId, UserId,
+    shop::{Currency, MovementKind, ProductListQuery, ProductSort},
+};
 use uuid::Uuid;
 
 use crate::{
@@ -26,7 +29,7 @@ pub const STOCK_CHECK: &str = "products_stock_check";
 #[derive(Debug, Clone, PartialEq, Eq, Queryable, Selectable)]
 #[diesel(table_name = products, check_for_backend(Pg))]
 pub struct ProductRow {
-    pub id: Uuid,
+    pub id: ProductId,
     pub sku: String,
     pub name: String,
     pub description: Option<String>,
@@ -42,7 +45,7 @@ pub struct ProductRow {
 #[derive(Debug, Insertable)]
 #[diesel(table_name = products)]
 pub struct NewProduct<'a> {
-    pub id: Uuid,
+    pub id: ProductId,
     pub sku: &'a str,
     pub name: &'a str,
     pub description: Option<&'a str>,
@@ -68,14 +71,14 @@ pub struct ProductChanges<'a> {
 pub struct MovementRow {
     pub seq: i64,
     pub id: Uuid,
-    pub product_id: Uuid,
+    pub product_id: ProductId,
     pub delta: i32,
     pub stock_after: i32,
     #[diesel(deserialize_as = String)]
     pub kind: MovementKind,
     pub reason: String,
-    pub order_id: Option<Uuid>,
-    pub actor_id: Option<Uuid>,
+    pub order_id: Option<OrderId>,
+    pub actor_id: Option<UserId>,
     pub created_at: DateTime<Utc>,
 }
 
@@ -88,7 +91,7 @@ pub async fn insert(conn: &mut AsyncPgConnection, new: &NewProduct<'_>) -> DbRes
 }
 
 /// A product, active or not.
-pub async fn find(conn: &mut AsyncPgConnection, id: Uuid) -> DbResult<Option<ProductRow>> {
+pub async fn find(conn: &mut AsyncPgConnection, id: ProductId) -> DbResult<Option<ProductRow>> {
     Ok(products::table
         .find(id)
         .select(ProductRow::as_select())
@@ -99,7 +102,7 @@ pub async fn find(conn: &mut AsyncPgConnection, id: Uuid) -> DbResult<Option<Pro
 
 pub async fn update(
     conn: &mut AsyncPgConnection,
-    id: Uuid,
+    id: ProductId,
     changes: &ProductChanges<'_>,
 ) -> DbResult<Option<ProductRow>> {
     Ok(diesel::update(products::table.find(id))
@@ -111,7 +114,7 @@ pub async fn update(
 }
 
 /// Deactivates the product. Returns false when it does not exist.
-pub async fn deactivate(conn: &mut AsyncPgConnection, id: Uuid) -> DbResult<bool> {
+pub async fn deactivate(conn: &mut AsyncPgConnection, id: ProductId) -> DbResult<bool> {
     let n = diesel::update(products::table.find(id))
         .set((products::active.eq(false), products::updated_at.eq(Utc::now())))
         .execute(conn)
@@ -216,10 +219,10 @@ fn like_escape(s: &str) -> String {
 /// [`STOCK_CHECK`] and changes nothing.
 pub async fn adjust_stock(
     conn: &mut AsyncPgConnection,
-    id: Uuid,
+    id: ProductId,
     delta: i32,
     reason: &str,
-    actor: Uuid,
+    actor: UserId,
 ) -> DbResult<Option<ProductRow>> {
     let Some(row) = diesel::update(products::table.find(id))
         .set((
@@ -251,7 +254,7 @@ pub async fn adjust_stock(
 /// The ledger of one product, newest first (`limit + 1` rows after the cursor's `seq`).
 pub async fn movements(
     conn: &mut AsyncPgConnection,
-    product_id: Uuid,
+    product_id: ProductId,
     before_seq: Option<i64>,
     limit: i64,
 ) -> DbResult<Vec<MovementRow>> {
@@ -269,11 +272,11 @@ pub async fn movements(
 
 /// Products whose stock is not their initial stock plus the sum of their movements, or whose
 /// newest movement does not record the current stock. Empty on a consistent database.
-pub async fn unreconciled(conn: &mut AsyncPgConnection) -> DbResult<Vec<(Uuid, i64, i64)>> {
+pub async fn unreconciled(conn: &mut AsyncPgConnection) -> DbResult<Vec<(ProductId, i64, i64)>> {
     #[derive(QueryableByName)]
     struct Bad {
         #[diesel(sql_type = diesel::sql_types::Uuid)]
-        id: Uuid,
+        id: ProductId,
         #[diesel(sql_type = BigInt)]
         stock: i64,
         #[diesel(sql_type = BigInt)]
@@ -297,7 +300,7 @@ pub async fn unreconciled(conn: &mut AsyncPgConnection) -> DbResult<Vec<(Uuid, i
 #[derive(Debug, Clone, QueryableByName)]
 pub struct LockedProduct {
     #[diesel(sql_type = diesel::sql_types::Uuid)]
-    pub id: Uuid,
+    pub id: ProductId,
     #[diesel(sql_type = Text)]
     pub sku: String,
     #[diesel(sql_type = Text)]
@@ -314,7 +317,7 @@ pub struct LockedProduct {
 
 /// Locks the named products `FOR UPDATE` in one fixed order (by id), so two carts naming the
 /// same products in any order queue behind each other instead of deadlocking.
-pub async fn lock_for_checkout(conn: &mut AsyncPgConnection, ids: &[Uuid]) -> DbResult<Vec<LockedProduct>> {
+pub async fn lock_for_checkout(conn: &mut AsyncPgConnection, ids: &[ProductId]) -> DbResult<Vec<LockedProduct>> {
     Ok(diesel::sql_query(
         "SELECT id, sku, name, price_cents, currency, stock, active FROM products \
          WHERE id = ANY($1) ORDER BY id FOR UPDATE",
@@ -325,7 +328,7 @@ pub async fn lock_for_checkout(conn: &mut AsyncPgConnection, ids: &[Uuid]) -> Db
 }
 
 /// The named products as a checkout prices them, without locking (the reservation locks).
-pub async fn load_for_checkout(conn: &mut AsyncPgConnection, ids: &[Uuid]) -> DbResult<Vec<LockedProduct>> {
+pub async fn load_for_checkout(conn: &mut AsyncPgConnection, ids: &[ProductId]) -> DbResult<Vec<LockedProduct>> {
     Ok(
         diesel::sql_query(
             "SELECT id, sku, name, price_cents, currency, stock, active FROM products WHERE id = ANY($1)",
@@ -343,11 +346,11 @@ pub async fn load_for_checkout(conn: &mut AsyncPgConnection, ids: &[Uuid]) -> Db
 /// rolls back).
 pub async fn reserve(
     conn: &mut AsyncPgConnection,
-    order_id: Uuid,
-    ids: &[Uuid],
+    order_id: OrderId,
+    ids: &[ProductId],
     quantities: &[i32],
     reason: &str,
-    actor: Uuid,
+    actor: UserId,
 ) -> DbResult<usize> {
     Ok(diesel::sql_query(
         "WITH locked AS MATERIALIZED ( \
@@ -373,9 +376,9 @@ pub async fn reserve(
 /// Call once per order, from the transition into `cancelled` (which happens at most once).
 pub async fn release(
     conn: &mut AsyncPgConnection,
-    order_id: Uuid,
+    order_id: OrderId,
     reason: &str,
-    actor: Option<Uuid>,
+    actor: Option<UserId>,
 ) -> DbResult<usize> {
     diesel::sql_query(
         "SELECT id FROM products WHERE id IN (SELECT product_id FROM order_items WHERE order_id = $1) \

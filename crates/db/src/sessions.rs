@@ -8,7 +8,7 @@ use diesel::{
     ExpressionMethods, Insertable, JoinOnDsl, OptionalExtension, QueryDsl, Queryable, Selectable, SelectableHelper,
 };
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
-use uuid::Uuid;
+use domain::{SessionId, UserId};
 
 use crate::{
     DbResult,
@@ -19,8 +19,8 @@ use crate::{
 #[derive(Debug, Clone, Queryable, Selectable)]
 #[diesel(table_name = sessions, check_for_backend(diesel::pg::Pg))]
 pub struct Session {
-    pub id: Uuid,
-    pub user_id: Uuid,
+    pub id: SessionId,
+    pub user_id: UserId,
     pub created_at: DateTime<Utc>,
     pub last_used_at: DateTime<Utc>,
     pub expires_at: DateTime<Utc>,
@@ -33,8 +33,8 @@ pub struct Session {
 #[derive(Debug, Insertable)]
 #[diesel(table_name = sessions)]
 pub struct NewSession<'a> {
-    pub id: Uuid,
-    pub user_id: Uuid,
+    pub id: SessionId,
+    pub user_id: UserId,
     pub expires_at: DateTime<Utc>,
     pub user_agent: Option<&'a str>,
     pub ip: Option<&'a str>,
@@ -83,7 +83,11 @@ pub async fn create(conn: &mut AsyncPgConnection, new: &NewSession<'_>) -> DbRes
         .await?)
 }
 
-pub async fn insert_refresh_token(conn: &mut AsyncPgConnection, session_id: Uuid, token_hash: &[u8]) -> DbResult<()> {
+pub async fn insert_refresh_token(
+    conn: &mut AsyncPgConnection,
+    session_id: SessionId,
+    token_hash: &[u8],
+) -> DbResult<()> {
     diesel::insert_into(refresh_tokens::table)
         .values((
             refresh_tokens::token_hash.eq(token_hash),
@@ -110,7 +114,10 @@ pub async fn consume_refresh_token(conn: &mut AsyncPgConnection, token_hash: &[u
 
 /// The session if it is live (not revoked, not expired) and its user is not deleted.
 /// This is the per-request check behind every access token: one primary-key join.
-pub async fn find_live_with_user(conn: &mut AsyncPgConnection, session_id: Uuid) -> DbResult<Option<(Session, User)>> {
+pub async fn find_live_with_user(
+    conn: &mut AsyncPgConnection,
+    session_id: SessionId,
+) -> DbResult<Option<(Session, User)>> {
     Ok(sessions::table
         .inner_join(users::table.on(users::id.eq(sessions::user_id)))
         .filter(sessions::id.eq(session_id))
@@ -123,7 +130,7 @@ pub async fn find_live_with_user(conn: &mut AsyncPgConnection, session_id: Uuid)
         .optional()?)
 }
 
-pub async fn touch(conn: &mut AsyncPgConnection, session_id: Uuid) -> DbResult<()> {
+pub async fn touch(conn: &mut AsyncPgConnection, session_id: SessionId) -> DbResult<()> {
     diesel::update(sessions::table.find(session_id))
         .set(sessions::last_used_at.eq(diesel::dsl::now))
         .execute(conn)
@@ -135,10 +142,10 @@ pub async fn touch(conn: &mut AsyncPgConnection, session_id: Uuid) -> DbResult<(
 /// Returns the session's user when a live session was revoked, `None` otherwise.
 pub async fn revoke(
     conn: &mut AsyncPgConnection,
-    session_id: Uuid,
-    owner: Option<Uuid>,
+    session_id: SessionId,
+    owner: Option<UserId>,
     reason: RevokeReason,
-) -> DbResult<Option<Uuid>> {
+) -> DbResult<Option<UserId>> {
     let mut target = diesel::update(sessions::table)
         .filter(sessions::id.eq(session_id))
         .filter(sessions::revoked_at.is_null())
@@ -160,8 +167,8 @@ pub async fn revoke(
 /// Revokes every live session of a user, except `keep` if given. Returns how many were revoked.
 pub async fn revoke_all_for_user(
     conn: &mut AsyncPgConnection,
-    user_id: Uuid,
-    keep: Option<Uuid>,
+    user_id: UserId,
+    keep: Option<SessionId>,
     reason: RevokeReason,
 ) -> DbResult<usize> {
     let mut target = diesel::update(sessions::table)
@@ -181,7 +188,7 @@ pub async fn revoke_all_for_user(
 }
 
 /// The user's live sessions, newest first.
-pub async fn list_live(conn: &mut AsyncPgConnection, user_id: Uuid) -> DbResult<Vec<Session>> {
+pub async fn list_live(conn: &mut AsyncPgConnection, user_id: UserId) -> DbResult<Vec<Session>> {
     Ok(sessions::table
         .filter(sessions::user_id.eq(user_id))
         .filter(sessions::revoked_at.is_null())
@@ -193,7 +200,7 @@ pub async fn list_live(conn: &mut AsyncPgConnection, user_id: Uuid) -> DbResult<
 }
 
 /// The session a refresh token (used or not) belongs to.
-pub async fn session_of_token(conn: &mut AsyncPgConnection, token_hash: &[u8]) -> DbResult<Option<Uuid>> {
+pub async fn session_of_token(conn: &mut AsyncPgConnection, token_hash: &[u8]) -> DbResult<Option<SessionId>> {
     Ok(refresh_tokens::table
         .find(token_hash)
         .select(refresh_tokens::session_id)

@@ -12,8 +12,10 @@ use diesel::{
     sql_types::{Bool, Int2, Timestamptz},
 };
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
-use domain::tasks::{TaskListQuery, TaskSort};
-use uuid::Uuid;
+use domain::{
+    CategoryId, TaskId, UserId,
+    tasks::{TaskListQuery, TaskSort},
+};
 
 use crate::{
     DbResult,
@@ -31,8 +33,8 @@ pub const TASK_CATEGORY_FK: &str = "task_categories_category_id_fkey";
 #[derive(Debug, Clone, Queryable, Selectable)]
 #[diesel(table_name = tasks, check_for_backend(Pg))]
 pub struct TaskRow {
-    pub id: Uuid,
-    pub user_id: Uuid,
+    pub id: TaskId,
+    pub user_id: UserId,
     pub title: String,
     pub description: Option<String>,
     /// Decoded strictly: an unknown stored value is an error, never a default.
@@ -50,8 +52,8 @@ pub struct TaskRow {
 #[derive(Debug, Insertable)]
 #[diesel(table_name = tasks)]
 pub struct NewTask<'a> {
-    pub id: Uuid,
-    pub user_id: Uuid,
+    pub id: TaskId,
+    pub user_id: UserId,
     pub title: &'a str,
     pub description: Option<&'a str>,
     pub status: &'a str,
@@ -78,8 +80,8 @@ pub struct TaskChanges<'a> {
 #[derive(Debug, Clone, Queryable, Selectable)]
 #[diesel(table_name = categories, check_for_backend(Pg))]
 pub struct CategoryRow {
-    pub id: Uuid,
-    pub user_id: Uuid,
+    pub id: CategoryId,
+    pub user_id: UserId,
     pub name: String,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
@@ -96,8 +98,8 @@ pub async fn insert(conn: &mut AsyncPgConnection, new: &NewTask<'_>) -> DbResult
 /// The user's task, locked for update (inside a transaction). Deleted tasks only if asked.
 pub async fn lock_owned(
     conn: &mut AsyncPgConnection,
-    user_id: Uuid,
-    id: Uuid,
+    user_id: UserId,
+    id: TaskId,
     include_deleted: bool,
 ) -> DbResult<Option<TaskRow>> {
     let owned = tasks::table
@@ -112,7 +114,7 @@ pub async fn lock_owned(
     Ok(row.optional()?)
 }
 
-pub async fn find_owned(conn: &mut AsyncPgConnection, user_id: Uuid, id: Uuid) -> DbResult<Option<TaskRow>> {
+pub async fn find_owned(conn: &mut AsyncPgConnection, user_id: UserId, id: TaskId) -> DbResult<Option<TaskRow>> {
     Ok(tasks::table
         .find(id)
         .filter(tasks::user_id.eq(user_id))
@@ -123,7 +125,7 @@ pub async fn find_owned(conn: &mut AsyncPgConnection, user_id: Uuid, id: Uuid) -
         .optional()?)
 }
 
-pub async fn update(conn: &mut AsyncPgConnection, id: Uuid, changes: &TaskChanges<'_>) -> DbResult<TaskRow> {
+pub async fn update(conn: &mut AsyncPgConnection, id: TaskId, changes: &TaskChanges<'_>) -> DbResult<TaskRow> {
     Ok(diesel::update(tasks::table.find(id))
         .set(changes)
         .returning(TaskRow::as_returning())
@@ -135,8 +137,8 @@ pub async fn update(conn: &mut AsyncPgConnection, id: Uuid, changes: &TaskChange
 /// when it changed.
 pub async fn set_deleted(
     conn: &mut AsyncPgConnection,
-    user_id: Uuid,
-    id: Uuid,
+    user_id: UserId,
+    id: TaskId,
     deleted: bool,
 ) -> DbResult<Option<TaskRow>> {
     let target = tasks::table.find(id).filter(tasks::user_id.eq(user_id));
@@ -162,7 +164,11 @@ pub async fn set_deleted(
 /// so links inserted after this check cannot violate [`TASK_CATEGORY_FK`], and a category deleted
 /// just before is simply not returned. The lock is the one the foreign key check itself takes; it
 /// does not block renames or other links.
-pub async fn owned_category_ids(conn: &mut AsyncPgConnection, user_id: Uuid, ids: &[Uuid]) -> DbResult<Vec<Uuid>> {
+pub async fn owned_category_ids(
+    conn: &mut AsyncPgConnection,
+    user_id: UserId,
+    ids: &[CategoryId],
+) -> DbResult<Vec<CategoryId>> {
     if ids.is_empty() {
         return Ok(vec![]);
     }
@@ -176,7 +182,11 @@ pub async fn owned_category_ids(conn: &mut AsyncPgConnection, user_id: Uuid, ids
 }
 
 /// Replaces the task's category set (call inside a transaction: delete + insert).
-pub async fn replace_categories(conn: &mut AsyncPgConnection, task_id: Uuid, category_ids: &[Uuid]) -> DbResult<()> {
+pub async fn replace_categories(
+    conn: &mut AsyncPgConnection,
+    task_id: TaskId,
+    category_ids: &[CategoryId],
+) -> DbResult<()> {
     diesel::delete(task_categories::table.filter(task_categories::task_id.eq(task_id)))
         .execute(conn)
         .await?;
@@ -201,19 +211,19 @@ pub async fn replace_categories(conn: &mut AsyncPgConnection, task_id: Uuid, cat
 /// The categories of several tasks in one query: task id → [(category id, name)], by name.
 pub async fn categories_of(
     conn: &mut AsyncPgConnection,
-    task_ids: &[Uuid],
-) -> DbResult<HashMap<Uuid, Vec<(Uuid, String)>>> {
+    task_ids: &[TaskId],
+) -> DbResult<HashMap<TaskId, Vec<(CategoryId, String)>>> {
     if task_ids.is_empty() {
         return Ok(HashMap::new());
     }
-    let rows: Vec<(Uuid, Uuid, String)> = task_categories::table
+    let rows: Vec<(TaskId, CategoryId, String)> = task_categories::table
         .inner_join(categories::table)
         .filter(task_categories::task_id.eq_any(task_ids))
         .order((categories::name.asc(), categories::id.asc()))
         .select((task_categories::task_id, categories::id, categories::name))
         .load(conn)
         .await?;
-    let mut map: HashMap<Uuid, Vec<(Uuid, String)>> = HashMap::new();
+    let mut map: HashMap<TaskId, Vec<(CategoryId, String)>> = HashMap::new();
     for (task, id, name) in rows {
         map.entry(task).or_default().push((id, name));
     }
@@ -241,7 +251,7 @@ const DUE_DESC_KEY: &str = "coalesce(tasks.due_at, '-infinity'::timestamptz)";
 /// and `limit` rows. One statement.
 pub async fn list(
     conn: &mut AsyncPgConnection,
-    user_id: Uuid,
+    user_id: UserId,
     q: &TaskListQuery,
     limit: i64,
 ) -> DbResult<Vec<TaskRow>> {
@@ -331,11 +341,11 @@ pub async fn list(
 
 // ---- categories ----
 
-pub async fn insert_category(conn: &mut AsyncPgConnection, user_id: Uuid, name: &str) -> DbResult<CategoryRow> {
+pub async fn insert_category(conn: &mut AsyncPgConnection, user_id: UserId, name: &str) -> DbResult<CategoryRow> {
     let now = Utc::now();
     Ok(diesel::insert_into(categories::table)
         .values((
-            categories::id.eq(Uuid::now_v7()),
+            categories::id.eq(CategoryId::generate()),
             categories::user_id.eq(user_id),
             categories::name.eq(name),
             categories::created_at.eq(now),
@@ -349,8 +359,8 @@ pub async fn insert_category(conn: &mut AsyncPgConnection, user_id: Uuid, name: 
 /// The user's categories in creation order, after `after`.
 pub async fn list_categories(
     conn: &mut AsyncPgConnection,
-    user_id: Uuid,
-    after: Option<Uuid>,
+    user_id: UserId,
+    after: Option<CategoryId>,
     limit: i64,
 ) -> DbResult<Vec<CategoryRow>> {
     let mut q = categories::table
@@ -367,8 +377,8 @@ pub async fn list_categories(
 
 pub async fn rename_category(
     conn: &mut AsyncPgConnection,
-    user_id: Uuid,
-    id: Uuid,
+    user_id: UserId,
+    id: CategoryId,
     name: &str,
 ) -> DbResult<Option<CategoryRow>> {
     Ok(
@@ -382,7 +392,7 @@ pub async fn rename_category(
 }
 
 /// Deletes the category; its task links go with it (ON DELETE CASCADE), the tasks stay.
-pub async fn delete_category(conn: &mut AsyncPgConnection, user_id: Uuid, id: Uuid) -> DbResult<bool> {
+pub async fn delete_category(conn: &mut AsyncPgConnection, user_id: UserId, id: CategoryId) -> DbResult<bool> {
     let n = diesel::delete(
         categories::table
             .find(id)

@@ -6,7 +6,7 @@ use diesel::{
     SelectableHelper, TextExpressionMethods, dsl::sql, sql_types::Bool,
 };
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
-use uuid::Uuid;
+use domain::UserId;
 
 use crate::{DbResult, schema::users};
 
@@ -16,7 +16,7 @@ pub const EMAIL_UNIQUE: &str = "users_email_key";
 #[derive(Debug, Clone, Queryable, Selectable)]
 #[diesel(table_name = users, check_for_backend(diesel::pg::Pg))]
 pub struct User {
-    pub id: Uuid,
+    pub id: UserId,
     pub email: String,
     pub name: String,
     /// `None` for an account created by an OpenID login that never set a password.
@@ -33,7 +33,7 @@ pub struct User {
 #[derive(Debug, Insertable)]
 #[diesel(table_name = users)]
 pub struct NewUser<'a> {
-    pub id: Uuid,
+    pub id: UserId,
     pub email: &'a str,
     pub name: &'a str,
     pub password_hash: Option<&'a str>,
@@ -68,7 +68,7 @@ pub async fn find_active_by_email(conn: &mut AsyncPgConnection, email: &str) -> 
         .optional()?)
 }
 
-pub async fn find_active(conn: &mut AsyncPgConnection, id: Uuid) -> DbResult<Option<User>> {
+pub async fn find_active(conn: &mut AsyncPgConnection, id: UserId) -> DbResult<Option<User>> {
     Ok(users::table
         .find(id)
         .filter(users::deleted_at.is_null())
@@ -95,7 +95,7 @@ fn like_prefix(q: &str) -> String {
 /// e-mail or name prefix (case-insensitive).
 pub async fn list(
     conn: &mut AsyncPgConnection,
-    after: Option<Uuid>,
+    after: Option<UserId>,
     q: Option<&str>,
     limit: i64,
 ) -> DbResult<Vec<User>> {
@@ -119,7 +119,7 @@ pub async fn list(
     Ok(query.load(conn).await?)
 }
 
-pub async fn update(conn: &mut AsyncPgConnection, id: Uuid, changes: &UserChanges<'_>) -> DbResult<User> {
+pub async fn update(conn: &mut AsyncPgConnection, id: UserId, changes: &UserChanges<'_>) -> DbResult<User> {
     Ok(
         diesel::update(users::table.find(id).filter(users::deleted_at.is_null()))
             .set((changes, users::updated_at.eq(diesel::dsl::now)))
@@ -130,7 +130,7 @@ pub async fn update(conn: &mut AsyncPgConnection, id: Uuid, changes: &UserChange
 }
 
 /// Marks the account deleted. Returns false when it did not exist or was already deleted.
-pub async fn soft_delete(conn: &mut AsyncPgConnection, id: Uuid) -> DbResult<bool> {
+pub async fn soft_delete(conn: &mut AsyncPgConnection, id: UserId) -> DbResult<bool> {
     let n = diesel::update(users::table.find(id).filter(users::deleted_at.is_null()))
         .set((
             users::deleted_at.eq(diesel::dsl::now),
@@ -141,7 +141,7 @@ pub async fn soft_delete(conn: &mut AsyncPgConnection, id: Uuid) -> DbResult<boo
     Ok(n == 1)
 }
 
-pub async fn mark_email_verified(conn: &mut AsyncPgConnection, id: Uuid) -> DbResult<bool> {
+pub async fn mark_email_verified(conn: &mut AsyncPgConnection, id: UserId) -> DbResult<bool> {
     let n = diesel::update(
         users::table
             .find(id)

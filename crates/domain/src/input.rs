@@ -91,7 +91,11 @@ mod tests {
     use super::*;
 
     fn positive(v: i32) -> Result<i32, DomainError> {
-        if v > 0 { Ok(v) } else { Err(DomainError::field("n", "must be positive")) }
+        if v > 0 {
+            Ok(v)
+        } else {
+            Err(DomainError::field("n", "must be positive"))
+        }
     }
 
     #[test]
@@ -130,7 +134,11 @@ mod tests {
         let fields: Vec<_> = errors.iter().map(|e| (e.field.as_str(), e.message.as_str())).collect();
         assert_eq!(
             fields,
-            [("a", "must not be null"), ("n", "must be positive"), ("n", "must be positive")]
+            [
+                ("a", "must not be null"),
+                ("n", "must be positive"),
+                ("n", "must be positive")
+            ]
         );
     }
 }

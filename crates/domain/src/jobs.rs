@@ -9,6 +9,8 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+use crate::{OrderId, UserId};
+
 /// The queues, with their fixed names (the Redis namespace is `{REDIS_PREFIX}:jobs:{name}`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -81,19 +83,19 @@ impl EmailJob {
 #[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
 pub enum EmailMessage {
     /// Sent at sign-up: a link with a fresh single-use token (24 h).
-    VerifyEmail { user_id: Uuid },
+    VerifyEmail { user_id: UserId },
     /// Sent once the address is verified.
-    Welcome { user_id: Uuid },
+    Welcome { user_id: UserId },
     /// A link with a fresh single-use token (1 h).
-    PasswordReset { user_id: Uuid },
+    PasswordReset { user_id: UserId },
     /// After refresh-token re-use was detected and a session revoked.
-    SessionsRevoked { user_id: Uuid },
+    SessionsRevoked { user_id: UserId },
     /// The order was paid (its lines and total).
-    OrderConfirmation { user_id: Uuid, order_id: Uuid },
+    OrderConfirmation { user_id: UserId, order_id: OrderId },
     /// The order was shipped (with the tracking number, if any).
-    OrderShipped { user_id: Uuid, order_id: Uuid },
+    OrderShipped { user_id: UserId, order_id: OrderId },
     /// The order was cancelled (by the owner, an admin or expiry; with the refund, if any).
-    OrderCancelled { user_id: Uuid, order_id: Uuid },
+    OrderCancelled { user_id: UserId, order_id: OrderId },
 }
 
 impl EmailMessage {
@@ -109,7 +111,7 @@ impl EmailMessage {
         }
     }
 
-    pub fn user_id(self) -> Uuid {
+    pub fn user_id(self) -> UserId {
         match self {
             Self::VerifyEmail { user_id }
             | Self::Welcome { user_id }
@@ -122,7 +124,7 @@ impl EmailMessage {
     }
 
     /// The order an order e-mail is about.
-    pub fn order_id(self) -> Option<Uuid> {
+    pub fn order_id(self) -> Option<OrderId> {
         match self {
             Self::OrderConfirmation { order_id, .. }
             | Self::OrderShipped { order_id, .. }
@@ -144,7 +146,7 @@ pub struct AuditJob {
 pub struct AuditEvent {
     pub event_id: Uuid,
     pub event_type: AuditEventType,
-    pub actor_id: Option<Uuid>,
+    pub actor_id: Option<UserId>,
     pub target_type: Option<String>,
     pub target_id: Option<Uuid>,
     pub request_id: Option<String>,
@@ -277,7 +279,7 @@ mod tests {
         let key = Uuid::nil();
         let job = Job::Email(EmailJob {
             key,
-            message: EmailMessage::VerifyEmail { user_id: key },
+            message: EmailMessage::VerifyEmail { user_id: key.into() },
         });
         let json = serde_json::to_value(&job).unwrap();
         assert_eq!(
@@ -312,7 +314,7 @@ mod tests {
         let k = Uuid::now_v7();
         let a = EmailJob {
             key: k,
-            message: EmailMessage::Welcome { user_id: k },
+            message: EmailMessage::Welcome { user_id: k.into() },
         };
         assert_eq!(a.message_key(), format!("welcome:{k}"));
         assert_eq!("email".parse::<Queue>().unwrap(), Queue::Email);

@@ -5,6 +5,7 @@
 pub mod duration;
 pub mod email;
 pub mod error;
+pub mod id;
 pub mod input;
 pub mod jobs;
 pub mod orders;
@@ -19,6 +20,7 @@ pub mod user;
 
 pub use email::Email;
 pub use error::{DomainError, FieldError};
+pub use id::{CategoryId, OrderId, ProductId, SessionId, TaskId, UserId};
 pub use pagination::{Cursor, Limit, Page};
 pub use password::Password;
 pub use user::{Role, UserName};

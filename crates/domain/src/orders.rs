@@ -248,7 +248,7 @@ pub const MAX_QUANTITY: i64 = 1000;
 /// One line of a cart after summing: a product and how many.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct CartLine {
-    pub product_id: Uuid,
+    pub product_id: crate::ProductId,
     pub quantity: i32,
     /// Index of the first request line naming this product (for errors: `items[i].…`).
     pub first_index: usize,
@@ -270,6 +270,7 @@ pub fn parse_cart(items: &[(Uuid, i64)]) -> Result<Vec<CartLine>, DomainError> {
             ));
             continue;
         }
+        let product_id = crate::ProductId::from(product_id);
         match lines.iter_mut().find(|l| l.product_id == product_id) {
             Some(line) => line.quantity += quantity as i32,
             None => lines.push(CartLine {
@@ -297,7 +298,7 @@ pub fn parse_idempotency_key(raw: &[u8]) -> Option<String> {
 #[serde(deny_unknown_fields)]
 pub struct OrderCursor {
     pub t: DateTime<Utc>,
-    pub id: Uuid,
+    pub id: crate::OrderId,
 }
 
 /// A parsed `GET /v1/orders` query. `user_id` and `number` are for admins (the service refuses
@@ -307,7 +308,7 @@ pub struct OrderListQuery {
     pub statuses: Vec<OrderStatus>,
     pub from: Option<DateTime<Utc>>,
     pub to: Option<DateTime<Utc>>,
-    pub user_id: Option<Uuid>,
+    pub user_id: Option<crate::UserId>,
     pub number: Option<i64>,
     pub limit: Limit,
     pub after: Option<OrderCursor>,
@@ -341,7 +342,7 @@ impl OrderListQuery {
                 }
                 "from" => out.from = p.time("from", value),
                 "to" => out.to = p.time("to", value),
-                "user_id" => out.user_id = p.uuid("user_id", value),
+                "user_id" => out.user_id = p.uuid("user_id", value).map(crate::UserId::from),
                 "number" => out.number = p.int("number", value, 1, i64::MAX),
                 "limit" => limit = p.int("limit", value, 1, i64::from(Limit::MAX)),
                 "cursor" => match Cursor::decode::<OrderCursor>(value) {
@@ -477,12 +478,12 @@ mod tests {
             lines,
             vec![
                 CartLine {
-                    product_id: a,
+                    product_id: a.into(),
                     quantity: 5,
                     first_index: 0
                 },
                 CartLine {
-                    product_id: b,
+                    product_id: b.into(),
                     quantity: 1,
                     first_index: 1
                 }

@@ -5,7 +5,6 @@ use std::{fmt, str::FromStr};
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use uuid::Uuid;
 
 use crate::{Cursor, DomainError, Limit, query::Params, tasks::UnknownStored};
 
@@ -308,7 +307,7 @@ pub struct ProductCursor {
     pub n: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub p: Option<i64>,
-    pub id: Uuid,
+    pub id: crate::ProductId,
 }
 
 impl ProductCursor {
@@ -475,7 +474,7 @@ mod tests {
             t: None,
             n: None,
             p: Some(5),
-            id: Uuid::nil(),
+            id: uuid::Uuid::nil().into(),
         });
         assert!(parse(&format!("sort=price_cents&cursor={c}")).is_ok());
         assert!(parse(&format!("sort=-price_cents&cursor={c}")).is_err());

@@ -8,7 +8,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::{Cursor, DomainError, FieldError, Limit, error::REPEATED};
+use crate::{CategoryId, Cursor, DomainError, FieldError, Limit, error::REPEATED};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
@@ -152,14 +152,14 @@ pub fn parse_description(raw: &str) -> Result<String, DomainError> {
 pub const MAX_TASK_CATEGORIES: usize = 50;
 
 /// A task's category set (ownership is checked by the use case, against the database).
-pub fn parse_category_ids(ids: Vec<Uuid>) -> Result<Vec<Uuid>, DomainError> {
+pub fn parse_category_ids(ids: Vec<Uuid>) -> Result<Vec<CategoryId>, DomainError> {
     if ids.len() > MAX_TASK_CATEGORIES {
         return Err(DomainError::field(
             "category_ids",
             format!("at most {MAX_TASK_CATEGORIES} categories"),
         ));
     }
-    Ok(ids)
+    Ok(ids.into_iter().map(CategoryId::from).collect())
 }
 
 /// A change to a task (PATCH, see [`crate::input`]): `None` leaves a field unchanged,
@@ -171,7 +171,7 @@ pub struct TaskPatch {
     pub status: Option<TaskStatus>,
     pub priority: Option<Priority>,
     pub due_at: Option<Option<DateTime<Utc>>>,
-    pub category_ids: Option<Vec<Uuid>>,
+    pub category_ids: Option<Vec<CategoryId>>,
 }
 
 /// A category name: trimmed, 1–50 characters, no control characters. Unique per user,
@@ -254,7 +254,7 @@ pub struct TaskCursor {
     pub t: Option<DateTime<Utc>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub p: Option<i16>,
-    pub id: Uuid,
+    pub id: crate::TaskId,
 }
 
 /// A parsed `GET /v1/tasks` query.
@@ -490,7 +490,7 @@ mod tests {
                 s: TaskSort::CreatedDesc,
                 t: Some(Utc::now()),
                 p: None,
-                id: Uuid::nil(),
+                id: Uuid::nil().into(),
             });
             let value = match name {
                 "sort" => "-created_at",
@@ -519,7 +519,7 @@ mod tests {
             s: TaskSort::DueAsc,
             t: None,
             p: None,
-            id: Uuid::nil(),
+            id: Uuid::nil().into(),
         };
         let enc = Cursor::encode(&c);
         assert_eq!(parse(&format!("sort=due_at&cursor={enc}")).unwrap().after, Some(c));
@@ -529,14 +529,14 @@ mod tests {
             s: TaskSort::PriorityAsc,
             t: None,
             p: Some(9),
-            id: Uuid::nil(),
+            id: Uuid::nil().into(),
         });
         assert_eq!(fields(parse(&format!("sort=priority&cursor={wrong_key}"))), ["cursor"]);
         let created_without_key = Cursor::encode(&TaskCursor {
             s: TaskSort::CreatedAsc,
             t: None,
             p: None,
-            id: Uuid::nil(),
+            id: Uuid::nil().into(),
         });
         assert_eq!(
             fields(parse(&format!("sort=created_at&cursor={created_without_key}"))),

@@ -79,9 +79,29 @@ pub fn escape_html(s: &str) -> String {
     out
 }
 
+/// Whether any string or key of a JSON value holds a NUL (Postgres `jsonb` refuses `\u0000`).
+pub fn json_contains_nul(v: &serde_json::Value) -> bool {
+    use serde_json::Value;
+    match v {
+        Value::String(s) => s.contains('\0'),
+        Value::Array(items) => items.iter().any(json_contains_nul),
+        Value::Object(map) => map.iter().any(|(k, v)| k.contains('\0') || json_contains_nul(v)),
+        Value::Null | Value::Bool(_) | Value::Number(_) => false,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn finds_a_nul_anywhere_in_json() {
+        let clean = serde_json::json!({"a": ["x", {"b": 1, "c": null, "d": "ok"}]});
+        assert!(!json_contains_nul(&clean));
+        assert!(json_contains_nul(&serde_json::json!({"a": ["x", {"d": "o\u{0}k"}]})));
+        assert!(json_contains_nul(&serde_json::json!({"k\u{0}": 1})));
+        assert!(json_contains_nul(&serde_json::json!("\u{0}")));
+    }
 
     #[test]
     fn html_is_escaped() {

@@ -8,7 +8,6 @@ use std::time::Duration;
 
 use serde::{Serialize, de::DeserializeOwned};
 use serde_json::{Value, json};
-use uuid::Uuid;
 
 use crate::model::{Category, NewTask, NewUser, Page, Session, SessionInfo, SignedUp, Task, Tokens, User};
 
@@ -216,7 +215,7 @@ impl Http {
             .expect(StatusCode::CREATED)
     }
 
-    pub async fn user(&self, admin: &str, id: Uuid) -> User {
+    pub async fn user(&self, admin: &str, id: domain::UserId) -> User {
         self.get(&format!("/v1/users/{id}"), Some(admin))
             .await
             .expect(StatusCode::OK)
@@ -245,14 +244,14 @@ impl Http {
         self.post("/v1/tasks", Some(access), to_json(task)).await
     }
 
-    pub async fn task(&self, access: &str, id: Uuid) -> Task {
+    pub async fn task(&self, access: &str, id: domain::TaskId) -> Task {
         self.get(&format!("/v1/tasks/{id}"), Some(access))
             .await
             .expect(StatusCode::OK)
     }
 
     /// `PATCH /v1/tasks/{id}` with a raw body (absent and `null` fields differ).
-    pub async fn update_task(&self, access: &str, id: Uuid, changes: Value) -> Task {
+    pub async fn update_task(&self, access: &str, id: domain::TaskId, changes: Value) -> Task {
         self.patch(&format!("/v1/tasks/{id}"), Some(access), changes)
             .await
             .expect(StatusCode::OK)

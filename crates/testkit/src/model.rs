@@ -3,6 +3,7 @@
 //! for request bodies with sensible defaults.
 
 use chrono::{DateTime, Utc};
+use domain::{CategoryId, SessionId, TaskId, UserId};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
@@ -18,7 +19,7 @@ pub enum Role {
 /// `UserResponse`: `/v1/users/me`, `/v1/users/{id}`, the `user` of a sign-up.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 pub struct User {
-    pub id: Uuid,
+    pub id: UserId,
     pub email: String,
     pub name: String,
     pub role: Role,
@@ -50,7 +51,7 @@ pub struct SignedUp {
 pub struct Session {
     pub user: User,
     /// `user.id`, the field tests use most.
-    pub user_id: Uuid,
+    pub user_id: UserId,
     pub access: String,
     pub refresh: String,
 }
@@ -69,7 +70,7 @@ impl From<SignedUp> for Session {
 /// One entry of `GET /v1/auth/sessions`.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 pub struct SessionInfo {
-    pub id: Uuid,
+    pub id: SessionId,
     pub created_at: DateTime<Utc>,
     pub last_used_at: DateTime<Utc>,
     pub expires_at: DateTime<Utc>,
@@ -87,7 +88,7 @@ pub struct Page<T> {
 
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 pub struct Category {
-    pub id: Uuid,
+    pub id: CategoryId,
     pub name: String,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
@@ -96,13 +97,13 @@ pub struct Category {
 /// A category as embedded in a task.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 pub struct CategoryRef {
-    pub id: Uuid,
+    pub id: CategoryId,
     pub name: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 pub struct Task {
-    pub id: Uuid,
+    pub id: TaskId,
     pub title: String,
     pub description: Option<String>,
     pub status: String,
@@ -121,7 +122,7 @@ pub struct AuditEvent {
     pub event_id: Uuid,
     #[serde(rename = "type")]
     pub event_type: String,
-    pub actor_id: Option<Uuid>,
+    pub actor_id: Option<UserId>,
     pub target_type: Option<String>,
     pub target_id: Option<Uuid>,
     pub request_id: Option<String>,
@@ -186,7 +187,7 @@ pub struct NewTask {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub due_at: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub category_ids: Option<Vec<Uuid>>,
+    pub category_ids: Option<Vec<CategoryId>>,
 }
 
 impl NewTask {
@@ -223,7 +224,7 @@ impl NewTask {
     }
 
     #[must_use]
-    pub fn categories(mut self, ids: &[Uuid]) -> Self {
+    pub fn categories(mut self, ids: &[CategoryId]) -> Self {
         self.category_ids = Some(ids.to_vec());
         self
     }

@@ -3,6 +3,7 @@
 //! reconciliation every stock test ends with.
 
 use chrono::{DateTime, Utc};
+use domain::{OrderId, ProductId, UserId};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use uuid::Uuid;
@@ -11,7 +12,7 @@ use crate::{Http, Res, StatusCode, TEST_WEBHOOK_SECRET, TestApp};
 
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 pub struct Product {
-    pub id: Uuid,
+    pub id: ProductId,
     pub sku: String,
     pub name: String,
     pub description: Option<String>,
@@ -25,7 +26,7 @@ pub struct Product {
 
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 pub struct OrderItem {
-    pub product_id: Uuid,
+    pub product_id: ProductId,
     pub sku: String,
     pub name: String,
     pub unit_price_cents: i64,
@@ -41,9 +42,9 @@ pub struct Refund {
 
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 pub struct Order {
-    pub id: Uuid,
+    pub id: OrderId,
     pub number: String,
-    pub user_id: Uuid,
+    pub user_id: UserId,
     pub status: String,
     pub currency: String,
     pub total_cents: i64,
@@ -75,13 +76,13 @@ pub struct OrderEvent {
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 pub struct StockMovement {
     pub id: Uuid,
-    pub product_id: Uuid,
+    pub product_id: ProductId,
     pub delta: i64,
     pub stock_after: i64,
     pub kind: String,
     pub reason: String,
-    pub order_id: Option<Uuid>,
-    pub actor_id: Option<Uuid>,
+    pub order_id: Option<OrderId>,
+    pub actor_id: Option<UserId>,
 }
 
 /// A checkout's raw answer, bytes included (replays are compared byte for byte).
@@ -121,14 +122,14 @@ impl Http {
         .expect(StatusCode::CREATED)
     }
 
-    pub async fn product(&self, id: Uuid) -> Product {
+    pub async fn product(&self, id: domain::ProductId) -> Product {
         self.get(&format!("/v1/products/{id}"), None)
             .await
             .expect(StatusCode::OK)
     }
 
     /// `POST /v1/orders` with this key and these (product, quantity) lines.
-    pub async fn place_order(&self, token: &str, key: &str, lines: &[(Uuid, i64)]) -> Placed {
+    pub async fn place_order(&self, token: &str, key: &str, lines: &[(domain::ProductId, i64)]) -> Placed {
         let items: Vec<Value> = lines
             .iter()
             .map(|(id, q)| json!({"product_id": id, "quantity": q}))
@@ -162,25 +163,25 @@ impl Http {
     }
 
     /// Places an order with a fresh key and returns it (asserting 201).
-    pub async fn order_now(&self, token: &str, lines: &[(Uuid, i64)]) -> Order {
+    pub async fn order_now(&self, token: &str, lines: &[(domain::ProductId, i64)]) -> Order {
         self.place_order(token, &Uuid::new_v4().to_string(), lines)
             .await
             .order()
     }
 
-    pub async fn order(&self, token: &str, id: Uuid) -> Order {
+    pub async fn order(&self, token: &str, id: OrderId) -> Order {
         self.get(&format!("/v1/orders/{id}"), Some(token))
             .await
             .expect(StatusCode::OK)
     }
 
-    pub async fn order_events(&self, token: &str, id: Uuid) -> Vec<OrderEvent> {
+    pub async fn order_events(&self, token: &str, id: OrderId) -> Vec<OrderEvent> {
         self.get(&format!("/v1/orders/{id}/events"), Some(token))
             .await
             .expect(StatusCode::OK)
     }
 
-    pub async fn order_action(&self, token: &str, id: Uuid, action: &str) -> Res {
+    pub async fn order_action(&self, token: &str, id: OrderId, action: &str) -> Res {
         let body = if action == "ship" { json!({}) } else { Value::Null };
         if body.is_null() {
             self.send(
@@ -230,7 +231,7 @@ impl TestApp {
     }
 
     /// Sets an order's deadline (to make it expire now, or never).
-    pub async fn set_expires_at(&self, order: Uuid, at: DateTime<Utc>) {
+    pub async fn set_expires_at(&self, order: OrderId, at: DateTime<Utc>) {
         use diesel_async::RunQueryDsl;
         let mut conn = self.state.db.get().await.unwrap();
         let n = diesel::sql_query("UPDATE orders SET expires_at = $2 WHERE id = $1")

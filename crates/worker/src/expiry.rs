@@ -54,7 +54,7 @@ const CONTRACT: Duration = Duration::from_secs(10);
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Swept {
     /// Orders cancelled (in the committed transaction).
-    pub expired: Vec<Uuid>,
+    pub expired: Vec<domain::OrderId>,
     /// Orders locked but not cancelled (another writer moved them first, or their cancel failed).
     pub skipped: usize,
     /// Whether the batch was full (more may be due right now).
@@ -84,7 +84,7 @@ fn staged_jobs(order: &db::orders::OrderRow) -> [Pending; 2] {
                     event_type: AuditEventType::OrderCancelled,
                     actor_id: None,
                     target_type: Some("order".into()),
-                    target_id: Some(order.id),
+                    target_id: Some(order.id.into()),
                     request_id: None,
                     ip: None,
                     user_agent: None,
@@ -103,7 +103,7 @@ fn staged_jobs(order: &db::orders::OrderRow) -> [Pending; 2] {
 
 /// Cancels one locked, expired order (inside the sweep's transaction). `None` when the guarded
 /// update did not match (the order is no longer unpaid, or not yet due by the database's clock).
-async fn expire_one(conn: &mut AsyncPgConnection, id: Uuid) -> Result<Option<Vec<Pending>>, DbError> {
+async fn expire_one(conn: &mut AsyncPgConnection, id: domain::OrderId) -> Result<Option<Vec<Pending>>, DbError> {
     let from = OrderStatus::PendingPayment;
     let effects = domain::orders::transition(from, Action::Expire).map_err(DbError::other)?;
     let fields = db::orders::TransitionFields {
@@ -140,7 +140,7 @@ async fn sweep_tx(conn: &mut AsyncPgConnection) -> Result<(Swept, Vec<Pending>),
             return Ok((swept, Vec::new()));
         }
         // Every product of the batch, locked once in id order (see the module docs).
-        let mut products: Vec<Uuid> = db::orders::items(conn, &ids)
+        let mut products: Vec<domain::ProductId> = db::orders::items(conn, &ids)
             .await?
             .into_iter()
             .map(|i| i.product_id)

@@ -309,7 +309,7 @@ impl Ctx {
     async fn issue_token(
         &self,
         conn: &mut db::AsyncPgConnection,
-        user_id: uuid::Uuid,
+        user_id: domain::UserId,
         purpose: TokenPurpose,
         hours: i64,
     ) -> Result<String, JobError> {
@@ -331,8 +331,8 @@ impl Ctx {
 async fn order_of(
     conn: &mut db::AsyncPgConnection,
     key: &str,
-    order_id: uuid::Uuid,
-    user_id: uuid::Uuid,
+    order_id: domain::OrderId,
+    user_id: domain::UserId,
 ) -> Result<Option<db::orders::OrderRow>, JobError> {
     let order = db::orders::find(conn, order_id, Some(user_id)).await?;
     if order.is_none() {

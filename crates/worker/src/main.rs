@@ -99,7 +99,7 @@ async fn dispatch(command: Command) -> anyhow::Result<()> {
                         let event = domain::jobs::AuditEvent {
                             event_id: uuid::Uuid::now_v7(),
                             event_type: domain::jobs::AuditEventType::LoginSucceeded,
-                            actor_id: Some(uuid::Uuid::now_v7()),
+                            actor_id: Some(domain::UserId::generate()),
                             target_type: None,
                             target_id: None,
                             request_id: Some("bench".into()),

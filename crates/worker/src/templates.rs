@@ -396,9 +396,9 @@ mod tests {
     fn order(currency: &str, total_cents: i64) -> OrderRow {
         let now = chrono::Utc::now();
         OrderRow {
-            id: uuid::Uuid::now_v7(),
+            id: uuid::Uuid::now_v7().into(),
             number: 10042,
-            user_id: uuid::Uuid::now_v7(),
+            user_id: uuid::Uuid::now_v7().into(),
             status: domain::orders::OrderStatus::Paid,
             currency: domain::shop::Currency::parse(currency).unwrap(),
             total_cents,
@@ -418,7 +418,7 @@ mod tests {
         OrderItemRow {
             order_id: order.id,
             line: n,
-            product_id: uuid::Uuid::now_v7(),
+            product_id: uuid::Uuid::now_v7().into(),
             sku: format!("SKU-{n}"),
             name: name.to_owned(),
             unit_price_cents: unit,

@@ -10,7 +10,7 @@ use actix_web::{
     web::{self, Bytes},
 };
 use db::users::User;
-use domain::{FieldError, Role};
+use domain::{FieldError, Role, SessionId, UserId};
 use garde::Validate;
 use serde::de::DeserializeOwned;
 use uuid::Uuid;
@@ -279,11 +279,12 @@ where
     }
 }
 
-/// A UUID path segment; anything else is a 422 naming the parameter.
+/// The `{id}` path segment as the id type the route names (`IdPath<TaskId>`); anything but a
+/// UUID is a 422 naming the parameter.
 #[derive(Debug, Clone, Copy)]
-pub struct IdPath(pub Uuid);
+pub struct IdPath<T>(pub T);
 
-impl FromRequest for IdPath {
+impl<T: From<Uuid>> FromRequest for IdPath<T> {
     type Error = ApiError;
     type Future = std::future::Ready<Result<Self, ApiError>>;
 
@@ -291,7 +292,7 @@ impl FromRequest for IdPath {
         let raw = req.match_info().get("id").unwrap_or_default();
         std::future::ready(
             Uuid::try_parse(raw)
-                .map(IdPath)
+                .map(|id| IdPath(T::from(id)))
                 .map_err(|_| ApiError::field("id", "must be a UUID")),
         )
     }
@@ -341,11 +342,11 @@ impl FromRequest for ClientMeta {
 #[derive(Debug, Clone)]
 pub struct AuthUser {
     pub user: User,
-    pub session_id: Uuid,
+    pub session_id: SessionId,
 }
 
 impl AuthUser {
-    pub fn id(&self) -> Uuid {
+    pub fn id(&self) -> UserId {
         self.user.id
     }
 

@@ -37,7 +37,6 @@ use actix_web::{
     http::header::{HeaderMap, HeaderName, HeaderValue},
 };
 use ipnet::{IpNet, Ipv6Net};
-use uuid::Uuid;
 
 pub use crate::config::{Policy, RateLimitConfig};
 use crate::infra::redis_pool::RedisPool;
@@ -246,7 +245,7 @@ impl RateLimiter {
 
     /// The request-wide budget: `USER` for the subject of a verified access token (`user`), `ANON`
     /// for the client's address otherwise.
-    pub async fn check_request(&self, user: Option<Uuid>, req: &HttpRequest) -> Option<Decision> {
+    pub async fn check_request(&self, user: Option<domain::UserId>, req: &HttpRequest) -> Option<Decision> {
         match user {
             Some(id) => self.check(self.config.user, &id.to_string()).await,
             None => self.check_ip(self.config.anon, req).await,

@@ -38,6 +38,7 @@ use std::{
 
 use chrono::{DateTime, Utc};
 use db::users::User;
+use domain::{SessionId, UserId};
 use uuid::Uuid;
 
 use crate::infra::redis_pool::{Bypass, RedisPool};
@@ -110,7 +111,7 @@ struct Inner {
     prefix: String,
     enabled: bool,
     max_age: Duration,
-    entries: Mutex<HashMap<Uuid, Entry>>,
+    entries: Mutex<HashMap<SessionId, Entry>>,
     bypass: Bypass,
     read: redis::Script,
     begin: redis::Script,
@@ -137,12 +138,12 @@ impl SessionCache {
     }
 
     /// The epoch and pending keys of a user (one hash slot: a cluster keeps them together).
-    fn keys(&self, user: Uuid) -> (String, String) {
+    fn keys(&self, user: UserId) -> (String, String) {
         let base = format!("{}:{{{user}}}", self.0.prefix);
         (format!("{base}:epoch"), format!("{base}:pending"))
     }
 
-    fn entries(&self) -> std::sync::MutexGuard<'_, HashMap<Uuid, Entry>> {
+    fn entries(&self) -> std::sync::MutexGuard<'_, HashMap<SessionId, Entry>> {
         self.0.entries.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
@@ -151,7 +152,7 @@ impl SessionCache {
     async fn invoke<T: redis::FromRedisValue>(
         &self,
         script: &redis::Script,
-        user: Uuid,
+        user: UserId,
         args: &[String],
         honour_bypass: bool,
     ) -> Option<(T, Arc<str>)> {
@@ -182,7 +183,7 @@ impl SessionCache {
     }
 
     /// The cached user of a live session, or what to store Postgres' answer under.
-    pub async fn lookup(&self, session: Uuid, user: Uuid) -> Lookup {
+    pub async fn lookup(&self, session: SessionId, user: UserId) -> Lookup {
         if !self.0.enabled {
             return Lookup::Miss(None);
         }
@@ -209,7 +210,7 @@ impl SessionCache {
     }
 
     /// Caches Postgres' answer for a live session, under the stamp read before asking it.
-    pub fn store(&self, session: Uuid, user: &User, expires_at: DateTime<Utc>, stamp: Stamp) {
+    pub fn store(&self, session: SessionId, user: &User, expires_at: DateTime<Utc>, stamp: Stamp) {
         let mut entries = self.entries();
         if entries.len() >= MAX_ENTRIES {
             let now = Utc::now();
@@ -232,14 +233,14 @@ impl SessionCache {
 
     /// Whether the next request of this session would be answered from the cache (what tests
     /// look at): an entry stored under the user's current epoch, by the same lookup requests make.
-    pub async fn answers(&self, session: Uuid, user: Uuid) -> bool {
+    pub async fn answers(&self, session: SessionId, user: UserId) -> bool {
         matches!(self.lookup(session, user).await, Lookup::Hit(_))
     }
 
     /// Before the commit of a change to these users' sessions or rows: no instance trusts (or
     /// fills) an entry of theirs until [`end_change`](Self::end_change) or `PENDING_TTL`. Returns
     /// whether every mark was written (a failure is logged; see the module's "partition of one").
-    pub async fn begin_change(&self, users: &[Uuid]) -> bool {
+    pub async fn begin_change(&self, users: &[UserId]) -> bool {
         let mut all = true;
         for &user in users {
             let args = [
@@ -256,7 +257,7 @@ impl SessionCache {
     }
 
     /// After the commit (or the rollback) of a change begun with [`begin_change`](Self::begin_change).
-    pub async fn end_change(&self, users: &[Uuid]) {
+    pub async fn end_change(&self, users: &[UserId]) {
         self.entries().retain(|_, e| !users.contains(&e.user.id));
         for &user in users {
             let args = [fresh_epoch(), EPOCH_TTL_SECS.to_string()];

@@ -3,7 +3,7 @@
 use actix_web::{HttpResponse, web};
 use chrono::{DateTime, Utc};
 use db::audit::AuditFilter;
-use domain::{Cursor, Limit, jobs::AuditEventType};
+use domain::{Cursor, Limit, UserId, jobs::AuditEventType};
 use garde::Validate;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
@@ -78,7 +78,7 @@ pub async fn list(
     }
     let before = q.cursor.as_deref().map(Cursor::decode::<AuditCursor>).transpose()?;
     let filter = AuditFilter {
-        actor_id: q.actor_id,
+        actor_id: q.actor_id.map(UserId::from),
         event_type: q.event_type.map(|t| t.as_str().to_owned()),
         from,
         to,
@@ -87,7 +87,7 @@ pub async fn list(
     Ok(HttpResponse::Ok().json(Page::of(page, |r| AuditEventResponse {
         event_id: r.event_id,
         event_type: r.event_type,
-        actor_id: r.actor_id,
+        actor_id: r.actor_id.map(Into::into),
         target_type: r.target_type,
         target_id: r.target_id,
         request_id: r.request_id,

@@ -17,7 +17,7 @@ use crate::{
     state::AppState,
     validate,
 };
-use domain::{Email, Password, Role, UserName};
+use domain::{Email, Password, Role, SessionId, UserName};
 
 #[derive(Debug, Deserialize, Validate, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -199,7 +199,7 @@ pub async fn list_sessions(state: web::Data<AppState>, me: AuthUser) -> ApiResul
         .into_iter()
         .map(|s| SessionResponse {
             current: s.id == me.session_id,
-            id: s.id,
+            id: s.id.into(),
             created_at: s.created_at,
             last_used_at: s.last_used_at,
             expires_at: s.expires_at,
@@ -221,7 +221,7 @@ pub async fn revoke_session(
     state: web::Data<AppState>,
     me: AuthUser,
     meta: ClientMeta,
-    IdPath(id): IdPath,
+    IdPath(id): IdPath<SessionId>,
 ) -> ApiResult<HttpResponse> {
     services::auth::revoke_session(&state, &me.actor(), id, &meta).await?;
     Ok(HttpResponse::NoContent().finish())

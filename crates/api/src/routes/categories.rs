@@ -3,7 +3,7 @@
 
 use actix_web::{HttpResponse, web};
 use chrono::{DateTime, Utc};
-use domain::{Cursor, Limit, tasks::parse_category_name};
+use domain::{CategoryId, Cursor, Limit, tasks::parse_category_name};
 use garde::Validate;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
@@ -28,7 +28,7 @@ pub struct CategoryResponse {
 impl From<db::tasks::CategoryRow> for CategoryResponse {
     fn from(c: db::tasks::CategoryRow) -> Self {
         Self {
-            id: c.id,
+            id: c.id.into(),
             name: c.name,
             created_at: c.created_at,
             updated_at: c.updated_at,
@@ -101,7 +101,7 @@ pub async fn create_category(
 pub async fn rename_category(
     state: web::Data<AppState>,
     me: AuthUser,
-    IdPath(id): IdPath,
+    IdPath(id): IdPath<CategoryId>,
     JsonBody(b): JsonBody<CategoryRequest>,
 ) -> ApiResult<HttpResponse> {
     let name = parse_category_name(&b.name)?;
@@ -115,7 +115,11 @@ pub async fn rename_category(
     (status = 204, description = "Deleted"),
     (status = 404, body = Problem, content_type = "application/problem+json"),
 ))]
-pub async fn delete_category(state: web::Data<AppState>, me: AuthUser, IdPath(id): IdPath) -> ApiResult<HttpResponse> {
+pub async fn delete_category(
+    state: web::Data<AppState>,
+    me: AuthUser,
+    IdPath(id): IdPath<CategoryId>,
+) -> ApiResult<HttpResponse> {
     svc::delete_category(&state, me.id(), id).await?;
     Ok(HttpResponse::NoContent().finish())
 }

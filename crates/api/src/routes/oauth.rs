@@ -188,7 +188,7 @@ pub async fn unlink_identity(
     state: web::Data<AppState>,
     me: AuthUser,
     meta: ClientMeta,
-    id: IdPath,
+    id: IdPath<Uuid>,
 ) -> ApiResult<HttpResponse> {
     services::oauth::unlink_identity(&state, &me.actor(), id.0, &meta).await?;
     Ok(HttpResponse::NoContent().finish())

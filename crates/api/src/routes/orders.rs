@@ -9,7 +9,7 @@ use actix_web::{
 };
 use chrono::{DateTime, Utc};
 use domain::{
-    FieldError,
+    FieldError, OrderId,
     orders::{CancelReason, EventActor, OrderListQuery, OrderStatus, RefundStatus, parse_cart, parse_idempotency_key},
     shop::Currency,
 };
@@ -77,9 +77,9 @@ impl From<OrderView> for OrderResponse {
     fn from(v: OrderView) -> Self {
         let o = v.order;
         Self {
-            id: o.id,
+            id: o.id.into(),
             number: o.number.to_string(),
-            user_id: o.user_id,
+            user_id: o.user_id.into(),
             status: o.status,
             currency: o.currency,
             total_cents: o.total_cents,
@@ -87,7 +87,7 @@ impl From<OrderView> for OrderResponse {
                 .items
                 .into_iter()
                 .map(|i| OrderItemResponse {
-                    product_id: i.product_id,
+                    product_id: i.product_id.into(),
                     sku: i.sku,
                     name: i.name,
                     unit_price_cents: i.unit_price_cents,
@@ -158,7 +158,10 @@ pub struct ShipRequest {
 /// Documentation of the list parameters (parsing is `OrderListQuery::parse`).
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
-#[expect(dead_code, reason = "documentation of the query parameters only: parsing is in domain")]
+#[expect(
+    dead_code,
+    reason = "documentation of the query parameters only: parsing is in domain"
+)]
 pub struct OrderListParams {
     /// One or several statuses (repeat the parameter or separate by commas).
     status: Option<Vec<OrderStatus>>,
@@ -266,7 +269,7 @@ pub async fn list(state: web::Data<AppState>, me: AuthUser, req: HttpRequest) ->
     (status = 401, body = Problem, content_type = "application/problem+json"),
     (status = 404, body = Problem, content_type = "application/problem+json", description = "Unknown, or another user's"),
 ))]
-pub async fn get(state: web::Data<AppState>, me: AuthUser, IdPath(id): IdPath) -> ApiResult<HttpResponse> {
+pub async fn get(state: web::Data<AppState>, me: AuthUser, IdPath(id): IdPath<OrderId>) -> ApiResult<HttpResponse> {
     Ok(HttpResponse::Ok().json(OrderResponse::from(svc::get(&state, &me.actor(), id).await?)))
 }
 
@@ -277,7 +280,7 @@ pub async fn get(state: web::Data<AppState>, me: AuthUser, IdPath(id): IdPath) -
     (status = 401, body = Problem, content_type = "application/problem+json"),
     (status = 404, body = Problem, content_type = "application/problem+json"),
 ))]
-pub async fn events(state: web::Data<AppState>, me: AuthUser, IdPath(id): IdPath) -> ApiResult<HttpResponse> {
+pub async fn events(state: web::Data<AppState>, me: AuthUser, IdPath(id): IdPath<OrderId>) -> ApiResult<HttpResponse> {
     let events = svc::events(&state, &me.actor(), id).await?;
     let body: Vec<OrderEventResponse> = events
         .into_iter()
@@ -306,7 +309,7 @@ pub async fn cancel(
     state: web::Data<AppState>,
     me: AuthUser,
     meta: ClientMeta,
-    IdPath(id): IdPath,
+    IdPath(id): IdPath<OrderId>,
 ) -> ApiResult<HttpResponse> {
     Ok(HttpResponse::Ok().json(OrderResponse::from(svc::cancel(&state, &me.actor(), id, &meta).await?)))
 }
@@ -324,7 +327,7 @@ pub async fn ship(
     state: web::Data<AppState>,
     AdminUser(admin): AdminUser,
     meta: ClientMeta,
-    IdPath(id): IdPath,
+    IdPath(id): IdPath<OrderId>,
     ValidJson(b): ValidJson<ShipRequest>,
 ) -> ApiResult<HttpResponse> {
     let tracking = match b.tracking_number.as_deref().map(str::trim) {
@@ -351,7 +354,7 @@ pub async fn deliver(
     state: web::Data<AppState>,
     AdminUser(admin): AdminUser,
     meta: ClientMeta,
-    IdPath(id): IdPath,
+    IdPath(id): IdPath<OrderId>,
 ) -> ApiResult<HttpResponse> {
     Ok(HttpResponse::Ok().json(OrderResponse::from(
         svc::deliver(&state, &admin.actor(), id, &meta).await?,
@@ -430,10 +433,10 @@ pub async fn payment_webhook(
         code: "malformed_json",
         detail: "The event body is not JSON.".into(),
     })?;
-    if payload.to_string().contains("\\u0000") {
+    if domain::text::json_contains_nul(&payload) {
         return Err(ApiError::field("body", "must not contain NUL characters"));
     }
-    let event: PaymentEventRequest = serde_json::from_value(payload.clone())
+    let event = PaymentEventRequest::deserialize(&payload)
         .map_err(|e| ApiError::Validation(vec![FieldError::new("body", format!("is not a payment event: {e}"))]))?;
     if event.id.is_empty() || event.id.len() > 255 {
         return Err(ApiError::field("id", "must be 1 to 255 characters"));
@@ -450,7 +453,7 @@ pub async fn payment_webhook(
             type_: event.type_.chars().take(100).collect(),
             order_id: data
                 .order_id
-                .and_then(|v| v.as_str().and_then(|s| Uuid::try_parse(s).ok())),
+                .and_then(|v| v.as_str().and_then(|s| Uuid::try_parse(s).ok()).map(OrderId::from)),
             amount_cents: data.amount_cents.and_then(|v| v.as_i64()),
             currency: data
                 .currency

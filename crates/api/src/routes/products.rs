@@ -3,7 +3,7 @@
 use actix_web::{FromRequest, HttpRequest, HttpResponse, web};
 use chrono::{DateTime, Utc};
 use domain::{
-    Cursor, Limit, Role,
+    Cursor, Limit, ProductId, Role,
     input::{Fields, double_option},
     shop::{
         Currency, MovementKind, ProductListQuery, ProductPatch, StockAdjustment, parse_initial_stock, parse_price,
@@ -45,7 +45,7 @@ pub struct ProductResponse {
 impl From<db::products::ProductRow> for ProductResponse {
     fn from(p: db::products::ProductRow) -> Self {
         Self {
-            id: p.id,
+            id: p.id.into(),
             sku: p.sku,
             name: p.name,
             description: p.description,
@@ -81,13 +81,13 @@ impl From<db::products::MovementRow> for StockMovementResponse {
     fn from(m: db::products::MovementRow) -> Self {
         Self {
             id: m.id,
-            product_id: m.product_id,
+            product_id: m.product_id.into(),
             delta: m.delta,
             stock_after: m.stock_after,
             kind: m.kind,
             reason: m.reason,
-            order_id: m.order_id,
-            actor_id: m.actor_id,
+            order_id: m.order_id.map(Into::into),
+            actor_id: m.actor_id.map(Into::into),
             created_at: m.created_at,
         }
     }
@@ -152,7 +152,10 @@ pub struct StockAdjustmentRequest {
 /// Documentation of the catalogue's parameters (parsing is `ProductListQuery::parse`).
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
-#[expect(dead_code, reason = "documentation of the query parameters only: parsing is in domain")]
+#[expect(
+    dead_code,
+    reason = "documentation of the query parameters only: parsing is in domain"
+)]
 pub struct ProductListParams {
     /// Case-insensitive substring of the name (1–100 characters).
     q: Option<String>,
@@ -217,7 +220,11 @@ pub async fn list(state: web::Data<AppState>, req: HttpRequest) -> ApiResult<Htt
     (status = 401, body = Problem, content_type = "application/problem+json", description = "An invalid bearer token was sent (the route needs none)"),
     (status = 404, body = Problem, content_type = "application/problem+json", description = "Unknown, or inactive (for non-admins)"),
 ))]
-pub async fn get(state: web::Data<AppState>, req: HttpRequest, IdPath(id): IdPath) -> ApiResult<HttpResponse> {
+pub async fn get(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    IdPath(id): IdPath<ProductId>,
+) -> ApiResult<HttpResponse> {
     if caller(&req).await?.is_some_and(|u| u.role() == Role::Admin) {
         let product = svc::get(&state, id, true).await?;
         return Ok(HttpResponse::Ok()
@@ -250,7 +257,11 @@ pub async fn create(
     let name = f.check(parse_product_name(&b.name));
     let description = b.description.as_deref().map(|d| f.check(parse_product_description(d)));
     let price_cents = f.check(parse_price(b.price_cents));
-    let currency = f.check(Currency::parse_allowed("currency", &b.currency, &state.config.shop.currencies));
+    let currency = f.check(Currency::parse_allowed(
+        "currency",
+        &b.currency,
+        &state.config.shop.currencies,
+    ));
     let stock = f.check(parse_initial_stock(b.stock.unwrap_or(0)));
     let (Some(sku), Some(name), Some(price_cents), Some(currency), Some(stock)) =
         (sku, name, price_cents, currency, stock)
@@ -283,7 +294,7 @@ pub async fn update(
     state: web::Data<AppState>,
     AdminUser(admin): AdminUser,
     meta: ClientMeta,
-    IdPath(id): IdPath,
+    IdPath(id): IdPath<ProductId>,
     JsonBody(b): JsonBody<UpdateProductRequest>,
 ) -> ApiResult<HttpResponse> {
     let mut f = Fields::new();
@@ -308,7 +319,7 @@ pub async fn delete(
     state: web::Data<AppState>,
     AdminUser(admin): AdminUser,
     meta: ClientMeta,
-    IdPath(id): IdPath,
+    IdPath(id): IdPath<ProductId>,
 ) -> ApiResult<HttpResponse> {
     svc::deactivate(&state, &admin.actor(), id, &meta).await?;
     Ok(HttpResponse::NoContent().finish())
@@ -327,7 +338,7 @@ pub async fn adjust_stock(
     state: web::Data<AppState>,
     AdminUser(admin): AdminUser,
     meta: ClientMeta,
-    IdPath(id): IdPath,
+    IdPath(id): IdPath<ProductId>,
     ValidJson(b): ValidJson<StockAdjustmentRequest>,
 ) -> ApiResult<HttpResponse> {
     let adjustment = StockAdjustment::parse(b.delta, &b.reason)?;
@@ -346,7 +357,7 @@ pub async fn adjust_stock(
 pub async fn movements(
     state: web::Data<AppState>,
     _admin: AdminUser,
-    IdPath(id): IdPath,
+    IdPath(id): IdPath<ProductId>,
     ValidQuery(q): ValidQuery<MovementListQuery>,
 ) -> ApiResult<HttpResponse> {
     let limit = Limit::parse(q.limit)?;

@@ -3,6 +3,7 @@
 use actix_web::{HttpRequest, HttpResponse, web};
 use chrono::{DateTime, Utc};
 use domain::{
+    CategoryId, TaskId,
     input::{Fields, double_option},
     tasks::{Priority, TaskListQuery, TaskPatch, TaskStatus, parse_category_ids, parse_description, parse_title},
 };
@@ -47,7 +48,7 @@ impl From<TaskView> for TaskResponse {
     fn from(v: TaskView) -> Self {
         let r = v.row;
         Self {
-            id: r.id,
+            id: r.id.into(),
             title: r.title,
             description: r.description,
             status: r.status,
@@ -56,7 +57,7 @@ impl From<TaskView> for TaskResponse {
             categories: v
                 .categories
                 .into_iter()
-                .map(|(id, name)| CategoryRef { id, name })
+                .map(|(id, name)| CategoryRef { id: id.into(), name })
                 .collect(),
             created_at: r.created_at,
             updated_at: r.updated_at,
@@ -121,7 +122,10 @@ pub struct UpdateTaskRequest {
 /// Documentation of the list parameters (parsing is `domain::tasks::TaskListQuery::parse`).
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
-#[expect(dead_code, reason = "documentation of the query parameters only: parsing is in domain")]
+#[expect(
+    dead_code,
+    reason = "documentation of the query parameters only: parsing is in domain"
+)]
 pub struct TaskListParams {
     /// One or several of `todo`, `in_progress`, `done` (repeat the parameter or separate by commas).
     status: Option<Vec<TaskStatus>>,
@@ -168,7 +172,12 @@ pub async fn create(
         status: b.status.unwrap_or(TaskStatus::Todo),
         priority: b.priority.unwrap_or(Priority::Medium),
         due_at,
-        category_ids: b.category_ids.unwrap_or_default(),
+        category_ids: b
+            .category_ids
+            .unwrap_or_default()
+            .into_iter()
+            .map(CategoryId::from)
+            .collect(),
     };
     let task = svc::create(&state, me.id(), input).await?;
     Ok(HttpResponse::Created().json(TaskResponse::from(task)))
@@ -192,7 +201,7 @@ pub async fn list(state: web::Data<AppState>, me: AuthUser, req: HttpRequest) ->
     (status = 200, body = TaskResponse),
     (status = 404, body = Problem, content_type = "application/problem+json", description = "Missing, deleted, or not yours"),
 ))]
-pub async fn get(state: web::Data<AppState>, me: AuthUser, IdPath(id): IdPath) -> ApiResult<HttpResponse> {
+pub async fn get(state: web::Data<AppState>, me: AuthUser, IdPath(id): IdPath<TaskId>) -> ApiResult<HttpResponse> {
     Ok(HttpResponse::Ok().json(TaskResponse::from(svc::get(&state, me.id(), id).await?)))
 }
 
@@ -206,7 +215,7 @@ pub async fn get(state: web::Data<AppState>, me: AuthUser, IdPath(id): IdPath) -
 pub async fn update(
     state: web::Data<AppState>,
     me: AuthUser,
-    IdPath(id): IdPath,
+    IdPath(id): IdPath<TaskId>,
     JsonBody(b): JsonBody<UpdateTaskRequest>,
 ) -> ApiResult<HttpResponse> {
     let mut f = Fields::new();
@@ -231,7 +240,7 @@ pub async fn delete(
     state: web::Data<AppState>,
     me: AuthUser,
     meta: ClientMeta,
-    IdPath(id): IdPath,
+    IdPath(id): IdPath<TaskId>,
 ) -> ApiResult<HttpResponse> {
     svc::delete(&state, me.id(), id, &meta).await?;
     Ok(HttpResponse::NoContent().finish())
@@ -246,7 +255,7 @@ pub async fn restore(
     state: web::Data<AppState>,
     me: AuthUser,
     meta: ClientMeta,
-    IdPath(id): IdPath,
+    IdPath(id): IdPath<TaskId>,
 ) -> ApiResult<HttpResponse> {
     Ok(HttpResponse::Ok().json(TaskResponse::from(svc::restore(&state, me.id(), id, &meta).await?)))
 }

@@ -21,7 +21,7 @@ use crate::{
     state::AppState,
     validate,
 };
-use domain::{Cursor, Email, Limit, Password, Role, UserName};
+use domain::{Cursor, Email, Limit, Password, Role, UserId, UserName};
 
 /// Profile changes. `role`, `email`, `id` and `email_verified` are not accepted here (422).
 #[derive(Debug, Deserialize, Validate, ToSchema)]
@@ -198,7 +198,7 @@ pub async fn create(
     (status = 403, body = Problem, content_type = "application/problem+json"),
     (status = 404, body = Problem, content_type = "application/problem+json"),
 ))]
-pub async fn get(state: web::Data<AppState>, _admin: AdminUser, IdPath(id): IdPath) -> ApiResult<HttpResponse> {
+pub async fn get(state: web::Data<AppState>, _admin: AdminUser, IdPath(id): IdPath<UserId>) -> ApiResult<HttpResponse> {
     let key = format!("user:{id}");
     let cached = state.cache.get_or_load(ns::USERS, &key, || async {
         let user = services::users::get(&state, id).await?;
@@ -219,7 +219,7 @@ pub async fn update(
     state: web::Data<AppState>,
     AdminUser(admin): AdminUser,
     meta: ClientMeta,
-    IdPath(id): IdPath,
+    IdPath(id): IdPath<UserId>,
     ValidJson(body): ValidJson<AdminUpdateUserRequest>,
 ) -> ApiResult<HttpResponse> {
     let name = body.name.as_deref().map(UserName::parse).transpose()?;
@@ -238,7 +238,7 @@ pub async fn delete(
     state: web::Data<AppState>,
     AdminUser(admin): AdminUser,
     meta: ClientMeta,
-    IdPath(id): IdPath,
+    IdPath(id): IdPath<UserId>,
 ) -> ApiResult<HttpResponse> {
     services::users::delete(&state, &admin.actor(), id, &meta).await?;
     Ok(HttpResponse::NoContent().finish())

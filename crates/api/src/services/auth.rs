@@ -11,11 +11,10 @@ use db::{
     users::{self, NewUser, User},
 };
 use domain::{
-    Email, Password, Role, UserName,
+    Email, Password, Role, SessionId, UserId, UserName,
     jobs::{AuditEventType as Ev, EmailMessage},
 };
 use serde_json::json;
-use uuid::Uuid;
 
 use crate::{
     infra::{cache::ns, ratelimit::Decision},
@@ -48,14 +47,14 @@ fn email_taken() -> Error {
 pub(crate) async fn start_session(
     state: &AppState,
     conn: &mut AsyncPgConnection,
-    user_id: Uuid,
+    user_id: UserId,
     meta: &RequestMeta,
-) -> Result<(Uuid, OpaqueToken)> {
+) -> Result<(SessionId, OpaqueToken)> {
     let ttl = chrono::Duration::from_std(state.config.refresh_token_ttl).unwrap_or(chrono::Duration::days(30));
     let session = sessions::create(
         conn,
         &NewSession {
-            id: Uuid::now_v7(),
+            id: SessionId::generate(),
             user_id,
             expires_at: Utc::now() + ttl,
             user_agent: meta.user_agent.as_deref(),
@@ -68,7 +67,7 @@ pub(crate) async fn start_session(
     Ok((session.id, token))
 }
 
-pub(crate) fn issue(state: &AppState, user: &User, session_id: Uuid, refresh: OpaqueToken) -> Result<Tokens> {
+pub(crate) fn issue(state: &AppState, user: &User, session_id: SessionId, refresh: OpaqueToken) -> Result<Tokens> {
     Ok(Tokens {
         access_token: state
             .tokens
@@ -103,7 +102,7 @@ pub async fn insert_account(conn: &mut AsyncPgConnection, account: &NewAccount, 
     users::insert(
         conn,
         &NewUser {
-            id: Uuid::now_v7(),
+            id: UserId::generate(),
             email: account.email.as_str(),
             name: account.name.as_str(),
             password_hash: Some(hash),
@@ -175,7 +174,7 @@ pub async fn login(state: &AppState, email: &str, password: &str, meta: &Request
 enum RefreshOutcome {
     Rotated {
         user: Box<User>,
-        session_id: Uuid,
+        session_id: SessionId,
         refresh: OpaqueToken,
     },
     Reused,
@@ -291,7 +290,7 @@ pub async fn list_sessions(state: &AppState, actor: &Actor) -> Result<Vec<sessio
 }
 
 /// Revokes one of the caller's own sessions; another user's session is `NotFound`.
-pub async fn revoke_session(state: &AppState, actor: &Actor, session_id: Uuid, meta: &RequestMeta) -> Result<()> {
+pub async fn revoke_session(state: &AppState, actor: &Actor, session_id: SessionId, meta: &RequestMeta) -> Result<()> {
     work::transaction(state, async |tx| {
         sessions::revoke(tx.conn(), session_id, Some(actor.user_id), RevokeReason::UserRevoked)
             .await?

@@ -4,7 +4,10 @@
 
 use chrono::Utc;
 use db::outbox::Pending;
-use domain::jobs::{AuditEvent, AuditEventType, AuditJob, EmailJob, EmailMessage, Job};
+use domain::{
+    OrderId, ProductId, SessionId, TaskId, UserId,
+    jobs::{AuditEvent, AuditEventType, AuditJob, EmailJob, EmailMessage, Job},
+};
 use serde_json::Value;
 use uuid::Uuid;
 
@@ -13,22 +16,22 @@ use crate::services::RequestMeta;
 /// What an audit event is about.
 #[derive(Debug, Clone, Copy)]
 pub enum Target {
-    User(Uuid),
-    Session(Uuid),
-    Task(Uuid),
-    Product(Uuid),
-    Order(Uuid),
+    User(UserId),
+    Session(SessionId),
+    Task(TaskId),
+    Product(ProductId),
+    Order(OrderId),
     None,
 }
 
 impl Target {
     fn parts(self) -> (Option<String>, Option<Uuid>) {
         match self {
-            Target::User(id) => (Some("user".into()), Some(id)),
-            Target::Session(id) => (Some("session".into()), Some(id)),
-            Target::Task(id) => (Some("task".into()), Some(id)),
-            Target::Product(id) => (Some("product".into()), Some(id)),
-            Target::Order(id) => (Some("order".into()), Some(id)),
+            Target::User(id) => (Some("user".into()), Some(id.into())),
+            Target::Session(id) => (Some("session".into()), Some(id.into())),
+            Target::Task(id) => (Some("task".into()), Some(id.into())),
+            Target::Product(id) => (Some("product".into()), Some(id.into())),
+            Target::Order(id) => (Some("order".into()), Some(id.into())),
             Target::None => (None, None),
         }
     }
@@ -36,7 +39,7 @@ impl Target {
 
 pub fn audit(
     event_type: AuditEventType,
-    actor: Option<Uuid>,
+    actor: Option<UserId>,
     target: Target,
     meta: &RequestMeta,
     data: Value,

@@ -14,15 +14,13 @@ pub mod tasks;
 pub mod users;
 pub mod work;
 
-use uuid::Uuid;
-
-use domain::{FieldError, Role};
+use domain::{FieldError, Role, SessionId, UserId};
 
 /// Who makes the request: the verified access token's user, session and current role.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Actor {
-    pub user_id: Uuid,
-    pub session_id: Uuid,
+    pub user_id: UserId,
+    pub session_id: SessionId,
     pub role: Role,
 }
 

@@ -14,7 +14,7 @@ use db::{
     users::{self, NewUser, User},
 };
 use domain::{
-    Email, Role, UserName,
+    Email, Role, UserId, UserName,
     jobs::{AuditEventType as Ev, EmailMessage},
 };
 use serde::{Deserialize, Serialize};
@@ -93,7 +93,7 @@ struct Pending {
 /// exchange.
 #[derive(Debug, Serialize, Deserialize)]
 struct LoginCode {
-    user_id: Uuid,
+    user_id: UserId,
     provider: String,
 }
 
@@ -310,7 +310,7 @@ async fn resolve_account(
                 let mut user = users::insert(
                     tx.conn(),
                     &NewUser {
-                        id: Uuid::now_v7(),
+                        id: UserId::generate(),
                         email: email.as_str(),
                         name: &name,
                         password_hash: None,

@@ -24,13 +24,12 @@ use std::{collections::HashMap, time::Duration};
 use chrono::Utc;
 use db::orders::{self, NewEvent, NewOrder, OrderEventRow, OrderItemRow, OrderRow, RefundRow, TransitionFields};
 use domain::{
-    FieldError, Page, Role,
+    FieldError, OrderId, Page, ProductId, Role, UserId,
     jobs::{AuditEventType as Ev, EmailMessage},
     orders::{Action, CancelReason, CartLine, EventActor, OrderCursor, OrderListQuery, OrderStatus, event, transition},
     shop::Currency,
 };
 use serde_json::json;
-use uuid::Uuid;
 
 use crate::services::{
     Actor, Error, RequestMeta, Result,
@@ -73,12 +72,12 @@ pub struct Checkout {
 }
 
 async fn views(conn: &mut db::AsyncPgConnection, rows: Vec<OrderRow>) -> Result<Vec<OrderView>> {
-    let ids: Vec<Uuid> = rows.iter().map(|o| o.id).collect();
-    let mut items: HashMap<Uuid, Vec<OrderItemRow>> = HashMap::new();
+    let ids: Vec<OrderId> = rows.iter().map(|o| o.id).collect();
+    let mut items: HashMap<OrderId, Vec<OrderItemRow>> = HashMap::new();
     for item in orders::items(conn, &ids).await? {
         items.entry(item.order_id).or_default().push(item);
     }
-    let mut refunds: HashMap<Uuid, RefundRow> = orders::refunds(conn, &ids)
+    let mut refunds: HashMap<OrderId, RefundRow> = orders::refunds(conn, &ids)
         .await?
         .into_iter()
         .map(|r| (r.order_id, r))
@@ -147,7 +146,7 @@ pub async fn checkout(
 }
 
 /// The key belongs to a committed request: the same body replays its response, another is 422.
-async fn replay(tx: &mut Tx, user_id: Uuid, key: &IdempotencyKey) -> Result<Checkout> {
+async fn replay(tx: &mut Tx, user_id: UserId, key: &IdempotencyKey) -> Result<Checkout> {
     let record = orders::idempotency_record(tx.conn(), user_id, &key.key)
         .await?
         .ok_or(Error::KeyInUse)?;
@@ -177,12 +176,12 @@ async fn reserve(
     timeout: Duration,
     meta: &RequestMeta,
 ) -> Result<OrderView> {
-    let mut ids: Vec<Uuid> = cart.iter().map(|l| l.product_id).collect();
+    let mut ids: Vec<ProductId> = cart.iter().map(|l| l.product_id).collect();
     ids.sort_unstable();
     // Priced and checked without locks: the reservation below locks, and its `stock >= q`
     // decides. Everything that does not need the locks happens first, so they are held only
     // for the reservation, the stored response and the commit.
-    let products: HashMap<Uuid, db::products::LockedProduct> = db::products::load_for_checkout(tx.conn(), &ids)
+    let products: HashMap<ProductId, db::products::LockedProduct> = db::products::load_for_checkout(tx.conn(), &ids)
         .await?
         .into_iter()
         .map(|p| (p.id, p))
@@ -208,7 +207,7 @@ async fn reserve(
     if !invalid.is_empty() {
         return Err(Error::Invalid(invalid));
     }
-    let short_lines = |stock: &HashMap<Uuid, i32>| -> Vec<FieldError> {
+    let short_lines = |stock: &HashMap<ProductId, i32>| -> Vec<FieldError> {
         cart.iter()
             .filter_map(|l| {
                 let have = stock.get(&l.product_id).copied().unwrap_or(0);
@@ -222,13 +221,13 @@ async fn reserve(
             .collect()
     };
     // Obviously short already: answer without taking a lock (the check is repeated under them).
-    let seen: HashMap<Uuid, i32> = products.values().map(|p| (p.id, p.stock)).collect();
+    let seen: HashMap<ProductId, i32> = products.values().map(|p| (p.id, p.stock)).collect();
     let short = short_lines(&seen);
     if !short.is_empty() {
         return Err(Error::InsufficientStock(short));
     }
     let currency = currency.ok_or_else(|| Error::field("items", "must not be empty"))?;
-    let order_id = Uuid::now_v7();
+    let order_id = OrderId::generate();
     let items: Vec<OrderItemRow> = cart
         .iter()
         .enumerate()
@@ -273,7 +272,7 @@ async fn reserve(
     if reserved != ids.len() {
         // Someone took the stock since it was read: nothing of this order stays.
         orders::rollback_to_savepoint(tx.conn(), "checkout").await?;
-        let now: HashMap<Uuid, i32> = db::products::load_for_checkout(tx.conn(), &ids)
+        let now: HashMap<ProductId, i32> = db::products::load_for_checkout(tx.conn(), &ids)
             .await?
             .into_iter()
             .map(|p| (p.id, p.stock))
@@ -314,11 +313,11 @@ async fn reserve(
 }
 
 /// Whose orders the actor may see: admins all (`None`), users their own.
-fn scope(actor: &Actor) -> Option<Uuid> {
+fn scope(actor: &Actor) -> Option<UserId> {
     (actor.role != Role::Admin).then_some(actor.user_id)
 }
 
-pub async fn get(state: &AppState, actor: &Actor, id: Uuid) -> Result<OrderView> {
+pub async fn get(state: &AppState, actor: &Actor, id: OrderId) -> Result<OrderView> {
     let mut conn = conn(state).await?;
     let row = orders::find(&mut conn, id, scope(actor))
         .await?
@@ -326,7 +325,7 @@ pub async fn get(state: &AppState, actor: &Actor, id: Uuid) -> Result<OrderView>
     view(&mut conn, row).await
 }
 
-pub async fn events(state: &AppState, actor: &Actor, id: Uuid) -> Result<Vec<OrderEventRow>> {
+pub async fn events(state: &AppState, actor: &Actor, id: OrderId) -> Result<Vec<OrderEventRow>> {
     let mut conn = conn(state).await?;
     orders::find(&mut conn, id, scope(actor))
         .await?
@@ -364,7 +363,7 @@ pub async fn list(state: &AppState, actor: &Actor, q: &OrderListQuery) -> Result
 
 /// Cancels the order (owner or admin): from `pending_payment` (stock released) or `paid` (stock
 /// released, refund pending).
-pub async fn cancel(state: &AppState, actor: &Actor, id: Uuid, meta: &RequestMeta) -> Result<OrderView> {
+pub async fn cancel(state: &AppState, actor: &Actor, id: OrderId, meta: &RequestMeta) -> Result<OrderView> {
     let reason = if actor.role == Role::Admin {
         CancelReason::Admin
     } else {
@@ -380,7 +379,7 @@ pub async fn cancel(state: &AppState, actor: &Actor, id: Uuid, meta: &RequestMet
 pub async fn ship(
     state: &AppState,
     admin: &Actor,
-    id: Uuid,
+    id: OrderId,
     tracking_number: Option<&str>,
     meta: &RequestMeta,
 ) -> Result<OrderView> {
@@ -391,7 +390,7 @@ pub async fn ship(
     apply(state, admin, id, Action::Ship, &fields, meta).await
 }
 
-pub async fn deliver(state: &AppState, admin: &Actor, id: Uuid, meta: &RequestMeta) -> Result<OrderView> {
+pub async fn deliver(state: &AppState, admin: &Actor, id: OrderId, meta: &RequestMeta) -> Result<OrderView> {
     apply(state, admin, id, Action::Deliver, &TransitionFields::default(), meta).await
 }
 
@@ -399,7 +398,7 @@ pub async fn deliver(state: &AppState, admin: &Actor, id: Uuid, meta: &RequestMe
 async fn apply(
     state: &AppState,
     actor: &Actor,
-    id: Uuid,
+    id: OrderId,
     action: Action,
     fields: &TransitionFields<'_>,
     meta: &RequestMeta,

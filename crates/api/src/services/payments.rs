@@ -9,11 +9,11 @@
 
 use db::orders::{self, NewEvent, OrderRow, TransitionFields};
 use domain::{
+    OrderId,
     jobs::{AuditEventType as Ev, EmailMessage},
     orders::{Action, EventActor, OrderStatus, PaymentEventType, RefundStatus, event, transition},
 };
 use serde_json::{Value, json};
-use uuid::Uuid;
 
 use crate::{
     services::{
@@ -29,7 +29,7 @@ use crate::{
 pub struct PaymentEvent {
     pub id: String,
     pub type_: String,
-    pub order_id: Option<Uuid>,
+    pub order_id: Option<OrderId>,
     pub amount_cents: Option<i64>,
     pub currency: Option<String>,
     /// The whole body, stored with the event.
@@ -59,7 +59,7 @@ pub async fn handle(state: &AppState, ev: PaymentEvent, meta: &RequestMeta) -> R
     Ok(outcome)
 }
 
-async fn note(tx: &mut Tx, order_id: Uuid, type_: &str, ev: &PaymentEvent, extra: Value) -> Result<()> {
+async fn note(tx: &mut Tx, order_id: OrderId, type_: &str, ev: &PaymentEvent, extra: Value) -> Result<()> {
     let mut detail = json!({
         "event_id": ev.id,
         "event_type": ev.type_,

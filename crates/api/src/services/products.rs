@@ -5,13 +5,12 @@
 
 use db::products::{self, MovementRow, NewProduct, ProductChanges, ProductRow};
 use domain::{
-    Limit, Page,
+    Limit, Page, ProductId,
     jobs::AuditEventType as Ev,
     shop::{Currency, ProductCursor, ProductListQuery, ProductPatch, ProductSort, StockAdjustment},
 };
 use serde::{Deserialize, Serialize};
 use serde_json::json;
-use uuid::Uuid;
 
 use crate::{
     infra::cache::ns,
@@ -50,7 +49,7 @@ fn insufficient_stock() -> Error {
 
 pub async fn create(state: &AppState, admin: &Actor, input: NewProductInput, meta: &RequestMeta) -> Result<ProductRow> {
     let new = NewProduct {
-        id: Uuid::now_v7(),
+        id: ProductId::generate(),
         sku: &input.sku,
         name: &input.name,
         description: input.description.as_deref(),
@@ -77,7 +76,7 @@ pub async fn create(state: &AppState, admin: &Actor, input: NewProductInput, met
 }
 
 /// A product: active ones for everyone, inactive ones only for admins.
-pub async fn get(state: &AppState, id: Uuid, include_inactive: bool) -> Result<ProductRow> {
+pub async fn get(state: &AppState, id: ProductId, include_inactive: bool) -> Result<ProductRow> {
     products::find(&mut *conn(state).await?, id)
         .await?
         .filter(|p| p.active || include_inactive)
@@ -87,7 +86,7 @@ pub async fn get(state: &AppState, id: Uuid, include_inactive: bool) -> Result<P
 pub async fn update(
     state: &AppState,
     admin: &Actor,
-    id: Uuid,
+    id: ProductId,
     patch: ProductPatch,
     meta: &RequestMeta,
 ) -> Result<ProductRow> {
@@ -121,7 +120,7 @@ pub async fn update(
 }
 
 /// Deactivates (the product leaves the catalogue; orders keep their lines). Idempotent.
-pub async fn deactivate(state: &AppState, admin: &Actor, id: Uuid, meta: &RequestMeta) -> Result<()> {
+pub async fn deactivate(state: &AppState, admin: &Actor, id: ProductId, meta: &RequestMeta) -> Result<()> {
     work::transaction(state, async |tx| {
         if !products::deactivate(tx.conn(), id).await? {
             return Err(Error::NotFound);
@@ -143,7 +142,7 @@ pub async fn deactivate(state: &AppState, admin: &Actor, id: Uuid, meta: &Reques
 pub async fn adjust_stock(
     state: &AppState,
     admin: &Actor,
-    id: Uuid,
+    id: ProductId,
     adjustment: StockAdjustment,
     meta: &RequestMeta,
 ) -> Result<ProductRow> {
@@ -196,7 +195,7 @@ pub struct MovementCursor {
 /// The stock ledger of a product (active or not), newest first.
 pub async fn movements(
     state: &AppState,
-    product_id: Uuid,
+    product_id: ProductId,
     after: Option<MovementCursor>,
     limit: Limit,
 ) -> Result<Page<MovementRow>> {

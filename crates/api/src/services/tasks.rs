@@ -6,12 +6,11 @@ use std::collections::{HashMap, HashSet};
 use chrono::{DateTime, Utc};
 use db::tasks::{self, CategoryRow, NewTask, TaskChanges, TaskRow};
 use domain::{
-    Limit, Page,
+    CategoryId, Limit, Page, TaskId, UserId,
     jobs::AuditEventType as Ev,
     tasks::{Priority, TaskCursor, TaskListQuery, TaskPatch, TaskSort, TaskStatus, completed_at_after},
 };
 use serde_json::json;
-use uuid::Uuid;
 
 use crate::{
     services::{
@@ -27,7 +26,7 @@ use crate::{
 #[derive(Debug)]
 pub struct TaskView {
     pub row: TaskRow,
-    pub categories: Vec<(Uuid, String)>,
+    pub categories: Vec<(CategoryId, String)>,
 }
 
 pub struct NewTaskInput {
@@ -36,7 +35,7 @@ pub struct NewTaskInput {
     pub status: TaskStatus,
     pub priority: Priority,
     pub due_at: Option<DateTime<Utc>>,
-    pub category_ids: Vec<Uuid>,
+    pub category_ids: Vec<CategoryId>,
 }
 
 fn category_exists() -> Error {
@@ -53,7 +52,7 @@ fn not_your_category(id: impl std::fmt::Display) -> Error {
 /// Links the task to its (checked) categories. A category deleted between the check and the
 /// insert is the same 422 as one that never was yours (by the foreign key's name; the check's
 /// lock makes it unreachable, this keeps it a client error if that ever changes).
-async fn link_categories(conn: &mut db::AsyncPgConnection, task_id: Uuid, ids: &[Uuid]) -> Result<()> {
+async fn link_categories(conn: &mut db::AsyncPgConnection, task_id: TaskId, ids: &[CategoryId]) -> Result<()> {
     tasks::replace_categories(conn, task_id, ids)
         .await
         .map_err(on_constraint(tasks::TASK_CATEGORY_FK, || {
@@ -64,9 +63,13 @@ async fn link_categories(conn: &mut db::AsyncPgConnection, task_id: Uuid, ids: &
 /// Checks that every id names one of the user's categories; naming another user's (or an
 /// unknown, or a just deleted) category is a 422, never a silent link. Returns the de-duplicated
 /// ids, locked against deletion until the transaction ends.
-async fn owned_categories(conn: &mut db::AsyncPgConnection, user_id: Uuid, ids: &[Uuid]) -> Result<Vec<Uuid>> {
-    let wanted: Vec<Uuid> = ids.iter().copied().collect::<HashSet<_>>().into_iter().collect();
-    let owned: HashSet<Uuid> = tasks::owned_category_ids(conn, user_id, &wanted)
+async fn owned_categories(
+    conn: &mut db::AsyncPgConnection,
+    user_id: UserId,
+    ids: &[CategoryId],
+) -> Result<Vec<CategoryId>> {
+    let wanted: Vec<CategoryId> = ids.iter().copied().collect::<HashSet<_>>().into_iter().collect();
+    let owned: HashSet<CategoryId> = tasks::owned_category_ids(conn, user_id, &wanted)
         .await?
         .into_iter()
         .collect();
@@ -84,7 +87,7 @@ async fn view(conn: &mut db::AsyncPgConnection, row: TaskRow) -> Result<TaskView
     })
 }
 
-pub async fn create(state: &AppState, user_id: Uuid, input: NewTaskInput) -> Result<TaskView> {
+pub async fn create(state: &AppState, user_id: UserId, input: NewTaskInput) -> Result<TaskView> {
     work::transaction(state, async |tx| {
         let conn = tx.conn();
         let category_ids = owned_categories(conn, user_id, &input.category_ids).await?;
@@ -92,7 +95,7 @@ pub async fn create(state: &AppState, user_id: Uuid, input: NewTaskInput) -> Res
         let row = tasks::insert(
             conn,
             &NewTask {
-                id: Uuid::now_v7(),
+                id: TaskId::generate(),
                 user_id,
                 title: &input.title,
                 description: input.description.as_deref(),
@@ -111,7 +114,7 @@ pub async fn create(state: &AppState, user_id: Uuid, input: NewTaskInput) -> Res
     .await
 }
 
-pub async fn get(state: &AppState, user_id: Uuid, id: Uuid) -> Result<TaskView> {
+pub async fn get(state: &AppState, user_id: UserId, id: TaskId) -> Result<TaskView> {
     let mut conn = conn(state).await?;
     let row = tasks::find_owned(&mut conn, user_id, id)
         .await?
@@ -122,7 +125,7 @@ pub async fn get(state: &AppState, user_id: Uuid, id: Uuid) -> Result<TaskView> 
 /// Applies a partial update in one transaction: the row is locked, `completed_at` follows the
 /// status, and a new category set replaces the old one atomically (an invalid set changes
 /// nothing at all).
-pub async fn update(state: &AppState, user_id: Uuid, id: Uuid, patch: TaskPatch) -> Result<TaskView> {
+pub async fn update(state: &AppState, user_id: UserId, id: TaskId, patch: TaskPatch) -> Result<TaskView> {
     work::transaction(state, async |tx| {
         let conn = tx.conn();
         let current = tasks::lock_owned(conn, user_id, id, false)
@@ -156,7 +159,7 @@ pub async fn update(state: &AppState, user_id: Uuid, id: Uuid, patch: TaskPatch)
 }
 
 /// Soft delete (404 if missing or already deleted), audited through the outbox.
-pub async fn delete(state: &AppState, user_id: Uuid, id: Uuid, meta: &RequestMeta) -> Result<()> {
+pub async fn delete(state: &AppState, user_id: UserId, id: TaskId, meta: &RequestMeta) -> Result<()> {
     work::transaction(state, async |tx| {
         tasks::set_deleted(tx.conn(), user_id, id, true)
             .await?
@@ -168,7 +171,7 @@ pub async fn delete(state: &AppState, user_id: Uuid, id: Uuid, meta: &RequestMet
 }
 
 /// Undoes a soft delete. Restoring a task that is not deleted is a no-op (idempotent).
-pub async fn restore(state: &AppState, user_id: Uuid, id: Uuid, meta: &RequestMeta) -> Result<TaskView> {
+pub async fn restore(state: &AppState, user_id: UserId, id: TaskId, meta: &RequestMeta) -> Result<TaskView> {
     work::transaction(state, async |tx| {
         let current = tasks::lock_owned(tx.conn(), user_id, id, true)
             .await?
@@ -218,20 +221,20 @@ fn cursor_of(sort: TaskSort, row: &TaskRow) -> TaskCursor {
 /// size.
 pub async fn list_page(
     conn: &mut db::AsyncPgConnection,
-    user_id: Uuid,
+    user_id: UserId,
     query: &TaskListQuery,
 ) -> Result<Page<TaskView>> {
     let rows = tasks::list(conn, user_id, query, query.limit.get() + 1).await?;
     let page = Page::from_overfetch(rows, query.limit, |r| cursor_of(query.sort, r));
-    let ids: Vec<Uuid> = page.items.iter().map(|r| r.id).collect();
-    let mut cats: HashMap<Uuid, Vec<(Uuid, String)>> = tasks::categories_of(conn, &ids).await?;
+    let ids: Vec<TaskId> = page.items.iter().map(|r| r.id).collect();
+    let mut cats: HashMap<TaskId, Vec<(CategoryId, String)>> = tasks::categories_of(conn, &ids).await?;
     Ok(page.map(|row| TaskView {
         categories: cats.remove(&row.id).unwrap_or_default(),
         row,
     }))
 }
 
-pub async fn list(state: &AppState, user_id: Uuid, query: &TaskListQuery) -> Result<Page<TaskView>> {
+pub async fn list(state: &AppState, user_id: UserId, query: &TaskListQuery) -> Result<Page<TaskView>> {
     let mut conn = conn(state).await?;
     list_page(&mut conn, user_id, query).await
 }
@@ -240,33 +243,33 @@ pub async fn list(state: &AppState, user_id: Uuid, query: &TaskListQuery) -> Res
 
 #[derive(Debug, serde::Serialize, serde::Deserialize)]
 pub struct CategoryCursor {
-    pub id: Uuid,
+    pub id: CategoryId,
 }
 
 pub async fn list_categories(
     state: &AppState,
-    user_id: Uuid,
-    after: Option<Uuid>,
+    user_id: UserId,
+    after: Option<CategoryId>,
     limit: Limit,
 ) -> Result<Page<CategoryRow>> {
     let rows = tasks::list_categories(&mut *conn(state).await?, user_id, after, limit.get() + 1).await?;
     Ok(Page::from_overfetch(rows, limit, |c| CategoryCursor { id: c.id }))
 }
 
-pub async fn create_category(state: &AppState, user_id: Uuid, name: &str) -> Result<CategoryRow> {
+pub async fn create_category(state: &AppState, user_id: UserId, name: &str) -> Result<CategoryRow> {
     tasks::insert_category(&mut *conn(state).await?, user_id, name)
         .await
         .map_err(on_constraint(tasks::CATEGORY_NAME_UNIQUE, category_exists))
 }
 
-pub async fn rename_category(state: &AppState, user_id: Uuid, id: Uuid, name: &str) -> Result<CategoryRow> {
+pub async fn rename_category(state: &AppState, user_id: UserId, id: CategoryId, name: &str) -> Result<CategoryRow> {
     tasks::rename_category(&mut *conn(state).await?, user_id, id, name)
         .await
         .map_err(on_constraint(tasks::CATEGORY_NAME_UNIQUE, category_exists))?
         .ok_or(Error::NotFound)
 }
 
-pub async fn delete_category(state: &AppState, user_id: Uuid, id: Uuid) -> Result<()> {
+pub async fn delete_category(state: &AppState, user_id: UserId, id: CategoryId) -> Result<()> {
     if tasks::delete_category(&mut *conn(state).await?, user_id, id).await? {
         Ok(())
     } else {

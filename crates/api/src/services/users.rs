@@ -4,9 +4,8 @@ use db::{
     sessions::{self, RevokeReason},
     users::{self, User, UserChanges},
 };
-use domain::{Limit, Page, Password, Role, UserName, jobs::AuditEventType as Ev};
+use domain::{Limit, Page, Password, Role, UserId, UserName, jobs::AuditEventType as Ev};
 use serde_json::json;
-use uuid::Uuid;
 
 use crate::{
     infra::cache::ns,
@@ -87,7 +86,7 @@ pub async fn update_me(
 
 /// Applies a change set (the user's cached sessions are re-checked from then on); an empty one
 /// just reads the row.
-async fn apply(tx: &mut work::Tx, id: Uuid, changes: &UserChanges<'_>) -> Result<User> {
+async fn apply(tx: &mut work::Tx, id: UserId, changes: &UserChanges<'_>) -> Result<User> {
     if changes.name.is_none() && changes.role.is_none() && changes.password_hash.is_none() {
         return users::find_active(tx.conn(), id).await?.ok_or(Error::NotFound);
     }
@@ -97,10 +96,10 @@ async fn apply(tx: &mut work::Tx, id: Uuid, changes: &UserChanges<'_>) -> Result
 
 #[derive(Debug, serde::Serialize, serde::Deserialize)]
 pub struct UserCursor {
-    pub id: Uuid,
+    pub id: UserId,
 }
 
-pub async fn list(state: &AppState, q: Option<&str>, after: Option<Uuid>, limit: Limit) -> Result<Page<User>> {
+pub async fn list(state: &AppState, q: Option<&str>, after: Option<UserId>, limit: Limit) -> Result<Page<User>> {
     let rows = users::list(&mut *conn(state).await?, after, q, limit.get() + 1).await?;
     Ok(Page::from_overfetch(rows, limit, |u| UserCursor { id: u.id }))
 }
@@ -124,7 +123,7 @@ pub async fn create(state: &AppState, admin: &Actor, account: NewAccount, meta: 
     Ok(user)
 }
 
-pub async fn get(state: &AppState, id: Uuid) -> Result<User> {
+pub async fn get(state: &AppState, id: UserId) -> Result<User> {
     users::find_active(&mut *conn(state).await?, id)
         .await?
         .ok_or(Error::NotFound)
@@ -133,7 +132,7 @@ pub async fn get(state: &AppState, id: Uuid) -> Result<User> {
 pub async fn admin_update(
     state: &AppState,
     admin: &Actor,
-    id: Uuid,
+    id: UserId,
     name: Option<UserName>,
     role: Option<Role>,
     meta: &RequestMeta,
@@ -160,7 +159,7 @@ pub async fn admin_update(
 
 /// Soft-deletes the account and revokes all its sessions in one transaction. The e-mail becomes
 /// free for a new account (the unique index only covers live rows).
-pub async fn delete(state: &AppState, admin: &Actor, id: Uuid, meta: &RequestMeta) -> Result<()> {
+pub async fn delete(state: &AppState, admin: &Actor, id: UserId, meta: &RequestMeta) -> Result<()> {
     work::transaction(state, async |tx| {
         if !users::soft_delete(tx.conn(), id).await? {
             return Err(Error::NotFound);

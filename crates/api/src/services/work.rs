@@ -30,7 +30,7 @@ pub struct Tx {
     conn: db::pool::PooledConn<'static>,
     jobs: Vec<Pending>,
     invalidate: Vec<&'static str>,
-    auth_changed: Vec<uuid::Uuid>,
+    auth_changed: Vec<domain::UserId>,
 }
 
 impl Tx {
@@ -54,7 +54,7 @@ impl Tx {
     /// The user's sessions or row change with this transaction (a revocation, a new password,
     /// a role, a deletion, any update of the row): no instance may answer from a cached session
     /// of theirs once the use case has returned.
-    pub fn auth_changed(&mut self, user_id: uuid::Uuid) {
+    pub fn auth_changed(&mut self, user_id: domain::UserId) {
         if !self.auth_changed.contains(&user_id) {
             self.auth_changed.push(user_id);
         }

@@ -2,12 +2,15 @@
 
 use chrono::{Duration, Utc};
 use diesel_async::RunQueryDsl;
-use domain::jobs::{AuditEvent, AuditEventType};
+use domain::{
+    UserId,
+    jobs::{AuditEvent, AuditEventType},
+};
 use serde_json::json;
 use testkit::{Job, NewUser, Page, SignedUp, StatusCode, TestApp};
 use uuid::Uuid;
 
-async fn seed_events(app: &TestApp, actor: Uuid, other: Uuid) -> Vec<Uuid> {
+async fn seed_events(app: &TestApp, actor: UserId, other: UserId) -> Vec<Uuid> {
     let mut conn = app.state.db.get().await.unwrap();
     let base = Utc::now() - Duration::hours(1);
     let mut ids = vec![];
@@ -22,7 +25,7 @@ async fn seed_events(app: &TestApp, actor: Uuid, other: Uuid) -> Vec<Uuid> {
             event_type: kind,
             actor_id: Some(who),
             target_type: Some("user".into()),
-            target_id: Some(who),
+            target_id: Some(who.into_uuid()),
             request_id: Some(format!("req-{i}")),
             ip: Some("127.0.0.1".into()),
             user_agent: None,
@@ -44,7 +47,7 @@ async fn seed_events(app: &TestApp, actor: Uuid, other: Uuid) -> Vec<Uuid> {
 async fn admins_page_and_filter_the_audit_log() {
     let app = TestApp::spawn().await;
     let admin = app.admin("auditor@example.com").await;
-    let (a, b) = (Uuid::now_v7(), Uuid::now_v7());
+    let (a, b) = (UserId::generate(), UserId::generate());
     seed_events(&app, a, b).await;
 
     // All pages, newest first, no duplicates, across the timestamp tie.
@@ -120,7 +123,7 @@ async fn admins_page_and_filter_the_audit_log() {
 #[tokio::test]
 async fn the_audit_log_is_append_only() {
     let app = TestApp::spawn().await;
-    seed_events(&app, Uuid::now_v7(), Uuid::now_v7()).await;
+    seed_events(&app, UserId::generate(), UserId::generate()).await;
     let mut conn = app.state.db.get().await.unwrap();
     for sql in [
         "UPDATE audit_log SET event_type = 'logout'",
@@ -197,13 +200,16 @@ async fn a_sign_up_and_a_failed_login_are_audited_once_their_jobs_ran() {
     assert_eq!(by_user.len(), 1, "{by_user:?}");
     assert_eq!(
         (by_user[0].event_type.as_str(), by_user[0].target_id),
-        ("signup", Some(user.id))
+        ("signup", Some(user.id.into_uuid()))
     );
     assert_eq!(by_user[0].request_id.as_deref(), signup.header("x-request-id"));
     // A failed login has no actor; it names the account it tried.
     let failures = events(&app, &admin.access, "type=login_failed").await;
     assert_eq!(failures.len(), 1, "{failures:?}");
-    assert_eq!((failures[0].actor_id, failures[0].target_id), (None, Some(user.id)));
+    assert_eq!(
+        (failures[0].actor_id, failures[0].target_id),
+        (None, Some(user.id.into_uuid()))
+    );
     assert_eq!(failures[0].request_id.as_deref(), failed.header("x-request-id"));
     assert!(
         !failures[0].data.to_string().contains("audited@example.com"),

@@ -5,15 +5,15 @@
 
 use chrono::{Duration, Utc};
 use db::email::TokenPurpose;
+use domain::UserId;
 use serde_json::json;
 use testkit::{NewUser, PASSWORD, StatusCode, TestApp};
-use uuid::Uuid;
 
 const VERIFY: &str = "Confirm your e-mail address";
 const RESET: &str = "Reset your password";
 
 /// A token as the worker issues it for a link, with a validity of our choosing.
-async fn issue_token(app: &TestApp, user_id: Uuid, purpose: TokenPurpose, valid_for: Duration) -> String {
+async fn issue_token(app: &TestApp, user_id: UserId, purpose: TokenPurpose, valid_for: Duration) -> String {
     let token = auth::OpaqueToken::generate();
     let mut conn = app.state.db.get().await.unwrap();
     db::email::insert_token(&mut conn, token.digest(), user_id, purpose, Utc::now() + valid_for)

@@ -14,7 +14,7 @@ const WELCOME: &str = "Welcome to Task Shop";
 const RESET: &str = "Reset your password";
 const SIGNED_OUT: &str = "We signed you out of a session";
 
-async fn audit_types(app: &TestApp, user: uuid::Uuid) -> Vec<String> {
+async fn audit_types(app: &TestApp, user: domain::UserId) -> Vec<String> {
     use db::schema::audit_log::dsl::*;
     let mut conn = app.state.db.get().await.unwrap();
     let mut v: Vec<String> = audit_log

@@ -257,7 +257,7 @@ async fn checkout_rules() {
     assert_eq!(app.product(a.id).await.stock, 7);
 
     // Lines naming unknown, inactive or other-currency products: 422 naming the line.
-    let ghost = Uuid::new_v4();
+    let ghost = domain::ProductId::generate();
     let r = app
         .place_order(&user, "bad-1", &[(a.id, 1), (ghost, 1), (yen.id, 1)])
         .await;
@@ -611,6 +611,22 @@ async fn webhook_signatures_and_windows() {
     assert_eq!(
         app.webhook_raw(junk, Some(&h)).await.status,
         StatusCode::UNPROCESSABLE_ENTITY
+    );
+    // A NUL in any string of a signed event (jsonb cannot store it): 422 naming the body, and
+    // nothing stored under its id.
+    let nul = app
+        .webhook(
+            &json!({"id": "evt_nul", "type": "payment.succeeded", "data": {"order_id": order.id, "note": ["a\u{0}b"]}}),
+        )
+        .await;
+    nul.assert_problem(422, "validation_failed");
+    assert_eq!(nul.body["errors"][0]["field"], "body");
+    let again = app
+        .webhook(&json!({"id": "evt_nul", "type": "charge.disputed", "data": {"order_id": order.id}}))
+        .await;
+    assert_eq!(
+        again.body["outcome"], "unknown_type",
+        "the refused event left no record"
     );
 }
 

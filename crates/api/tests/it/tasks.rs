@@ -6,14 +6,15 @@ use std::sync::{
     atomic::{AtomicUsize, Ordering},
 };
 
+use domain::{CategoryId, TaskId};
 use serde_json::{Value, json};
 use testkit::{CategoryRef, NewTask, Page, Session, StatusCode, Task, TestApp};
 use uuid::Uuid;
 
 /// (title, id, priority rank, due date) of a created task.
-type Row = (String, Uuid, i32, Option<String>);
+type Row = (String, TaskId, i32, Option<String>);
 
-async fn category(app: &TestApp, s: &Session, name: &str) -> Uuid {
+async fn category(app: &TestApp, s: &Session, name: &str) -> CategoryId {
     let created = app.create_category(&s.access, name).await;
     assert_eq!(created.name, name.trim());
     created.id
@@ -27,7 +28,7 @@ fn titles(page: &Page<Task>) -> Vec<String> {
     page.items.iter().map(|t| t.title.clone()).collect()
 }
 
-fn refs(pairs: &[(Uuid, &str)]) -> Vec<CategoryRef> {
+fn refs(pairs: &[(CategoryId, &str)]) -> Vec<CategoryRef> {
     pairs
         .iter()
         .map(|(id, name)| CategoryRef {

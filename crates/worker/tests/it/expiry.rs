@@ -16,9 +16,11 @@ use db::{
 };
 use diesel::{ExpressionMethods, QueryDsl};
 use diesel_async::{AsyncConnection, RunQueryDsl};
-use domain::orders::{CancelReason, OrderStatus, event};
+use domain::{
+    OrderId, ProductId, UserId,
+    orders::{CancelReason, OrderStatus, event},
+};
 use testkit::TestApp;
-use uuid::Uuid;
 
 use crate::support::{Smtp, Worker, count_audit, eventually};
 
@@ -28,7 +30,7 @@ async fn product(conn: &mut AsyncPgConnection, sku: &str, price_cents: i64, curr
     db::products::insert(
         conn,
         &NewProduct {
-            id: Uuid::now_v7(),
+            id: ProductId::generate(),
             sku,
             name: &format!("Product {sku}"),
             description: None,
@@ -46,11 +48,11 @@ async fn product(conn: &mut AsyncPgConnection, sku: &str, price_cents: i64, curr
 /// reserved in the same transaction.
 async fn order(
     conn: &mut AsyncPgConnection,
-    user: Uuid,
+    user: UserId,
     lines: &[(&ProductRow, i32)],
     expires_at: DateTime<Utc>,
 ) -> OrderRow {
-    let id = Uuid::now_v7();
+    let id = OrderId::generate();
     let items: Vec<OrderItemRow> = lines
         .iter()
         .enumerate()
@@ -72,7 +74,7 @@ async fn order(
         total_cents: items.iter().map(|i| i.line_total_cents).sum(),
         expires_at,
     };
-    let ids: Vec<Uuid> = lines.iter().map(|(p, _)| p.id).collect();
+    let ids: Vec<ProductId> = lines.iter().map(|(p, _)| p.id).collect();
     let quantities: Vec<i32> = lines.iter().map(|(_, q)| *q).collect();
     conn.transaction::<_, db::DbError, _>(async |conn| {
         let row = db::orders::insert(conn, &new).await?;
@@ -85,23 +87,23 @@ async fn order(
     .unwrap()
 }
 
-async fn reload(app: &TestApp, id: Uuid) -> OrderRow {
+async fn reload(app: &TestApp, id: OrderId) -> OrderRow {
     let mut conn = app.state.db.get().await.unwrap();
     db::orders::find(&mut conn, id, None).await.unwrap().unwrap()
 }
 
-async fn stock(app: &TestApp, id: Uuid) -> i32 {
+async fn stock(app: &TestApp, id: ProductId) -> i32 {
     let mut conn = app.state.db.get().await.unwrap();
     db::products::find(&mut conn, id).await.unwrap().unwrap().stock
 }
 
-async fn unreconciled(app: &TestApp) -> Vec<(Uuid, i64, i64)> {
+async fn unreconciled(app: &TestApp) -> Vec<(ProductId, i64, i64)> {
     let mut conn = app.state.db.get().await.unwrap();
     db::products::unreconciled(&mut conn).await.unwrap()
 }
 
 /// Waits until every order of `ids` is cancelled; returns them.
-async fn all_cancelled(app: &TestApp, ids: &[Uuid], timeout: Duration) -> Vec<OrderRow> {
+async fn all_cancelled(app: &TestApp, ids: &[OrderId], timeout: Duration) -> Vec<OrderRow> {
     eventually(timeout, "the expired orders cancelled", || async {
         let mut out = Vec::with_capacity(ids.len());
         for id in ids {
@@ -117,7 +119,7 @@ async fn all_cancelled(app: &TestApp, ids: &[Uuid], timeout: Duration) -> Vec<Or
 }
 
 /// `expired` timeline entries per order.
-async fn expired_events(app: &TestApp, order: Uuid) -> usize {
+async fn expired_events(app: &TestApp, order: OrderId) -> usize {
     let mut conn = app.state.db.get().await.unwrap();
     db::orders::events(&mut conn, order)
         .await
@@ -128,10 +130,10 @@ async fn expired_events(app: &TestApp, order: Uuid) -> usize {
 }
 
 /// `order_released` ledger rows as (order, product) pairs.
-async fn releases(app: &TestApp) -> Vec<(Uuid, Uuid)> {
+async fn releases(app: &TestApp) -> Vec<(OrderId, ProductId)> {
     use db::schema::stock_movements::dsl as m;
     let mut conn = app.state.db.get().await.unwrap();
-    let rows: Vec<(Option<Uuid>, Uuid)> = m::stock_movements
+    let rows: Vec<(Option<OrderId>, ProductId)> = m::stock_movements
         .filter(m::kind.eq("order_released"))
         .select((m::order_id, m::product_id))
         .load(&mut conn)
@@ -298,7 +300,7 @@ async fn two_workers_cancel_each_expired_order_exactly_once() {
     let started = Utc::now();
     let one = Worker::spawn(&app, Some(&smtp), &[]);
     let two = Worker::spawn(&app, Some(&smtp), &[]);
-    let ids: Vec<Uuid> = orders.iter().map(|o| o.id).collect();
+    let ids: Vec<OrderId> = orders.iter().map(|o| o.id).collect();
     let cancelled = all_cancelled(&app, &ids, Duration::from_secs(25)).await;
     for o in &cancelled {
         assert_expired_on_time(o, started);

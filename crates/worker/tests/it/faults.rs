@@ -6,7 +6,6 @@ use std::time::Duration;
 use diesel::QueryDsl;
 use diesel_async::RunQueryDsl;
 use testkit::{NewUser, SignedUp, StatusCode, TestApp};
-use uuid::Uuid;
 
 use crate::support::{OwnRedis, Smtp, Worker, count_audit, eventually};
 
@@ -22,7 +21,7 @@ async fn pending_outbox(app: &TestApp) -> i64 {
 struct Row {
     queue: String,
     /// The user the job is about (the mail's recipient, the audit event's actor).
-    user: Option<Uuid>,
+    user: Option<domain::UserId>,
     pushed: bool,
     finished: bool,
     dead: bool,
