@@ -52,6 +52,12 @@ pub struct QueueSettings {
     pub visibility: Duration,
 }
 
+/// The bench-only queue of no-op jobs, `{prefix}:jobs:noop`: `worker bench-enqueue --noop N` fills it
+/// and only a worker started with `WORKER_BENCH_NOOP=true` consumes it, acknowledging each task
+/// without doing anything — what the queue itself costs per job (`just bench jobs`). It is not a
+/// [`Queue`]: nothing in production pushes to it, consumes it, or lists its dead jobs.
+pub const NOOP_QUEUE: &str = "noop";
+
 /// The default visibility timeout. A Redis that comes back empty is noticed at once (see
 /// [`marker`]); this bounds the loss of a Redis that kept only part of its data.
 pub const DEFAULT_VISIBILITY: Duration = Duration::from_secs(60);
@@ -71,8 +77,13 @@ impl QueueSettings {
     }
 
     pub fn config(&self, queue: Queue) -> Config {
+        self.config_named(queue.as_str())
+    }
+
+    /// The apalis configuration of `{prefix}:jobs:{name}`: a [`Queue`]'s, or [`NOOP_QUEUE`]'s.
+    pub fn config_named(&self, name: &str) -> Config {
         Config::default()
-            .queue(self.queue_name(queue))
+            .queue(format!("{}:jobs:{name}", self.prefix))
             .heartbeat_interval(self.heartbeat)
             .missed_heartbeats(self.missed_heartbeats)
             // Outbox ids are claimed for a day: a row pushed by the API and again by the

@@ -20,6 +20,7 @@
 //! | `ORDER_EXPIRY_INTERVAL` | `1s` | longest pause of the order expiry sweep (it also wakes at the next deadline); an unpaid order is cancelled at most this long after its `expires_at` (the contract allows 10 s) |
 //! | `WORKER_NAME` | `{host}-{pid}-{random}` | unique instance name |
 //! | `WORKER_METRICS_ADDR` | `127.0.0.1:9464` | Prometheus metrics listener (`off`: none); two workers on one host need different ports |
+//! | `WORKER_BENCH_NOOP` | `false` | benchmarks only: also consume the no-op queue `{prefix}:jobs:noop` (`worker bench-enqueue --noop N`) |
 
 use std::{env, net::SocketAddr, path::PathBuf, str::FromStr, time::Duration};
 
@@ -49,6 +50,8 @@ pub struct WorkerConfig {
     pub name: String,
     /// `None`: no metrics listener.
     pub metrics_addr: Option<SocketAddr>,
+    /// Benchmarks only: also consume the no-op queue (`jobs::NOOP_QUEUE`).
+    pub bench_noop: bool,
 }
 
 fn var(name: &str) -> Option<String> {
@@ -137,6 +140,7 @@ impl WorkerConfig {
                 ),
                 None => Some(SocketAddr::from(([127, 0, 0, 1], 9464))),
             },
+            bench_noop: parsed("WORKER_BENCH_NOOP", false)?,
         })
     }
 }

@@ -91,6 +91,11 @@ pub async fn handle(task: Lenient, id: TaskId, q: Data<QueueCtx>) -> Result<(), 
     q.ctx.run(q.queue, task, &id).await
 }
 
+/// The handler of the bench-only no-op queue (`jobs::NOOP_QUEUE`): acknowledges the task.
+pub async fn noop(_task: Lenient) -> Result<(), BoxDynError> {
+    Ok(())
+}
+
 /// Transient failures are retried on this gentler schedule, without consuming attempts.
 const TRANSIENT_BACKOFF: Backoff = Backoff {
     base: Duration::from_secs(1),

@@ -110,13 +110,14 @@ pub async fn run(config: WorkerConfig, stop: CancellationToken) -> anyhow::Resul
 
     // A backlog built up while no worker ran must be promoted in chunks *before* apalis' first
     // fetch, which fails beyond ~8,000 due tasks (see `jobs::maintenance`).
-    for queue in Queue::ALL {
+    let lanes = lanes(&settings, config.bench_noop);
+    for (queue, lane) in &lanes {
         let mut c = conn.clone();
-        if let Err(e) = jobs::maintenance::promote_due(&mut c, &settings, queue).await {
+        if let Err(e) = jobs::maintenance::promote_due(&mut c, lane).await {
             tracing::warn!(%queue, error = %e, "initial promotion of due tasks failed");
         }
     }
-    let housekeeping = tokio::spawn(maintain(conn.clone(), settings.clone(), stop.clone()));
+    let housekeeping = tokio::spawn(maintain(conn.clone(), lanes, stop.clone()));
 
     let mut monitor = Monitor::new();
     for queue in Queue::ALL {
@@ -147,6 +148,27 @@ pub async fn run(config: WorkerConfig, stop: CancellationToken) -> anyhow::Resul
             builder.build(handlers::handle)
         });
     }
+    if config.bench_noop {
+        tracing::warn!("WORKER_BENCH_NOOP: also consuming the bench-only no-op queue");
+        let conn = conn.clone();
+        let lane = settings.config_named(jobs::NOOP_QUEUE);
+        let base = format!("{}-{}", config.name, jobs::NOOP_QUEUE);
+        let concurrency = config.concurrency;
+        monitor = monitor.register(move |run: usize| {
+            let backend = RedisStorage::<Lenient>::new(conn.clone())
+                .with_config(lane.clone())
+                .poll_with_interval(POLL_INTERVAL);
+            // The same worker as the real queues', with a handler that does nothing.
+            WorkerBuilder::new(format!("{base}-{run}"))
+                .backend(backend)
+                .concurrency(concurrency)
+                .retry(RetryPolicy::retries(0))
+                .timeout(JOB_TIMEOUT)
+                .enable_tracing()
+                .catch_panic()
+                .build(handlers::noop)
+        });
+    }
     let monitor = monitor.should_restart(|worker, error| {
         // A lost Redis connection ends the worker; start a fresh one (it re-registers) after a
         // pause, so an outage is a slow retry loop rather than a hot one or an exit.
@@ -172,17 +194,31 @@ pub async fn run(config: WorkerConfig, stop: CancellationToken) -> anyhow::Resul
     Ok(())
 }
 
+/// The queues this process consumes, by name, with their apalis configuration: every [`Queue`],
+/// and the bench-only no-op queue when `WORKER_BENCH_NOOP` is set.
+fn lanes(settings: &QueueSettings, bench_noop: bool) -> Vec<(&'static str, apalis_redis::Config)> {
+    let mut lanes: Vec<_> = Queue::ALL.iter().map(|q| (q.as_str(), settings.config(*q))).collect();
+    if bench_noop {
+        lanes.push((jobs::NOOP_QUEUE, settings.config_named(jobs::NOOP_QUEUE)));
+    }
+    lanes
+}
+
 /// Keeps the queues healthy while the worker runs: promotes due scheduled tasks in chunks (often)
 /// and drops finished tasks' data (every 10 s). See `jobs::maintenance`.
-async fn maintain(mut conn: apalis_redis::ConnectionManager, settings: QueueSettings, stop: CancellationToken) {
+async fn maintain(
+    mut conn: apalis_redis::ConnectionManager,
+    lanes: Vec<(&'static str, apalis_redis::Config)>,
+    stop: CancellationToken,
+) {
     let mut tick = 0u64;
     loop {
-        for queue in Queue::ALL {
-            if let Err(e) = jobs::maintenance::promote_due(&mut conn, &settings, queue).await {
+        for (queue, lane) in &lanes {
+            if let Err(e) = jobs::maintenance::promote_due(&mut conn, lane).await {
                 tracing::debug!(%queue, error = %e, "promote failed");
             }
             if tick.is_multiple_of(40)
-                && let Err(e) = jobs::maintenance::trim_done(&mut conn, &settings, queue).await
+                && let Err(e) = jobs::maintenance::trim_done(&mut conn, lane).await
             {
                 tracing::debug!(%queue, error = %e, "trim failed");
             }
