@@ -11,6 +11,7 @@
 //! | `MAIL_FROM` | `Task Shop <no-reply@localhost>` | sender |
 //! | `MAIL_DIR` | `var/mail` | folder for `.eml` files when `SMTP_URL` is unset |
 //! | `WORKER_CONCURRENCY` | `32` | jobs in flight per queue |
+//! | `WORKER_FETCH_BATCH` | `32` | tasks taken from Redis per fetch (one script call); a worker holds at most concurrency + this many |
 //! | `EMAIL_MAX_ATTEMPTS` / `AUDIT_MAX_ATTEMPTS` | `8` / `12` | attempts before a job is dead |
 //! | `JOB_BACKOFF_BASE` / `JOB_BACKOFF_CAP` | `2s` / `10m` | retry delay: exponential with jitter |
 //! | `WORKER_HEARTBEAT` | `5s` | a killed worker's jobs are re-delivered after 3 missed heartbeats |
@@ -37,6 +38,8 @@ pub struct WorkerConfig {
     pub mail_from: String,
     pub mail_dir: PathBuf,
     pub concurrency: usize,
+    /// Tasks per fetch from Redis (`jobs::QueueSettings::fetch_batch`).
+    pub fetch_batch: usize,
     pub email_max_attempts: u32,
     pub audit_max_attempts: u32,
     pub backoff_base: Duration,
@@ -104,6 +107,10 @@ impl WorkerConfig {
         if concurrency == 0 {
             bail!("WORKER_CONCURRENCY must be positive");
         }
+        let fetch_batch: usize = parsed("WORKER_FETCH_BATCH", jobs::DEFAULT_FETCH_BATCH)?;
+        if fetch_batch == 0 {
+            bail!("WORKER_FETCH_BATCH must be positive");
+        }
         let email_max_attempts: u32 = parsed("EMAIL_MAX_ATTEMPTS", 8)?;
         let audit_max_attempts: u32 = parsed("AUDIT_MAX_ATTEMPTS", 12)?;
         if email_max_attempts == 0 || audit_max_attempts == 0 {
@@ -122,6 +129,7 @@ impl WorkerConfig {
             mail_from: var("MAIL_FROM").unwrap_or_else(|| "Task Shop <no-reply@localhost>".into()),
             mail_dir: var("MAIL_DIR").unwrap_or_else(|| "var/mail".into()).into(),
             concurrency,
+            fetch_batch,
             email_max_attempts,
             audit_max_attempts,
             backoff_base: duration("JOB_BACKOFF_BASE", "2s")?,

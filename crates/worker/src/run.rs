@@ -26,6 +26,7 @@ pub fn queue_settings(config: &WorkerConfig) -> QueueSettings {
     let mut settings = QueueSettings::new(config.redis_prefix.clone());
     settings.heartbeat = config.heartbeat;
     settings.visibility = config.outbox_visibility;
+    settings.fetch_batch = config.fetch_batch;
     settings
 }
 
