@@ -10,6 +10,7 @@ use jobs::{Producer, QueueSettings, backoff::Backoff};
 use tokio_util::sync::CancellationToken;
 
 use crate::{
+    audit_batch::AuditBatcher,
     config::WorkerConfig,
     expiry,
     handlers::{self, Ctx, Lenient, QueueCtx},
@@ -45,7 +46,7 @@ pub async fn build_ctx(config: &WorkerConfig) -> anyhow::Result<(Arc<Ctx>, Arc<P
     };
     let from = config.mail_from.parse().context("MAIL_FROM is not a valid mailbox")?;
     let ctx = Arc::new(Ctx {
-        db,
+        db: db.clone(),
         producer: producer.clone(),
         mailer,
         from,
@@ -56,6 +57,8 @@ pub async fn build_ctx(config: &WorkerConfig) -> anyhow::Result<(Arc<Ctx>, Arc<P
             base: config.backoff_base,
             cap: config.backoff_cap,
         },
+        audit_batch: (config.audit_batch_max > 1)
+            .then(|| AuditBatcher::spawn(db.clone(), config.audit_batch_max, config.audit_batch_wait)),
     });
     Ok((ctx, producer))
 }
@@ -93,7 +96,12 @@ pub async fn run(config: WorkerConfig, stop: CancellationToken) -> anyhow::Resul
         .await
         .map_err(|e| anyhow::anyhow!("cannot connect to Redis (REDIS_URL): {e}"))?;
     let settings = queue_settings(&config);
-    tracing::info!(worker = %config.name, concurrency = config.concurrency, "worker started");
+    tracing::info!(
+        worker = %config.name,
+        concurrency = config.concurrency,
+        audit_concurrency = config.audit_concurrency,
+        "worker started"
+    );
 
     let dispatcher = tokio::spawn(outbox::run(
         ctx.db.clone(),
@@ -126,7 +134,10 @@ pub async fn run(config: WorkerConfig, stop: CancellationToken) -> anyhow::Resul
         let ctx = ctx.clone();
         let settings = settings.clone();
         let base = format!("{}-{}", config.name, queue.as_str());
-        let concurrency = config.concurrency;
+        let concurrency = match queue {
+            Queue::Audit => config.audit_concurrency,
+            Queue::Email => config.concurrency,
+        };
         monitor = monitor.register(move |run: usize| {
             let backend = RedisStorage::<Lenient>::new(conn.clone())
                 .with_config(settings.config(queue))
