@@ -9,6 +9,10 @@ small functions named in SECTIONS.
   auth  /health/live, /v1/users/me (with the session cache and without it), login throughput vs the bcrypt ceiling, health under logins
   jobs  audit jobs/s of one and of two `worker` processes (JOBS_N synthetic jobs each; jobs/s =
         jobs / (last row's recorded_at - worker start), "first row after" is the start-up share),
+        then no-op jobs/s of one worker (JOBS_N jobs on the bench-only queue {prefix}:jobs:noop,
+        `worker bench-enqueue --noop`, consumed by a worker started with WORKER_BENCH_NOOP=true
+        whose handler only acknowledges: the queue's own cost; jobs/s = jobs / (the moment no task
+        is left scheduled, active or in flight in Redis - worker start), polled every 20 ms),
         then signup p50/p99 without and with a worker running, on an API at SIGNUP_BCRYPT_COST.
         The synthetic rows have request_id 'bench'. With JOBS_N > ~8,000 a worker's first fetch may
         fail (apalis-redis 1.0 promotes all due jobs at once) and restart after 1 s: the run warns.
@@ -119,7 +123,8 @@ class Run:
     body: str | None = None            # JSON body; a generated wrk script sends it with `method`
     script: str | None = None          # a wrk Lua script of LUA instead
     api: dict = field(default_factory=dict)  # env overrides of the API under test for this run
-    kind: str = "wrk"                  # "wrk", "baseline" (measured once per run), "drain" (jobs/s)
+    kind: str = "wrk"                  # "wrk", "baseline" (measured once per run), "drain" (audit
+                                       # jobs/s), "noop" (no-op jobs/s: the queue's own overhead)
     workers: int = 0                   # worker processes consuming during the run (drain: how many)
     parallel: str | None = None        # consecutive runs with one tag run at once, without warm-up
     ramp_ok: bool = False              # fewer responses than connections are expected
@@ -149,6 +154,7 @@ SCENARIOS = [
 
     Run("jobs", "audit drain, 1 worker(s)", kind="drain", workers=1),
     Run("jobs", "audit drain, 2 worker(s)", kind="drain", workers=2),
+    Run("jobs", "no-op drain, 1 worker", kind="noop", workers=1),
     Run("jobs", "POST /v1/auth/signup (c={SIGNUP_CONNS}, cost {SIGNUP_BCRYPT_COST}, no worker)",
         "/v1/auth/signup", script="signup", conns="SIGNUP_CONNS", duration="SIGNUP_DURATION",
         api=AT_SIGNUP_COST),
@@ -520,12 +526,14 @@ def wait_idle() -> None:
         prev = now
     log("WARNING: api still busy after 60 s; measuring anyway")
 
-def worker_env() -> dict[str, str]:
+def worker_env(noop: bool = False) -> dict[str, str]:
     # Mail becomes .eml files; two workers on one host would both bind the metrics port.
+    # WORKER_BENCH_NOOP: the worker also consumes the bench-only no-op queue ({prefix}:jobs:noop).
     return {**base_env(), "MAIL_DIR": str(WORK / "mail"), "SMTP_URL": "",
-            "WORKER_METRICS_ADDR": "off", "WORKER_CONCURRENCY": K["WORKER_CONCURRENCY"]}
+            "WORKER_METRICS_ADDR": "off", "WORKER_CONCURRENCY": K["WORKER_CONCURRENCY"],
+            **({"WORKER_BENCH_NOOP": "true"} if noop else {})}
 
-def start_workers(k: int) -> None:
+def start_workers(k: int, noop: bool = False) -> None:
     if not WLOG["started"]:  # the log of this run only
         WORKER_LOG.write_text("")
         WLOG["started"] = True
@@ -535,7 +543,7 @@ def start_workers(k: int) -> None:
             f.write(f"=== worker, WORKER_CONCURRENCY={K['WORKER_CONCURRENCY']}, "
                     f"{datetime.now(timezone.utc):%Y-%m-%dT%H:%M:%SZ}\n")
             f.flush()
-            WORKERS.append(subprocess.Popen([WORKER_BIN, "run"], env=worker_env(), stdout=f, stderr=f))
+            WORKERS.append(subprocess.Popen([WORKER_BIN, "run"], env=worker_env(noop), stdout=f, stderr=f))
 
 def check_workers() -> None:
     for p in WORKERS:
@@ -578,10 +586,20 @@ def clean_queues() -> None:
 def bench_rows() -> int:
     return int(pg_q("select count(*) from audit_log where request_id = 'bench'"))
 
-def bench_enqueue(n: int) -> None:
-    out = cmd([WORKER_BIN, "bench-enqueue", "--audit", n], worker_env(), "worker bench-enqueue").strip()
+def bench_enqueue(n: int, kind: str = "audit") -> None:
+    out = cmd([WORKER_BIN, "bench-enqueue", f"--{kind}", n], worker_env(), "worker bench-enqueue").strip()
     if out != str(n):
-        die(f"worker bench-enqueue --audit {n} printed '{out}'")
+        die(f"worker bench-enqueue --{kind} {n} printed '{out}'")
+
+NOOP_QUEUE = f"{REDIS_PREFIX}:jobs:noop"
+# Tasks of the no-op queue not yet acknowledged: scheduled, active, or in some worker's inflight set.
+NOOP_LEFT = """local n = redis.call('zcard', KEYS[1]) + redis.call('llen', KEYS[2])
+for _, k in ipairs(redis.call('keys', ARGV[1])) do n = n + redis.call('scard', k) end
+return n"""
+
+def noop_left() -> int:
+    return int(redis("eval", NOOP_LEFT, "2", f"{NOOP_QUEUE}:scheduled", f"{NOOP_QUEUE}:active",
+                     f"{NOOP_QUEUE}:inflight:*"))
 
 def wait_worker_ready() -> None:
     """Enqueues one synthetic job and waits (<= 30 s) until a worker has written it."""
@@ -722,12 +740,52 @@ def audit_drain(k: int) -> dict:
         f"after {d['boot']} s; {d['steady']} jobs/s after it; worker CPU {d['cpu']} s)")
     return d
 
+def noop_drain(k: int) -> dict:
+    """Like audit_drain, with JOBS_N no-op jobs (a bench-only queue whose handler only acknowledges):
+    the cost of the queue itself. Polls Redis until no task is scheduled, active or in flight."""
+    n = int(K["JOBS_N"])
+    if WORKERS:
+        die("noop_drain: a bench worker is still running")
+    wait_idle()
+    clean_queues()
+    t0 = time.time()
+    bench_enqueue(n, "noop")
+    log(f"enqueued {n} no-op jobs in {time.time() - t0:.2f} s")
+    time.sleep(0.5)
+    if (left := noop_left()) != n:
+        die(f"no-op jobs are consumed without a bench worker ({left} of {n} still queued): another worker "
+            f"with REDIS_PREFIX={REDIS_PREFIX} and WORKER_BENCH_NOOP=true is running; stop it first")
+    start = time.time()
+    start_workers(k, noop=True)
+    deadline, first, left = time.monotonic() + int(K["JOBS_TIMEOUT"]), None, n
+    while (left := noop_left()) > 0:
+        if first is None and left < n:
+            first = time.time()
+        check_workers()
+        if time.monotonic() >= deadline:
+            add_warning(f"no-op drain with {k} worker(s): {left} of {n} jobs left after {K['JOBS_TIMEOUT']} s")
+            break
+        time.sleep(0.02)
+    end = time.time()
+    cpu = " + ".join(f"{cpu_ticks(p.pid) / CLK_TCK:.1f}" for p in WORKERS)
+    stop_workers(f"no-op drain, {k} worker(s)")
+    done = n - left
+    first = first or end
+    d = {"done": done, "cpu": cpu, "total": f"{end - start:.2f}", "boot": f"{first - start:.2f}",
+         "rate": f"{done / (end - start):.0f}", "steady": f"{done / (end - first) if end > first else 0:.0f}"}
+    log(f"no-op drain, {k} worker(s): {done} jobs in {d['total']} s = {d['rate']} jobs/s (first fetch "
+        f"after {d['boot']} s; {d['steady']} jobs/s after it; worker CPU {cpu} s)")
+    return d
+
 def run_one(run: Run, section_api: dict) -> None:
     """Interprets one row of SCENARIOS."""
     ensure_api({**section_api, **run.api})
     name = fill(run.name)
     if run.kind == "drain":
         R[name] = audit_drain(run.workers)
+        return
+    if run.kind == "noop":
+        R[name] = noop_drain(run.workers)
         return
     if run.kind == "baseline":
         if knob(run.conns) == K["CONNS"]:  # the /health/live of this run at CONNS, measured once
@@ -828,6 +886,10 @@ def jobs_summary() -> None:
     note("audit jobs/s (2 workers)", f"{two['rate']} total, {num(two['rate']) / 2:.0f} per process, "
          f"{pct(two['rate'], one['rate'])} of 1 worker ({two['done']} jobs in {two['total']} s; first row after "
          f"{two['boot']} s, {two['steady']} jobs/s from then on; worker CPU {two['cpu']} s)")
+    noop = R["no-op drain, 1 worker"]
+    note("no-op jobs/s (1 worker)", f"{noop['rate']} ({noop['done']} jobs in {noop['total']} s from worker start "
+         f"until none was left in Redis; first fetch after {noop['boot']} s, {noop['steady']} jobs/s from then "
+         f"on; worker CPU {noop['cpu']} s)")
     without, with_ = (R[fill(r.name)] for r in SCENARIOS if r.section == "jobs" and r.kind == "wrk")
     for r in SCENARIOS:
         if r.section == "jobs" and r.kind == "wrk" and R[fill(r.name)]["non2xx"]:

@@ -41,31 +41,62 @@ struct NewAuditRow<'a> {
     occurred_at: DateTime<Utc>,
 }
 
-/// Inserts the event unless its id is already there. Returns whether a row was written.
-pub async fn append(conn: &mut AsyncPgConnection, e: &AuditEvent) -> DbResult<bool> {
-    let data = if e.data.is_null() {
+/// The stored `data` of an event: `{}` for none.
+fn data_of(e: &AuditEvent) -> serde_json::Value {
+    if e.data.is_null() {
         serde_json::json!({})
     } else {
         e.data.clone()
-    };
+    }
+}
+
+fn new_row<'a>(e: &'a AuditEvent, data: &'a serde_json::Value) -> NewAuditRow<'a> {
+    NewAuditRow {
+        event_id: e.event_id,
+        event_type: e.event_type.as_str(),
+        actor_id: e.actor_id,
+        target_type: e.target_type.as_deref(),
+        target_id: e.target_id,
+        request_id: e.request_id.as_deref(),
+        ip: e.ip.as_deref(),
+        user_agent: e.user_agent.as_deref(),
+        data,
+        occurred_at: e.occurred_at,
+    }
+}
+
+/// Inserts the event unless its id is already there. Returns whether a row was written.
+pub async fn append(conn: &mut AsyncPgConnection, e: &AuditEvent) -> DbResult<bool> {
+    let data = data_of(e);
     let n = diesel::insert_into(audit_log::table)
-        .values(NewAuditRow {
-            event_id: e.event_id,
-            event_type: e.event_type.as_str(),
-            actor_id: e.actor_id,
-            target_type: e.target_type.as_deref(),
-            target_id: e.target_id,
-            request_id: e.request_id.as_deref(),
-            ip: e.ip.as_deref(),
-            user_agent: e.user_agent.as_deref(),
-            data: &data,
-            occurred_at: e.occurred_at,
-        })
+        .values(new_row(e, &data))
         .on_conflict(audit_log::event_id)
         .do_nothing()
         .execute(conn)
         .await?;
     Ok(n == 1)
+}
+
+/// The most events [`append_many`] takes: 10 bind parameters per row, Postgres allows 65,535.
+pub const APPEND_MANY_MAX: usize = 6_000;
+
+/// Inserts many events with one multi-row `INSERT … ON CONFLICT (event_id) DO NOTHING` (the
+/// worker's batched audit writes; all or nothing, like any statement). Returns the ids of the rows
+/// written: an id already there is skipped, so a re-delivered event adds nothing. At most
+/// [`APPEND_MANY_MAX`] events.
+pub async fn append_many(conn: &mut AsyncPgConnection, events: &[&AuditEvent]) -> DbResult<Vec<Uuid>> {
+    if events.is_empty() {
+        return Ok(Vec::new());
+    }
+    let data: Vec<serde_json::Value> = events.iter().map(|e| data_of(e)).collect();
+    let rows: Vec<NewAuditRow<'_>> = events.iter().zip(&data).map(|(e, data)| new_row(e, data)).collect();
+    Ok(diesel::insert_into(audit_log::table)
+        .values(&rows)
+        .on_conflict(audit_log::event_id)
+        .do_nothing()
+        .returning(audit_log::event_id)
+        .get_results(conn)
+        .await?)
 }
 
 /// Filters of the admin listing.

@@ -138,6 +138,21 @@ pub async fn finish(conn: &mut AsyncPgConnection, id: Uuid) -> DbResult<bool> {
     Ok(n == 1)
 }
 
+/// [`finish`] for many rows at once (one statement). Returns how many were not finished yet.
+pub async fn finish_many(conn: &mut AsyncPgConnection, ids: &[Uuid]) -> DbResult<usize> {
+    if ids.is_empty() {
+        return Ok(0);
+    }
+    Ok(diesel::update(
+        outbox::table
+            .filter(outbox::id.eq_any(ids))
+            .filter(outbox::finished_at.is_null()),
+    )
+    .set(outbox::finished_at.eq(diesel::dsl::now))
+    .execute(conn)
+    .await?)
+}
+
 /// The job was dead-lettered: finished, marked dead with its last error, kept for a re-drive.
 pub async fn mark_dead(conn: &mut AsyncPgConnection, id: Uuid, error: &str) -> DbResult<bool> {
     let error: String = error.chars().take(1000).collect();

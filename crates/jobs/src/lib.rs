@@ -50,7 +50,18 @@ pub struct QueueSettings {
     pub missed_heartbeats: usize,
     /// A pushed outbox row not finished within this time is pushed again (`OUTBOX_VISIBILITY_TIMEOUT`).
     pub visibility: Duration,
+    /// Tasks a worker takes from Redis per fetch (`WORKER_FETCH_BATCH`; apalis' own default is 10).
+    pub fetch_batch: usize,
 }
+
+/// The default of [`QueueSettings::fetch_batch`].
+pub const DEFAULT_FETCH_BATCH: usize = 32;
+
+/// The bench-only queue of no-op jobs, `{prefix}:jobs:noop`: `worker bench-enqueue --noop N` fills it
+/// and only a worker started with `WORKER_BENCH_NOOP=true` consumes it, acknowledging each task
+/// without doing anything — what the queue itself costs per job (`just bench jobs`). It is not a
+/// [`Queue`]: nothing in production pushes to it, consumes it, or lists its dead jobs.
+pub const NOOP_QUEUE: &str = "noop";
 
 /// The default visibility timeout. A Redis that comes back empty is noticed at once (see
 /// [`marker`]); this bounds the loss of a Redis that kept only part of its data.
@@ -63,6 +74,7 @@ impl QueueSettings {
             heartbeat: Duration::from_secs(5),
             missed_heartbeats: 3,
             visibility: DEFAULT_VISIBILITY,
+            fetch_batch: DEFAULT_FETCH_BATCH,
         }
     }
 
@@ -71,8 +83,25 @@ impl QueueSettings {
     }
 
     pub fn config(&self, queue: Queue) -> Config {
+        self.config_named(queue.as_str())
+    }
+
+    /// The apalis configuration of `{prefix}:jobs:{name}`: a [`Queue`]'s, or [`NOOP_QUEUE`]'s.
+    ///
+    /// Two apalis-redis defaults are off, for throughput; neither carries a delivery guarantee:
+    /// - `lock_tasks`: a "lease" per task after the fetch (status `Running`, `locked_by`) whose
+    ///   script runs `LREM` over the whole active list — O(queue length) per job, so a backlog
+    ///   made every job slower. What protects a task is the worker's in-flight set, which the
+    ///   fetch script fills atomically and which is re-queued when the worker misses its
+    ///   heartbeats; the lease was only metadata (nothing here reads it).
+    /// - `emit_events`: a Redis `PUBLISH` per push, lease and acknowledgement, for apalis' board
+    ///   and `wait_for`; nothing subscribes.
+    pub fn config_named(&self, name: &str) -> Config {
         Config::default()
-            .queue(self.queue_name(queue))
+            .queue(format!("{}:jobs:{name}", self.prefix))
+            .batch_size(self.fetch_batch.max(1))
+            .lock_tasks(false)
+            .emit_events(false)
             .heartbeat_interval(self.heartbeat)
             .missed_heartbeats(self.missed_heartbeats)
             // Outbox ids are claimed for a day: a row pushed by the API and again by the
@@ -111,6 +140,24 @@ mod tests {
         let id = uuid::Uuid::now_v7();
         assert_eq!(outbox_id(&task_id(id).to_string()), Some(id));
         assert_eq!(outbox_id("not a ulid"), None);
+    }
+
+    #[test]
+    fn queues_fetch_in_batches_without_leases_or_events() {
+        let mut settings = QueueSettings::new("p");
+        settings.fetch_batch = 48;
+        for config in [settings.config(Queue::Audit), settings.config_named(NOOP_QUEUE)] {
+            assert_eq!(config.batch_size, 48);
+            // The lease script scans the whole active list per task; the events have no subscriber.
+            assert!(!config.lock_tasks && !config.emit_events, "{config:?}");
+            // Without persisted results no task would ever be acknowledged.
+            assert!(config.persist_results);
+        }
+        assert_eq!(settings.config(Queue::Audit).active_jobs_list(), "p:jobs:audit:active");
+        assert_eq!(
+            settings.config_named(NOOP_QUEUE).active_jobs_list(),
+            "p:jobs:noop:active"
+        );
     }
 
     #[test]

@@ -7,10 +7,7 @@
 //!   and id (`{queue}:done`) forever. We drop them once done. (apalis' own `vacuum` would also
 //!   delete dead tasks' payloads, which operators still need to re-drive them.)
 
-use apalis_redis::ConnectionManager;
-use domain::jobs::Queue;
-
-use crate::QueueSettings;
+use apalis_redis::{Config, ConnectionManager};
 
 const PROMOTE: &str = r"
 local ids = redis.call('ZRANGEBYSCORE', KEYS[1], 0, ARGV[1], 'LIMIT', 0, 1000)
@@ -40,13 +37,9 @@ fn now_secs() -> u64 {
         .unwrap_or(0)
 }
 
-/// Moves due scheduled tasks to the active list, 1,000 per script call. Returns how many.
-pub async fn promote_due(
-    conn: &mut ConnectionManager,
-    settings: &QueueSettings,
-    queue: Queue,
-) -> redis::RedisResult<usize> {
-    let config = settings.config(queue);
+/// Moves due scheduled tasks of the queue of `config` (`QueueSettings::config`) to its active
+/// list, 1,000 per script call. Returns how many.
+pub async fn promote_due(conn: &mut ConnectionManager, config: &Config) -> redis::RedisResult<usize> {
     let script = redis::Script::new(PROMOTE);
     let mut total = 0;
     loop {
@@ -65,12 +58,7 @@ pub async fn promote_due(
 }
 
 /// Deletes finished tasks' ids, payloads and metadata, 1,000 per script call. Returns how many.
-pub async fn trim_done(
-    conn: &mut ConnectionManager,
-    settings: &QueueSettings,
-    queue: Queue,
-) -> redis::RedisResult<usize> {
-    let config = settings.config(queue);
+pub async fn trim_done(conn: &mut ConnectionManager, config: &Config) -> redis::RedisResult<usize> {
     let script = redis::Script::new(TRIM_DONE);
     let mut total = 0;
     loop {

@@ -95,8 +95,13 @@ impl Producer {
 
     /// Pushes many first-attempt jobs of one queue in one round trip (benchmarks, bulk re-drives).
     pub async fn push_many(&self, queue: Queue, jobs: Vec<serde_json::Value>) -> Result<(), PushError> {
+        self.push_many_to(queue.as_str(), jobs).await
+    }
+
+    /// [`Producer::push_many`] onto `{prefix}:jobs:{name}` (`worker bench-enqueue --noop`: [`crate::NOOP_QUEUE`]).
+    pub async fn push_many_to(&self, name: &str, jobs: Vec<serde_json::Value>) -> Result<(), PushError> {
         let conn = self.connection().await?;
-        let mut storage = RedisStorage::<Envelope>::new(conn).with_config(self.settings.config(queue));
+        let mut storage = RedisStorage::<Envelope>::new(conn).with_config(self.settings.config_named(name));
         let envelopes = jobs
             .into_iter()
             .map(|job| Envelope {

@@ -77,6 +77,8 @@ impl JobRunner {
                 base: Duration::from_secs(2),
                 cap: Duration::from_secs(600),
             },
+            // One INSERT per job, in the caller's order; the worker's suite tests the batches.
+            audit_batch: None,
         };
         Self {
             ctx: Arc::new(ctx),

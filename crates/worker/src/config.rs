@@ -10,7 +10,11 @@
 //! | `SMTP_URL` | – | `smtp://host:port`, `smtp://h:587?tls=required`, `smtps://user:pass@host`; unset → `.eml` files (not in production) |
 //! | `MAIL_FROM` | `Task Shop <no-reply@localhost>` | sender |
 //! | `MAIL_DIR` | `var/mail` | folder for `.eml` files when `SMTP_URL` is unset |
-//! | `WORKER_CONCURRENCY` | `32` | jobs in flight per queue |
+//! | `WORKER_CONCURRENCY` | `32` | jobs in flight per queue (the audit queue: `AUDIT_CONCURRENCY`) |
+//! | `WORKER_FETCH_BATCH` | `32` | tasks taken from Redis per fetch (one script call); a worker holds at most concurrency + this many |
+//! | `AUDIT_CONCURRENCY` | `128` (`WORKER_CONCURRENCY` when `AUDIT_BATCH_MAX=1`) | audit jobs in flight: with batching, one waiting for its batch costs a future, and more of them make bigger batches |
+//! | `AUDIT_BATCH_MAX` | `256` | most audit events written by one `INSERT` (`1`: one per job, no batching; at most 5,000) |
+//! | `AUDIT_BATCH_WAIT` | `0ms` | how long a batch waits for more events once it has one (`0`: it takes what is already waiting) |
 //! | `EMAIL_MAX_ATTEMPTS` / `AUDIT_MAX_ATTEMPTS` | `8` / `12` | attempts before a job is dead |
 //! | `JOB_BACKOFF_BASE` / `JOB_BACKOFF_CAP` | `2s` / `10m` | retry delay: exponential with jitter |
 //! | `WORKER_HEARTBEAT` | `5s` | a killed worker's jobs are re-delivered after 3 missed heartbeats |
@@ -20,6 +24,7 @@
 //! | `ORDER_EXPIRY_INTERVAL` | `1s` | longest pause of the order expiry sweep (it also wakes at the next deadline); an unpaid order is cancelled at most this long after its `expires_at` (the contract allows 10 s) |
 //! | `WORKER_NAME` | `{host}-{pid}-{random}` | unique instance name |
 //! | `WORKER_METRICS_ADDR` | `127.0.0.1:9464` | Prometheus metrics listener (`off`: none); two workers on one host need different ports |
+//! | `WORKER_BENCH_NOOP` | `false` | benchmarks only: also consume the no-op queue `{prefix}:jobs:noop` (`worker bench-enqueue --noop N`) |
 
 use std::{env, net::SocketAddr, path::PathBuf, str::FromStr, time::Duration};
 
@@ -36,6 +41,14 @@ pub struct WorkerConfig {
     pub mail_from: String,
     pub mail_dir: PathBuf,
     pub concurrency: usize,
+    /// Tasks per fetch from Redis (`jobs::QueueSettings::fetch_batch`).
+    pub fetch_batch: usize,
+    /// Audit jobs in flight (the audit queue's concurrency).
+    pub audit_concurrency: usize,
+    /// Most audit events per batched `INSERT`; 1 = no batching (see `audit_batch`).
+    pub audit_batch_max: usize,
+    /// How long a batch waits for more events once it has one.
+    pub audit_batch_wait: Duration,
     pub email_max_attempts: u32,
     pub audit_max_attempts: u32,
     pub backoff_base: Duration,
@@ -49,6 +62,8 @@ pub struct WorkerConfig {
     pub name: String,
     /// `None`: no metrics listener.
     pub metrics_addr: Option<SocketAddr>,
+    /// Benchmarks only: also consume the no-op queue (`jobs::NOOP_QUEUE`).
+    pub bench_noop: bool,
 }
 
 fn var(name: &str) -> Option<String> {
@@ -101,6 +116,31 @@ impl WorkerConfig {
         if concurrency == 0 {
             bail!("WORKER_CONCURRENCY must be positive");
         }
+        let fetch_batch: usize = parsed("WORKER_FETCH_BATCH", jobs::DEFAULT_FETCH_BATCH)?;
+        if fetch_batch == 0 {
+            bail!("WORKER_FETCH_BATCH must be positive");
+        }
+        let audit_batch_max: usize = parsed("AUDIT_BATCH_MAX", 256)?;
+        if !(1..=crate::audit_batch::MAX_BATCH).contains(&audit_batch_max) {
+            bail!(
+                "AUDIT_BATCH_MAX must be between 1 and {}",
+                crate::audit_batch::MAX_BATCH
+            );
+        }
+        let audit_batch_wait = match var("AUDIT_BATCH_WAIT") {
+            None => Duration::ZERO,
+            // `0`, `0ms`, `0s`: no wait (the duration parser wants a positive one).
+            Some(v) if v.trim().trim_end_matches(|c: char| c.is_ascii_alphabetic()) == "0" => Duration::ZERO,
+            Some(v) => parse_duration(&v).context("AUDIT_BATCH_WAIT")?,
+        };
+        if audit_batch_wait > Duration::from_secs(1) {
+            bail!("AUDIT_BATCH_WAIT must be at most 1s (every audit job waits for it under light load)");
+        }
+        let audit_concurrency: usize =
+            parsed("AUDIT_CONCURRENCY", if audit_batch_max > 1 { 128 } else { concurrency })?;
+        if audit_concurrency == 0 {
+            bail!("AUDIT_CONCURRENCY must be positive");
+        }
         let email_max_attempts: u32 = parsed("EMAIL_MAX_ATTEMPTS", 8)?;
         let audit_max_attempts: u32 = parsed("AUDIT_MAX_ATTEMPTS", 12)?;
         if email_max_attempts == 0 || audit_max_attempts == 0 {
@@ -119,6 +159,10 @@ impl WorkerConfig {
             mail_from: var("MAIL_FROM").unwrap_or_else(|| "Task Shop <no-reply@localhost>".into()),
             mail_dir: var("MAIL_DIR").unwrap_or_else(|| "var/mail".into()).into(),
             concurrency,
+            fetch_batch,
+            audit_concurrency,
+            audit_batch_max,
+            audit_batch_wait,
             email_max_attempts,
             audit_max_attempts,
             backoff_base: duration("JOB_BACKOFF_BASE", "2s")?,
@@ -137,6 +181,7 @@ impl WorkerConfig {
                 ),
                 None => Some(SocketAddr::from(([127, 0, 0, 1], 9464))),
             },
+            bench_noop: parsed("WORKER_BENCH_NOOP", false)?,
         })
     }
 }

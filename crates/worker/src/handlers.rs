@@ -21,11 +21,12 @@ use lettre::message::Mailbox;
 use serde::{Deserialize, Deserializer};
 
 use crate::{
+    audit_batch::AuditBatcher,
     mailer::{Mailer, mailbox},
     metrics, templates,
 };
 
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum JobError {
     #[error("transient: {0}")]
     Transient(String),
@@ -54,6 +55,9 @@ pub struct Ctx {
     pub email_max_attempts: u32,
     pub audit_max_attempts: u32,
     pub backoff: Backoff,
+    /// Audit events are written in batches through this (see [`crate::audit_batch`]); `None`
+    /// (`AUDIT_BATCH_MAX=1`): one `INSERT` per job.
+    pub audit_batch: Option<AuditBatcher>,
 }
 
 /// The task argument, decoded leniently: a payload that is not an [`Envelope`] still reaches the
@@ -91,6 +95,11 @@ pub async fn handle(task: Lenient, id: TaskId, q: Data<QueueCtx>) -> Result<(), 
     q.ctx.run(q.queue, task, &id).await
 }
 
+/// The handler of the bench-only no-op queue (`jobs::NOOP_QUEUE`): acknowledges the task.
+pub async fn noop(_task: Lenient) -> Result<(), BoxDynError> {
+    Ok(())
+}
+
 /// Transient failures are retried on this gentler schedule, without consuming attempts.
 const TRANSIENT_BACKOFF: Backoff = Backoff {
     base: Duration::from_secs(1),
@@ -119,19 +128,28 @@ impl Ctx {
         };
         let started = std::time::Instant::now();
         let outbox_id = envelope.outbox_id;
+        // Whether the effect's own transaction also finished the outbox row (a batched audit write).
+        let mut finished = false;
         let mut result = match queue {
             Queue::Email => match serde_json::from_value::<EmailJob>(envelope.job.clone()) {
                 Ok(job) => self.send_email(&job).await,
                 Err(e) => Err(JobError::Malformed(e.to_string())),
             },
             Queue::Audit => match serde_json::from_value::<AuditJob>(envelope.job.clone()) {
-                Ok(job) => self.write_audit(&job).await,
+                Ok(job) => match &self.audit_batch {
+                    Some(batcher) => {
+                        finished = true;
+                        batcher.append(job.event, outbox_id).await
+                    }
+                    None => self.write_audit(&job).await,
+                },
                 Err(e) => Err(JobError::Malformed(e.to_string())),
             },
         };
         // The effect is done: only now is the outbox row finished. If Postgres cannot record
         // that, the job is retried (without consuming an attempt) and finds its effect done.
         if result.is_ok()
+            && !finished
             && let Some(id) = outbox_id
         {
             result = self.finish(id).await;

@@ -18,11 +18,14 @@ struct Cli {
 enum Command {
     /// Process jobs (the default).
     Run,
-    /// Push N synthetic audit jobs (for `just bench`; they write real audit rows).
+    /// Push N synthetic audit jobs (for `just bench`; they write real audit rows), or with
+    /// `--noop N` N jobs onto the bench-only no-op queue (consumed only by `WORKER_BENCH_NOOP=true`).
     #[command(hide = true)]
     BenchEnqueue {
-        #[arg(long, default_value_t = 20_000)]
+        #[arg(long, default_value_t = 20_000, conflicts_with = "noop")]
         audit: usize,
+        #[arg(long)]
+        noop: Option<usize>,
     },
     /// Inspect and re-drive jobs that exhausted their attempts.
     Dead {
@@ -88,7 +91,19 @@ async fn dispatch(command: Command) -> anyhow::Result<()> {
             });
             run::run(config, stop).await
         }
-        Command::BenchEnqueue { audit } => {
+        Command::BenchEnqueue { noop: Some(n), .. } => {
+            let producer = jobs::Producer::new(config.redis_url.clone(), run::queue_settings(&config));
+            let mut left = n;
+            while left > 0 {
+                let chunk = left.min(1000);
+                let batch = vec![serde_json::json!({"noop": true}); chunk];
+                producer.push_many_to(jobs::NOOP_QUEUE, batch).await?;
+                left -= chunk;
+            }
+            println!("{n}");
+            Ok(())
+        }
+        Command::BenchEnqueue { audit, noop: None } => {
             let producer = jobs::Producer::new(config.redis_url.clone(), run::queue_settings(&config));
             let now = chrono::Utc::now();
             let mut left = audit;

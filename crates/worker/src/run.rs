@@ -10,6 +10,7 @@ use jobs::{Producer, QueueSettings, backoff::Backoff};
 use tokio_util::sync::CancellationToken;
 
 use crate::{
+    audit_batch::AuditBatcher,
     config::WorkerConfig,
     expiry,
     handlers::{self, Ctx, Lenient, QueueCtx},
@@ -26,6 +27,7 @@ pub fn queue_settings(config: &WorkerConfig) -> QueueSettings {
     let mut settings = QueueSettings::new(config.redis_prefix.clone());
     settings.heartbeat = config.heartbeat;
     settings.visibility = config.outbox_visibility;
+    settings.fetch_batch = config.fetch_batch;
     settings
 }
 
@@ -44,7 +46,7 @@ pub async fn build_ctx(config: &WorkerConfig) -> anyhow::Result<(Arc<Ctx>, Arc<P
     };
     let from = config.mail_from.parse().context("MAIL_FROM is not a valid mailbox")?;
     let ctx = Arc::new(Ctx {
-        db,
+        db: db.clone(),
         producer: producer.clone(),
         mailer,
         from,
@@ -55,6 +57,8 @@ pub async fn build_ctx(config: &WorkerConfig) -> anyhow::Result<(Arc<Ctx>, Arc<P
             base: config.backoff_base,
             cap: config.backoff_cap,
         },
+        audit_batch: (config.audit_batch_max > 1)
+            .then(|| AuditBatcher::spawn(db.clone(), config.audit_batch_max, config.audit_batch_wait)),
     });
     Ok((ctx, producer))
 }
@@ -92,7 +96,12 @@ pub async fn run(config: WorkerConfig, stop: CancellationToken) -> anyhow::Resul
         .await
         .map_err(|e| anyhow::anyhow!("cannot connect to Redis (REDIS_URL): {e}"))?;
     let settings = queue_settings(&config);
-    tracing::info!(worker = %config.name, concurrency = config.concurrency, "worker started");
+    tracing::info!(
+        worker = %config.name,
+        concurrency = config.concurrency,
+        audit_concurrency = config.audit_concurrency,
+        "worker started"
+    );
 
     let dispatcher = tokio::spawn(outbox::run(
         ctx.db.clone(),
@@ -110,13 +119,14 @@ pub async fn run(config: WorkerConfig, stop: CancellationToken) -> anyhow::Resul
 
     // A backlog built up while no worker ran must be promoted in chunks *before* apalis' first
     // fetch, which fails beyond ~8,000 due tasks (see `jobs::maintenance`).
-    for queue in Queue::ALL {
+    let lanes = lanes(&settings, config.bench_noop);
+    for (queue, lane) in &lanes {
         let mut c = conn.clone();
-        if let Err(e) = jobs::maintenance::promote_due(&mut c, &settings, queue).await {
+        if let Err(e) = jobs::maintenance::promote_due(&mut c, lane).await {
             tracing::warn!(%queue, error = %e, "initial promotion of due tasks failed");
         }
     }
-    let housekeeping = tokio::spawn(maintain(conn.clone(), settings.clone(), stop.clone()));
+    let housekeeping = tokio::spawn(maintain(conn.clone(), lanes, stop.clone()));
 
     let mut monitor = Monitor::new();
     for queue in Queue::ALL {
@@ -124,7 +134,10 @@ pub async fn run(config: WorkerConfig, stop: CancellationToken) -> anyhow::Resul
         let ctx = ctx.clone();
         let settings = settings.clone();
         let base = format!("{}-{}", config.name, queue.as_str());
-        let concurrency = config.concurrency;
+        let concurrency = match queue {
+            Queue::Audit => config.audit_concurrency,
+            Queue::Email => config.concurrency,
+        };
         monitor = monitor.register(move |run: usize| {
             let backend = RedisStorage::<Lenient>::new(conn.clone())
                 .with_config(settings.config(queue))
@@ -145,6 +158,27 @@ pub async fn run(config: WorkerConfig, stop: CancellationToken) -> anyhow::Resul
                     ctx: ctx.clone(),
                 });
             builder.build(handlers::handle)
+        });
+    }
+    if config.bench_noop {
+        tracing::warn!("WORKER_BENCH_NOOP: also consuming the bench-only no-op queue");
+        let conn = conn.clone();
+        let lane = settings.config_named(jobs::NOOP_QUEUE);
+        let base = format!("{}-{}", config.name, jobs::NOOP_QUEUE);
+        let concurrency = config.concurrency;
+        monitor = monitor.register(move |run: usize| {
+            let backend = RedisStorage::<Lenient>::new(conn.clone())
+                .with_config(lane.clone())
+                .poll_with_interval(POLL_INTERVAL);
+            // The same worker as the real queues', with a handler that does nothing.
+            WorkerBuilder::new(format!("{base}-{run}"))
+                .backend(backend)
+                .concurrency(concurrency)
+                .retry(RetryPolicy::retries(0))
+                .timeout(JOB_TIMEOUT)
+                .enable_tracing()
+                .catch_panic()
+                .build(handlers::noop)
         });
     }
     let monitor = monitor.should_restart(|worker, error| {
@@ -172,17 +206,31 @@ pub async fn run(config: WorkerConfig, stop: CancellationToken) -> anyhow::Resul
     Ok(())
 }
 
+/// The queues this process consumes, by name, with their apalis configuration: every [`Queue`],
+/// and the bench-only no-op queue when `WORKER_BENCH_NOOP` is set.
+fn lanes(settings: &QueueSettings, bench_noop: bool) -> Vec<(&'static str, apalis_redis::Config)> {
+    let mut lanes: Vec<_> = Queue::ALL.iter().map(|q| (q.as_str(), settings.config(*q))).collect();
+    if bench_noop {
+        lanes.push((jobs::NOOP_QUEUE, settings.config_named(jobs::NOOP_QUEUE)));
+    }
+    lanes
+}
+
 /// Keeps the queues healthy while the worker runs: promotes due scheduled tasks in chunks (often)
 /// and drops finished tasks' data (every 10 s). See `jobs::maintenance`.
-async fn maintain(mut conn: apalis_redis::ConnectionManager, settings: QueueSettings, stop: CancellationToken) {
+async fn maintain(
+    mut conn: apalis_redis::ConnectionManager,
+    lanes: Vec<(&'static str, apalis_redis::Config)>,
+    stop: CancellationToken,
+) {
     let mut tick = 0u64;
     loop {
-        for queue in Queue::ALL {
-            if let Err(e) = jobs::maintenance::promote_due(&mut conn, &settings, queue).await {
+        for (queue, lane) in &lanes {
+            if let Err(e) = jobs::maintenance::promote_due(&mut conn, lane).await {
                 tracing::debug!(%queue, error = %e, "promote failed");
             }
             if tick.is_multiple_of(40)
-                && let Err(e) = jobs::maintenance::trim_done(&mut conn, &settings, queue).await
+                && let Err(e) = jobs::maintenance::trim_done(&mut conn, lane).await
             {
                 tracing::debug!(%queue, error = %e, "trim failed");
             }

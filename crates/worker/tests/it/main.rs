@@ -5,6 +5,7 @@
 
 #![allow(clippy::unwrap_used, reason = "tests fail loudly on unexpected errors")]
 
+mod audit_batch;
 mod dead;
 mod expiry;
 mod faults;
