@@ -18,7 +18,7 @@ fn event(request_id: &str) -> AuditEvent {
     AuditEvent {
         event_id: Uuid::now_v7(),
         event_type: AuditEventType::LoginSucceeded,
-        actor_id: Some(Uuid::now_v7()),
+        actor_id: Some(domain::UserId::generate()),
         target_type: None,
         target_id: None,
         request_id: Some(request_id.into()),
