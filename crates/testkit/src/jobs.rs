@@ -112,6 +112,7 @@ impl JobRunner {
                 attempt: 1,
                 job: inner,
                 outbox_id: Some(id),
+                trace: None,
             };
             let result = self
                 .ctx

@@ -22,4 +22,5 @@ mod shop;
 mod shop_faults;
 mod snapshots;
 mod tasks;
+mod traces;
 mod users;
