@@ -121,6 +121,9 @@ pub struct Config {
     pub shop: ShopConfig,
     /// `OIDC_PROVIDERS` (and each provider's variables), `OAUTH_RETURN_URLS`.
     pub oidc: oidc::OidcConfig,
+    /// `SENTRY_DSN` (error reporting off without it), `SENTRY_ENVIRONMENT` (default `APP_ENV`),
+    /// `SENTRY_RELEASE` (default the crate version).
+    pub sentry: Option<telemetry::SentrySettings>,
 }
 
 pub mod oidc;
@@ -306,6 +309,13 @@ impl Config {
             rate_limits: RateLimitConfig::from_env()?,
             shop: ShopConfig::from_env(prod)?,
             oidc,
+            sentry: var("SENTRY_DSN").map(|dsn| telemetry::SentrySettings {
+                dsn,
+                environment: var("SENTRY_ENVIRONMENT")
+                    .or_else(|| var("APP_ENV"))
+                    .unwrap_or_else(|| "development".into()),
+                release: var("SENTRY_RELEASE").unwrap_or_else(|| env!("CARGO_PKG_VERSION").into()),
+            }),
         })
     }
 

@@ -31,6 +31,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
         version: env!("CARGO_PKG_VERSION"),
         json: config.log_format == LogFormat::Json,
         current_span: true,
+        sentry: config.sentry.clone(),
     });
     match command {
         Command::Serve => {

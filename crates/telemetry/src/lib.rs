@@ -12,8 +12,11 @@
 //! [`init`] returns a [`Guard`]: keep it until the process ends; dropping it exports what is
 //! still buffered.
 
+mod errors;
 mod http_client;
 mod log_format;
+
+pub use errors::{SentrySettings, scrub, scrub_text};
 
 use std::collections::BTreeMap;
 
@@ -34,17 +37,23 @@ pub struct Settings {
     pub json: bool,
     /// JSON lines also name the current span and its fields (the API's request span).
     pub current_span: bool,
+    /// Error reporting (`SENTRY_DSN` set).
+    pub sentry: Option<SentrySettings>,
 }
 
 /// Flushes and shuts down the exporters when dropped.
 #[must_use = "dropping the guard shuts telemetry down"]
 pub struct Guard {
     tracer: Option<SdkTracerProvider>,
+    sentry: Option<sentry::ClientInitGuard>,
 }
 
 impl std::fmt::Debug for Guard {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Guard").field("traces", &self.tracer.is_some()).finish()
+        f.debug_struct("Guard")
+            .field("traces", &self.tracer.is_some())
+            .field("errors", &self.sentry.is_some())
+            .finish()
     }
 }
 
@@ -52,6 +61,11 @@ impl Guard {
     /// Whether spans are exported.
     pub fn traces_enabled(&self) -> bool {
         self.tracer.is_some()
+    }
+
+    /// Whether errors are reported to Sentry.
+    pub fn errors_enabled(&self) -> bool {
+        self.sentry.is_some()
     }
 }
 
@@ -63,6 +77,8 @@ impl Drop for Guard {
                 eprintln!("telemetry: trace exporter shutdown: {e}");
             }
         }
+        // Dropping the Sentry guard flushes the events still queued (up to its shutdown timeout).
+        drop(self.sentry.take());
     }
 }
 
@@ -89,6 +105,35 @@ pub fn init(settings: &Settings) -> Guard {
     } else {
         None
     };
+
+    let sentry = settings
+        .sentry
+        .as_ref()
+        .and_then(|s| match errors::init(s, settings.service) {
+            Ok(guard) => Some(guard),
+            Err(e) => {
+                eprintln!("telemetry: error reporting disabled: {e}");
+                None
+            }
+        });
+    let sentry_layers = sentry.as_ref().map(|_| {
+        use sentry::integrations::tracing::{BreadcrumbLayer, ErrorLayer};
+        use tracing::Level;
+        use tracing_subscriber::filter::filter_fn;
+        // Spans pass both filters, so their fields (request id, route, queue, task id) reach
+        // the event. `api::error` logs the cause of a 5xx the actix integration reports as
+        // that response's event: a breadcrumb there, not a second event.
+        let errors = ErrorLayer::new().enable_span_attributes().with_filter(filter_fn(|md| {
+            md.is_span() || (*md.level() == Level::ERROR && md.target() != "api::error")
+        }));
+        let crumbs = BreadcrumbLayer::new().with_filter(filter_fn(|md| {
+            md.is_span()
+                || *md.level() == Level::WARN
+                || *md.level() == Level::INFO
+                || (*md.level() == Level::ERROR && md.target() == "api::error")
+        }));
+        errors.and_then(crumbs)
+    });
 
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let fmt_layer = if settings.json {
@@ -117,6 +162,7 @@ pub fn init(settings: &Settings) -> Guard {
     let installed = tracing_subscriber::registry()
         .with(fmt_layer)
         .with(otel_layer)
+        .with(sentry_layers)
         .try_init();
     match (installed, &tracer) {
         (Ok(()), Some(_)) => TRACES_ON.store(true, std::sync::atomic::Ordering::Relaxed),
@@ -124,7 +170,7 @@ pub fn init(settings: &Settings) -> Guard {
         (Err(_), Some(_)) => eprintln!("telemetry: a subscriber was already installed; traces go nowhere"),
         (_, None) => {}
     }
-    Guard { tracer }
+    Guard { tracer, sentry }
 }
 
 fn tracer_provider(settings: &Settings) -> Result<SdkTracerProvider, Box<dyn std::error::Error + Send + Sync>> {

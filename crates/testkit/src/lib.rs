@@ -225,6 +225,7 @@ pub fn test_config(database_url: &str) -> Config {
             webhook_secret: TEST_WEBHOOK_SECRET.to_owned().into(),
         },
         oidc: api::config::oidc::OidcConfig::default(),
+        sentry: None,
     }
 }
 

@@ -20,6 +20,10 @@
 //! | `ORDER_EXPIRY_INTERVAL` | `1s` | longest pause of the order expiry sweep (it also wakes at the next deadline); an unpaid order is cancelled at most this long after its `expires_at` (the contract allows 10 s) |
 //! | `WORKER_NAME` | `{host}-{pid}-{random}` | unique instance name |
 //! | `WORKER_METRICS_ADDR` | `127.0.0.1:9464` | Prometheus metrics listener (`off`: none); two workers on one host need different ports |
+//! | `SENTRY_DSN` | – | error reporting (panics, `error!` events); off when unset |
+//! | `SENTRY_ENVIRONMENT` / `SENTRY_RELEASE` | `APP_ENV` / crate version | tags of every reported event |
+//!
+//! Traces: the standard `OTEL_*` variables, read by the OpenTelemetry SDK (see `telemetry`).
 
 use std::{env, net::SocketAddr, path::PathBuf, str::FromStr, time::Duration};
 
@@ -49,6 +53,8 @@ pub struct WorkerConfig {
     pub name: String,
     /// `None`: no metrics listener.
     pub metrics_addr: Option<SocketAddr>,
+    /// `SENTRY_DSN`, `SENTRY_ENVIRONMENT`, `SENTRY_RELEASE`: error reporting (off without a DSN).
+    pub sentry: Option<telemetry::SentrySettings>,
 }
 
 fn var(name: &str) -> Option<String> {
@@ -137,6 +143,11 @@ impl WorkerConfig {
                 ),
                 None => Some(SocketAddr::from(([127, 0, 0, 1], 9464))),
             },
+            sentry: var("SENTRY_DSN").map(|dsn| telemetry::SentrySettings {
+                dsn,
+                environment: var("SENTRY_ENVIRONMENT").unwrap_or_else(|| app_env.clone()),
+                release: var("SENTRY_RELEASE").unwrap_or_else(|| env!("CARGO_PKG_VERSION").into()),
+            }),
         })
     }
 }

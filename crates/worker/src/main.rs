@@ -76,6 +76,7 @@ async fn dispatch(command: Command) -> anyhow::Result<()> {
         version: env!("CARGO_PKG_VERSION"),
         json: json_logs(config.production),
         current_span: false,
+        sentry: config.sentry.clone(),
     });
     match command {
         Command::Run => {

@@ -113,6 +113,25 @@ pub async fn edge(
     Ok(ServiceResponse::new(req, finish(res, &id)))
 }
 
+/// Tags the request's Sentry scope (the hub the Sentry middleware made for this request, see
+/// `startup.rs`) with the request id and route, so a 5xx, panic or `error!` event names them.
+pub async fn sentry_tags(
+    req: ServiceRequest,
+    next: Next<impl MessageBody + 'static>,
+) -> Result<ServiceResponse<impl MessageBody + 'static>, Error> {
+    let id = actix_web::HttpMessage::extensions(&req)
+        .get::<RequestId>()
+        .map(|r| r.0.clone());
+    let route = req.match_pattern().unwrap_or_else(|| "<unmatched>".into());
+    sentry::configure_scope(|scope| {
+        if let Some(id) = id {
+            scope.set_tag("request_id", id);
+        }
+        scope.set_tag("route", route);
+    });
+    next.call(req).await
+}
+
 /// The request's headers as an OpenTelemetry propagation carrier (`traceparent`, `tracestate`).
 struct Headers<'a>(&'a header::HeaderMap);
 

@@ -11,6 +11,7 @@ mod crafted;
 mod credentials;
 mod deploy;
 mod edge;
+mod errors;
 mod hardening;
 mod mail;
 mod oauth;
