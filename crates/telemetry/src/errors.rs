@@ -43,6 +43,7 @@ pub(crate) fn init(settings: &SentrySettings, service: &'static str) -> Result<s
     opts.max_request_body_size = sentry::MaxRequestBodySize::None;
     opts.attach_stacktrace = true;
     opts.before_send = Some(std::sync::Arc::new(scrub_event));
+    opts.transport = Some(std::sync::Arc::new(crate::sentry_transport::ReqwestFactory));
     opts.before_breadcrumb = Some(std::sync::Arc::new(|mut crumb: sentry::Breadcrumb| {
         crumb.message = crumb.message.map(|m| scrub_text(&m));
         Some(crumb)

@@ -15,6 +15,7 @@
 mod errors;
 mod http_client;
 mod log_format;
+mod sentry_transport;
 
 pub use errors::{SentrySettings, scrub, scrub_text};
 
