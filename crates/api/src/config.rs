@@ -15,6 +15,9 @@
 //! | `BCRYPT_COST` | `12` | bcrypt cost; production refuses < 12 |
 //! | `PUBLIC_URL` | `http://localhost:8080` | base of links in e-mails; also the JWT issuer |
 //! | `LOG_FORMAT` | `pretty` in development, else `json` | log output format |
+//! | `SENTRY_DSN` | – | error reporting (panics, 5xx, `error!` events); off when unset |
+//! | `SENTRY_ENVIRONMENT` / `SENTRY_RELEASE` | `APP_ENV` / crate version | tags of every reported event |
+//! | `OTEL_EXPORTER_OTLP_ENDPOINT`, other `OTEL_*` | – (traces off) | read by the OpenTelemetry SDK itself (`telemetry::OTEL_ENV`) |
 //! | `DATABASE_POOL_SIZE` | `16` | Postgres pool size |
 //! | `REDIS_POOL_SIZE` | `16` | Redis pool size |
 //! | `CACHE_ENABLED` | `true` | cache-aside for shared reads (admin user list, users) |

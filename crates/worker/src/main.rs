@@ -75,7 +75,7 @@ async fn dispatch(command: Command) -> anyhow::Result<()> {
         service: "worker",
         version: env!("CARGO_PKG_VERSION"),
         json: json_logs(config.production),
-        current_span: false,
+        current_span: true,
         sentry: config.sentry.clone(),
     });
     match command {

@@ -6,6 +6,7 @@
 #![allow(clippy::unwrap_used, reason = "tests fail loudly on unexpected errors")]
 
 mod dead;
+mod errors;
 mod expiry;
 mod faults;
 mod metrics;
