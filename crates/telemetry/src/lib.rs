@@ -147,11 +147,12 @@ pub fn init(settings: &Settings) -> Guard {
         // Spans pass both filters, so their fields (request id, route, queue, task id) reach
         // the event. `api::error` logs the cause of a 5xx the actix integration reports as
         // that response's event: a breadcrumb there, not a second event.
+        // (Spans at `info` and above only: enabling every dependency's trace spans would cost.)
         let errors = ErrorLayer::new().enable_span_attributes().with_filter(filter_fn(|md| {
-            md.is_span() || (*md.level() == Level::ERROR && md.target() != "api::error")
+            (md.is_span() && *md.level() <= Level::INFO) || (*md.level() == Level::ERROR && md.target() != "api::error")
         }));
         let crumbs = BreadcrumbLayer::new().with_filter(filter_fn(|md| {
-            md.is_span()
+            (md.is_span() && *md.level() <= Level::INFO)
                 || *md.level() == Level::WARN
                 || *md.level() == Level::INFO
                 || (*md.level() == Level::ERROR && md.target() == "api::error")
