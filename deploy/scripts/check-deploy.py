@@ -71,6 +71,18 @@ def env_read_by(crate: str) -> set[str]:
         names |= {f"RATE_LIMIT_{p}" for p in policies}
     if "EnvFilter::try_from_default_env" in src or "EnvFilter::from_default_env" in src:
         names.add("RUST_LOG")
+    # A binary that sets up `telemetry` honours the standard OTEL_* variables its SDK reads
+    # (listed in crates/telemetry/src/lib.rs, OTEL_ENV), and the telemetry crate's own reads.
+    if "telemetry::init(" in src and (ROOT / "crates" / "telemetry").is_dir():
+        tsrc = rust_sources(["telemetry"])
+        m = re.search(r"pub const OTEL_ENV: &\[&str\] = &\[(.*?)\];", tsrc, re.S)
+        if not m:
+            err("crates/telemetry/src/lib.rs: OTEL_ENV not found (parser out of date?)")
+        else:
+            names |= set(re.findall(r'"(OTEL_[A-Z0-9_]+)"', m.group(1)))
+        names |= set(ENV_CALL.findall(tsrc))
+        if "EnvFilter::try_from_default_env" in tsrc:
+            names.add("RUST_LOG")
     return names
 
 

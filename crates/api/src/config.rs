@@ -15,6 +15,9 @@
 //! | `BCRYPT_COST` | `12` | bcrypt cost; production refuses < 12 |
 //! | `PUBLIC_URL` | `http://localhost:8080` | base of links in e-mails; also the JWT issuer |
 //! | `LOG_FORMAT` | `pretty` in development, else `json` | log output format |
+//! | `SENTRY_DSN` | – | error reporting (panics, 5xx, `error!` events); off when unset |
+//! | `SENTRY_ENVIRONMENT` / `SENTRY_RELEASE` | `APP_ENV` / crate version | tags of every reported event |
+//! | `OTEL_EXPORTER_OTLP_ENDPOINT`, other `OTEL_*` | – (traces off) | read by the OpenTelemetry SDK itself (`telemetry::OTEL_ENV`) |
 //! | `DATABASE_POOL_SIZE` | `16` | Postgres pool size |
 //! | `REDIS_POOL_SIZE` | `16` | Redis pool size |
 //! | `CACHE_ENABLED` | `true` | cache-aside for shared reads (admin user list, users) |
@@ -121,6 +124,9 @@ pub struct Config {
     pub shop: ShopConfig,
     /// `OIDC_PROVIDERS` (and each provider's variables), `OAUTH_RETURN_URLS`.
     pub oidc: oidc::OidcConfig,
+    /// `SENTRY_DSN` (error reporting off without it), `SENTRY_ENVIRONMENT` (default `APP_ENV`),
+    /// `SENTRY_RELEASE` (default the crate version).
+    pub sentry: Option<telemetry::SentrySettings>,
 }
 
 pub mod oidc;
@@ -306,6 +312,13 @@ impl Config {
             rate_limits: RateLimitConfig::from_env()?,
             shop: ShopConfig::from_env(prod)?,
             oidc,
+            sentry: var("SENTRY_DSN").map(|dsn| telemetry::SentrySettings {
+                dsn,
+                environment: var("SENTRY_ENVIRONMENT")
+                    .or_else(|| var("APP_ENV"))
+                    .unwrap_or_else(|| "development".into()),
+                release: var("SENTRY_RELEASE").unwrap_or_else(|| env!("CARGO_PKG_VERSION").into()),
+            }),
         })
     }
 

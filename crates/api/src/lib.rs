@@ -19,5 +19,4 @@ pub mod seed;
 pub mod services;
 pub mod startup;
 pub mod state;
-pub mod telemetry;
 pub mod validate;

@@ -4,8 +4,8 @@ use std::process::ExitCode;
 
 use api::{
     cli::{Cli, Command},
-    config::Config,
-    seed, startup, telemetry,
+    config::{Config, LogFormat},
+    seed, startup,
 };
 use clap::Parser;
 
@@ -25,7 +25,14 @@ async fn main() -> ExitCode {
 
 async fn run(command: Command) -> anyhow::Result<()> {
     let config = Config::from_env()?;
-    telemetry::init(config.log_format);
+    // Kept to the end of `run`: dropping it exports the spans still buffered.
+    let _telemetry = telemetry::init(&telemetry::Settings {
+        service: "api",
+        version: env!("CARGO_PKG_VERSION"),
+        json: config.log_format == LogFormat::Json,
+        current_span: true,
+        sentry: config.sentry.clone(),
+    });
     match command {
         Command::Serve => {
             let addr = config.api_addr;

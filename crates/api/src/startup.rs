@@ -8,7 +8,7 @@ use actix_service::{IntoServiceFactory, ServiceFactoryExt, fn_service, map_confi
 use actix_web::{
     App, HttpResponse,
     dev::{AppConfig, Server, ServerHandle, ServiceRequest},
-    middleware::{Next, from_fn},
+    middleware::{Condition, Next, from_fn},
     rt::net::TcpStream,
     web,
 };
@@ -114,6 +114,9 @@ pub fn app(
     let (hsts, request_timeout) = (http.hsts, http.request_timeout);
     let cors = hardening::cors(http);
     let request_limit = RequestLimit::new(state.limits.clone(), state.tokens.clone());
+    // Error reporting (`SENTRY_DSN`): a Sentry hub per request that reports 5xx responses, and
+    // the request id and route as tags. Not in the chain at all when off.
+    let sentry_on = state.config.sentry.is_some();
     App::new()
         .app_data(state)
         .app_data(web::PayloadConfig::new(extract::JSON_LIMIT))
@@ -144,6 +147,14 @@ pub fn app(
         .wrap(from_fn(move |req: ServiceRequest, next: Next<_>| {
             hardening::security_headers(hsts, req, next)
         }))
+        .wrap(Condition::new(sentry_on, from_fn(edge::sentry_tags)))
+        .wrap(Condition::new(
+            sentry_on,
+            sentry::integrations::actix::Sentry::builder()
+                .capture_server_errors(true)
+                .emit_header(false)
+                .finish(),
+        ))
         .wrap(from_fn(crate::http::metrics::track))
         .wrap(from_fn(edge::edge))
 }

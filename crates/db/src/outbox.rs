@@ -10,7 +10,7 @@
 //! idempotent, so a re-push is harmless either way. A handler that schedules a retry pushes the
 //! row's due time past the backoff, so a job waiting for its retry is not re-pushed early.
 
-use std::time::Duration;
+use std::{collections::BTreeMap, time::Duration};
 
 use chrono::{DateTime, Utc};
 use diesel::{
@@ -37,19 +37,31 @@ pub struct OutboxRow {
     pub finished_at: Option<DateTime<Utc>>,
     pub dead_at: Option<DateTime<Utc>>,
     pub epoch: i32,
+    /// The writer's trace context (`traceparent`, `tracestate`), when traces were on.
+    pub trace: Option<serde_json::Value>,
 }
 
 impl OutboxRow {
     pub fn job(&self) -> Result<Job, serde_json::Error> {
         serde_json::from_value(self.payload.clone())
     }
+
+    /// The trace context to continue, if the row has a well-formed one.
+    pub fn trace_context(&self) -> Option<TraceContext> {
+        self.trace.clone().and_then(|v| serde_json::from_value(v).ok())
+    }
 }
+
+/// A W3C trace context as text-map entries (`traceparent`, `tracestate`).
+pub type TraceContext = BTreeMap<String, String>;
 
 /// A job written to the outbox: its id and the job itself, ready to push after commit.
 #[derive(Debug, Clone)]
 pub struct Pending {
     pub id: Uuid,
     pub job: Job,
+    /// The trace context of the span that staged the job (none when traces are off).
+    pub trace: Option<TraceContext>,
 }
 
 fn secs(d: Duration) -> f64 {
@@ -65,10 +77,17 @@ pub async fn insert(conn: &mut AsyncPgConnection, jobs: &[Pending]) -> DbResult<
         .iter()
         .map(|p| {
             let payload = serde_json::to_value(&p.job).map_err(DbError::other)?;
+            let trace = p
+                .trace
+                .as_ref()
+                .map(serde_json::to_value)
+                .transpose()
+                .map_err(DbError::other)?;
             Ok((
                 outbox::id.eq(p.id),
                 outbox::queue.eq(p.job.queue().as_str()),
                 outbox::payload.eq(payload),
+                outbox::trace.eq(trace),
             ))
         })
         .collect::<DbResult<Vec<_>>>()?;

@@ -82,6 +82,7 @@ diesel::table! {
         finished_at -> Nullable<Timestamptz>,
         dead_at -> Nullable<Timestamptz>,
         epoch -> Int4,
+        trace -> Nullable<Jsonb>,
     }
 }
 

@@ -38,6 +38,10 @@ pub struct Envelope {
     /// The outbox row this job came from (none for jobs pushed directly, e.g. benchmarks).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub outbox_id: Option<uuid::Uuid>,
+    /// The trace context of the request that staged the job (W3C `traceparent`, `tracestate`):
+    /// the handler's span continues that trace. Kept by retries; absent when traces are off.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trace: Option<std::collections::BTreeMap<String, String>>,
 }
 
 /// Per-queue delivery settings.
@@ -166,5 +170,20 @@ mod tests {
         assert_eq!(e.outbox_id, None);
         let json = serde_json::to_string(&e).unwrap_or_else(|e| panic!("{e}"));
         assert!(!json.contains("outbox_id"), "{json}");
+        assert!(!json.contains("trace"), "{json}");
+    }
+
+    #[test]
+    fn the_trace_context_travels_in_the_envelope() {
+        let json = r#"{"attempt":1,"job":{},"trace":{"traceparent":"00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"}}"#;
+        let e: Envelope = serde_json::from_str(json).unwrap_or_else(|e| panic!("{e}"));
+        let trace = e.trace.clone().unwrap_or_default();
+        assert_eq!(
+            trace.get("traceparent").map(String::as_str),
+            Some("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01")
+        );
+        let back: Envelope = serde_json::from_str(&serde_json::to_string(&e).unwrap_or_else(|e| panic!("{e}")))
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(back, e);
     }
 }

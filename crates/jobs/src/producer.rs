@@ -1,7 +1,7 @@
 //! Pushing jobs. The connection is made lazily and kept (redis' `ConnectionManager` reconnects by
 //! itself), so a process that starts while Redis is down works once Redis is back.
 
-use std::time::Duration;
+use std::{collections::BTreeMap, time::Duration};
 
 use apalis::prelude::{TaskBuilder, TaskSink};
 use apalis_redis::{ConnectionManager, RedisStorage};
@@ -69,7 +69,14 @@ impl Producer {
     /// re-drive epoch once a dead row was re-driven), so a row pushed twice — by the API and by
     /// the dispatcher, or again after the visibility timeout — is enqueued once while Redis
     /// remembers it, and again when Redis lost it.
-    pub async fn push_outbox(&self, id: Uuid, epoch: i32, job: &Job) -> Result<(), PushError> {
+    /// `trace` is the context of the request that wrote the row, carried in the envelope.
+    pub async fn push_outbox(
+        &self,
+        id: Uuid,
+        epoch: i32,
+        job: &Job,
+        trace: Option<BTreeMap<String, String>>,
+    ) -> Result<(), PushError> {
         let (queue, payload) = match job {
             Job::Email(j) => (Queue::Email, serde_json::to_value(j)?),
             Job::Audit(j) => (Queue::Audit, serde_json::to_value(j)?),
@@ -78,6 +85,7 @@ impl Producer {
             attempt: 1,
             job: payload,
             outbox_id: Some(id),
+            trace,
         });
         let builder = if epoch == 0 {
             builder.task_id(task_id(id)).idempotency_key(id.to_string())
@@ -108,6 +116,7 @@ impl Producer {
                 attempt: 1,
                 job,
                 outbox_id: None,
+                trace: None,
             })
             .collect();
         storage

@@ -114,6 +114,7 @@ impl JobRunner {
                 attempt: 1,
                 job: inner,
                 outbox_id: Some(id),
+                trace: None,
             };
             let result = self
                 .ctx

@@ -28,6 +28,7 @@ pub mod model;
 pub mod oidc;
 mod process;
 pub mod shop;
+pub mod sink;
 
 use std::{ops::Deref, sync::OnceLock, time::Duration};
 
@@ -44,7 +45,7 @@ pub use jobs::{MAIL_FROM, Mail};
 pub use model::{
     AuditEvent, Category, CategoryRef, NewTask, NewUser, Page, Role, Session, SessionInfo, SignedUp, Task, Tokens, User,
 };
-pub use process::ApiProcess;
+pub use process::{ApiProcess, WorkerProcess, worker_binary};
 
 pub const TEMPLATE_DB: &str = "taskshop_test_template";
 pub const TEST_JWT_SECRET: &str = "test-secret-that-is-long-enough-for-hs256-0123456789";
@@ -224,6 +225,7 @@ pub fn test_config(database_url: &str) -> Config {
             webhook_secret: TEST_WEBHOOK_SECRET.to_owned().into(),
         },
         oidc: api::config::oidc::OidcConfig::default(),
+        sentry: None,
     }
 }
 

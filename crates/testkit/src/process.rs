@@ -174,3 +174,100 @@ impl Drop for ApiProcess {
         let _ = fs::remove_file(&self.log);
     }
 }
+
+/// The `worker` binary beside `api_bin` (pass `env!("CARGO_BIN_EXE_api")`), built first: an
+/// api test does not build the worker's binary by itself (`cargo test --workspace` does, and
+/// then this is a no-op). Built once per test process.
+pub fn worker_binary(api_bin: &str) -> PathBuf {
+    static BUILT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            let api = PathBuf::from(api_bin);
+            let dir = api.parent().expect("the api binary's directory").to_path_buf();
+            let profile = dir.file_name().and_then(|n| n.to_str()).unwrap_or("debug").to_owned();
+            let target_dir = dir.parent().expect("the target directory");
+            let profile = if profile == "debug" { "dev".to_owned() } else { profile };
+            let status = Command::new(env!("CARGO"))
+                .args([
+                    "build",
+                    "--quiet",
+                    "-p",
+                    "worker",
+                    "--bin",
+                    "worker",
+                    "--profile",
+                    &profile,
+                ])
+                .arg("--target-dir")
+                .arg(target_dir)
+                .current_dir(env!("CARGO_MANIFEST_DIR"))
+                .status()
+                .expect("run cargo build for the worker");
+            assert!(status.success(), "cargo build -p worker failed");
+            dir.join("worker")
+        })
+        .clone()
+}
+
+/// A running `worker` (see [`worker_binary`]) against an [`ApiProcess`]'s database and Redis
+/// prefix, with test settings plus `extra` variables. JSON logs at `RUST_LOG=warn`.
+pub struct WorkerProcess {
+    child: Child,
+    log: PathBuf,
+}
+
+impl WorkerProcess {
+    pub fn spawn(bin: &std::path::Path, api: &ApiProcess, extra: &[(&str, &str)]) -> Self {
+        let log = std::env::temp_dir().join(format!("taskshop-worker-{}.log", Uuid::new_v4()));
+        let out = fs::File::create(&log).unwrap();
+        let mut cmd = Command::new(bin);
+        cmd.arg("run")
+            .env_clear()
+            .envs(crate::inherited_env())
+            .env("APP_ENV", "test")
+            .env("RUST_LOG", "warn")
+            .env("DATABASE_URL", &api.db.url)
+            .env("REDIS_URL", redis_url())
+            .env("REDIS_PREFIX", &api.redis_prefix)
+            .env("PUBLIC_URL", "http://localhost:8080")
+            .env("OUTBOX_POLL", "200ms")
+            .env(
+                "MAIL_DIR",
+                std::env::temp_dir().join(format!("taskshop-eml-{}", Uuid::new_v4())),
+            )
+            .env("WORKER_METRICS_ADDR", "off")
+            .current_dir(std::env::temp_dir())
+            .stdout(out.try_clone().unwrap())
+            .stderr(out)
+            .stdin(Stdio::null());
+        for (k, v) in extra {
+            cmd.env(k, v);
+        }
+        Self {
+            child: cmd
+                .spawn()
+                .unwrap_or_else(|e| panic!("cannot start {}: {e}", bin.display())),
+            log,
+        }
+    }
+
+    /// What the process wrote to stdout and stderr so far.
+    pub fn log(&self) -> String {
+        fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// SIGTERM, then up to `grace` to exit (flushing its exporters), then SIGKILL.
+    pub fn stop(&mut self, grace: Duration) {
+        crate::stop_child(&mut self.child, grace);
+    }
+}
+
+impl Drop for WorkerProcess {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("---- worker log ({}) ----\n{}", self.log.display(), self.log());
+        }
+        crate::stop_child(&mut self.child, Duration::from_secs(3));
+        let _ = fs::remove_file(&self.log);
+    }
+}

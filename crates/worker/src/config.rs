@@ -25,6 +25,10 @@
 //! | `WORKER_NAME` | `{host}-{pid}-{random}` | unique instance name |
 //! | `WORKER_METRICS_ADDR` | `127.0.0.1:9464` | Prometheus metrics listener (`off`: none); two workers on one host need different ports |
 //! | `WORKER_BENCH_NOOP` | `false` | benchmarks only: also consume the no-op queue `{prefix}:jobs:noop` (`worker bench-enqueue --noop N`) |
+//! | `SENTRY_DSN` | – | error reporting (panics, `error!` events); off when unset |
+//! | `SENTRY_ENVIRONMENT` / `SENTRY_RELEASE` | `APP_ENV` / crate version | tags of every reported event |
+//!
+//! Traces: the standard `OTEL_*` variables, read by the OpenTelemetry SDK (see `telemetry`).
 
 use std::{env, net::SocketAddr, path::PathBuf, str::FromStr, time::Duration};
 
@@ -64,6 +68,8 @@ pub struct WorkerConfig {
     pub metrics_addr: Option<SocketAddr>,
     /// Benchmarks only: also consume the no-op queue (`jobs::NOOP_QUEUE`).
     pub bench_noop: bool,
+    /// `SENTRY_DSN`, `SENTRY_ENVIRONMENT`, `SENTRY_RELEASE`: error reporting (off without a DSN).
+    pub sentry: Option<telemetry::SentrySettings>,
 }
 
 fn var(name: &str) -> Option<String> {
@@ -182,6 +188,11 @@ impl WorkerConfig {
                 None => Some(SocketAddr::from(([127, 0, 0, 1], 9464))),
             },
             bench_noop: parsed("WORKER_BENCH_NOOP", false)?,
+            sentry: var("SENTRY_DSN").map(|dsn| telemetry::SentrySettings {
+                dsn,
+                environment: var("SENTRY_ENVIRONMENT").unwrap_or_else(|| app_env.clone()),
+                release: var("SENTRY_RELEASE").unwrap_or_else(|| env!("CARGO_PKG_VERSION").into()),
+            }),
         })
     }
 }

@@ -68,6 +68,7 @@ fn staged_jobs(order: &db::orders::OrderRow) -> [Pending; 2] {
     [
         Pending {
             id: mail,
+            trace: telemetry::inject_current(),
             job: Job::Email(EmailJob {
                 key: mail,
                 message: EmailMessage::OrderCancelled {
@@ -78,6 +79,7 @@ fn staged_jobs(order: &db::orders::OrderRow) -> [Pending; 2] {
         },
         Pending {
             id: audit,
+            trace: telemetry::inject_current(),
             job: Job::Audit(AuditJob {
                 event: AuditEvent {
                     event_id: audit,
@@ -194,7 +196,7 @@ async fn push_after_commit(db: &PgPool, producer: &Producer, staged: &[Pending])
     }
     let mut pushed = Vec::with_capacity(staged.len());
     for p in staged {
-        if let Err(e) = producer.push_outbox(p.id, 0, &p.job).await {
+        if let Err(e) = producer.push_outbox(p.id, 0, &p.job, p.trace.clone()).await {
             tracing::warn!(outbox.id = %p.id, error = %e, "push failed; the outbox dispatcher will retry");
             break;
         }

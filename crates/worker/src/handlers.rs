@@ -19,6 +19,7 @@ use domain::jobs::{AuditJob, EmailJob, EmailMessage, Queue};
 use jobs::{Envelope, Producer, backoff::Backoff};
 use lettre::message::Mailbox;
 use serde::{Deserialize, Deserializer};
+use tracing::Instrument as _;
 
 use crate::{
     audit_batch::AuditBatcher,
@@ -126,6 +127,36 @@ impl Ctx {
                 return Err(AbortError::new(format!("malformed task: {e}")).into());
             }
         };
+        // The job's span continues the trace of the request that staged it (its context came
+        // through the outbox in the envelope); the parent is set before the span is entered.
+        let span = tracing::info_span!(
+            "job",
+            otel.name = %format_args!("job {queue}"),
+            otel.kind = "consumer",
+            queue = %queue,
+            task.id = %id,
+            attempt = envelope.attempt,
+            outbox.id = tracing::field::Empty,
+            otel.status_code = tracing::field::Empty,
+        );
+        if let Some(outbox_id) = envelope.outbox_id {
+            span.record("outbox.id", tracing::field::display(outbox_id));
+        }
+        if let Some(trace) = &envelope.trace {
+            telemetry::set_parent_from_map(&span, trace);
+        }
+        self.run_envelope(queue, envelope, id, &span)
+            .instrument(span.clone())
+            .await
+    }
+
+    async fn run_envelope(
+        &self,
+        queue: Queue,
+        envelope: Envelope,
+        id: &TaskId,
+        span: &tracing::Span,
+    ) -> Result<(), BoxDynError> {
         let started = std::time::Instant::now();
         let outbox_id = envelope.outbox_id;
         // Whether the effect's own transaction also finished the outbox row (a batched audit write).
@@ -152,7 +183,18 @@ impl Ctx {
             && !finished
             && let Some(id) = outbox_id
         {
-            result = self.finish(id).await;
+            result = self
+                .finish(id)
+                .instrument(tracing::info_span!(
+                    "postgres",
+                    otel.name = "outbox finish",
+                    otel.kind = "client",
+                    db.system = "postgresql"
+                ))
+                .await;
+        }
+        if result.is_err() {
+            span.record("otel.status_code", "ERROR");
         }
         metrics::duration(queue, started.elapsed().as_secs_f64());
         let attempt = envelope.attempt;
@@ -188,6 +230,8 @@ impl Ctx {
                         attempt: attempt + 1,
                         job: envelope.job,
                         outbox_id,
+                        // The retry stays in the request's trace.
+                        trace: envelope.trace,
                     },
                     delay,
                 )
@@ -258,69 +302,105 @@ impl Ctx {
     pub async fn send_email(&self, job: &EmailJob) -> Result<(), JobError> {
         let key = job.message_key();
         let user_id = job.message.user_id();
-        let (to, body) = {
-            let mut conn = self.conn().await?;
-            if db::email::already_sent(&mut conn, &key).await? {
-                tracing::info!(message.key = %key, "e-mail already sent (duplicate delivery)");
-                return Ok(());
-            }
-            let Some(user) = db::users::find_active(&mut conn, user_id).await? else {
-                tracing::info!(message.key = %key, user.id = %user_id, "recipient no longer exists; skipped");
-                return Ok(());
-            };
-            let body = match job.message {
-                EmailMessage::VerifyEmail { .. } => {
-                    if user.email_verified_at.is_some() {
-                        tracing::info!(message.key = %key, "address already verified; skipped");
-                        return Ok(());
-                    }
-                    let token = self
-                        .issue_token(&mut conn, user.id, TokenPurpose::VerifyEmail, 24)
-                        .await?;
-                    templates::verify_email(&user, &format!("{}/verify-email?token={token}", self.public_url))
-                }
-                EmailMessage::PasswordReset { .. } => {
-                    let token = self
-                        .issue_token(&mut conn, user.id, TokenPurpose::PasswordReset, 1)
-                        .await?;
-                    templates::password_reset(&user, &format!("{}/reset-password?token={token}", self.public_url))
-                }
-                EmailMessage::Welcome { .. } => templates::welcome(&user, &self.public_url),
-                EmailMessage::SessionsRevoked { .. } => templates::sessions_revoked(&user),
-                EmailMessage::OrderConfirmation { order_id, .. } => {
-                    let Some(order) = order_of(&mut conn, &key, order_id, user.id).await? else {
-                        return Ok(());
-                    };
-                    let items = db::orders::items(&mut conn, &[order.id]).await?;
-                    templates::order_confirmation(&user, &order, &items)
-                }
-                EmailMessage::OrderShipped { order_id, .. } => {
-                    let Some(order) = order_of(&mut conn, &key, order_id, user.id).await? else {
-                        return Ok(());
-                    };
-                    templates::order_shipped(&user, &order)
-                }
-                EmailMessage::OrderCancelled { order_id, .. } => {
-                    let Some(order) = order_of(&mut conn, &key, order_id, user.id).await? else {
-                        return Ok(());
-                    };
-                    let refund = db::orders::refunds(&mut conn, &[order.id]).await?.into_iter().next();
-                    templates::order_cancelled(&user, &order, refund.as_ref())
-                }
-            };
-            let to = mailbox(&user.name, &user.email, user.email_verified_at.is_some())
-                .map_err(|e| JobError::Malformed(e.to_string()))?;
-            (to, body)
-            // The connection goes back to the pool before the (slow) SMTP conversation.
+        // The connection goes back to the pool before the (slow) SMTP conversation.
+        let prepared = self
+            .prepare_email(job, &key, user_id)
+            .instrument(tracing::info_span!(
+                "postgres",
+                otel.name = "email prepare",
+                otel.kind = "client",
+                db.system = "postgresql"
+            ))
+            .await?;
+        let Some((to, body)) = prepared else {
+            return Ok(());
         };
         self.mailer
             .send(&self.from, to, body)
+            .instrument(tracing::info_span!(
+                "mail",
+                otel.name = "mail send",
+                otel.kind = "client"
+            ))
             .await
             .map_err(|e| JobError::Failed(format!("{e:#}")))?;
-        let mut conn = self.conn().await?;
-        db::email::record_sent(&mut conn, &key, job.message.kind(), Some(user_id)).await?;
+        async {
+            let mut conn = self.conn().await?;
+            db::email::record_sent(&mut conn, &key, job.message.kind(), Some(user_id))
+                .await
+                .map_err(JobError::from)
+        }
+        .instrument(tracing::info_span!(
+            "postgres",
+            otel.name = "email record",
+            otel.kind = "client",
+            db.system = "postgresql"
+        ))
+        .await?;
         tracing::info!(message.key = %key, user.id = %user_id, "e-mail sent");
         Ok(())
+    }
+
+    /// Reads what the e-mail needs (and issues its token); `None`: nothing to send (logged).
+    async fn prepare_email(
+        &self,
+        job: &EmailJob,
+        key: &str,
+        user_id: domain::UserId,
+    ) -> Result<Option<(Mailbox, templates::Rendered)>, JobError> {
+        let key = key.to_owned();
+        let mut conn = self.conn().await?;
+        if db::email::already_sent(&mut conn, &key).await? {
+            tracing::info!(message.key = %key, "e-mail already sent (duplicate delivery)");
+            return Ok(None);
+        }
+        let Some(user) = db::users::find_active(&mut conn, user_id).await? else {
+            tracing::info!(message.key = %key, user.id = %user_id, "recipient no longer exists; skipped");
+            return Ok(None);
+        };
+        let body = match job.message {
+            EmailMessage::VerifyEmail { .. } => {
+                if user.email_verified_at.is_some() {
+                    tracing::info!(message.key = %key, "address already verified; skipped");
+                    return Ok(None);
+                }
+                let token = self
+                    .issue_token(&mut conn, user.id, TokenPurpose::VerifyEmail, 24)
+                    .await?;
+                templates::verify_email(&user, &format!("{}/verify-email?token={token}", self.public_url))
+            }
+            EmailMessage::PasswordReset { .. } => {
+                let token = self
+                    .issue_token(&mut conn, user.id, TokenPurpose::PasswordReset, 1)
+                    .await?;
+                templates::password_reset(&user, &format!("{}/reset-password?token={token}", self.public_url))
+            }
+            EmailMessage::Welcome { .. } => templates::welcome(&user, &self.public_url),
+            EmailMessage::SessionsRevoked { .. } => templates::sessions_revoked(&user),
+            EmailMessage::OrderConfirmation { order_id, .. } => {
+                let Some(order) = order_of(&mut conn, &key, order_id, user.id).await? else {
+                    return Ok(None);
+                };
+                let items = db::orders::items(&mut conn, &[order.id]).await?;
+                templates::order_confirmation(&user, &order, &items)
+            }
+            EmailMessage::OrderShipped { order_id, .. } => {
+                let Some(order) = order_of(&mut conn, &key, order_id, user.id).await? else {
+                    return Ok(None);
+                };
+                templates::order_shipped(&user, &order)
+            }
+            EmailMessage::OrderCancelled { order_id, .. } => {
+                let Some(order) = order_of(&mut conn, &key, order_id, user.id).await? else {
+                    return Ok(None);
+                };
+                let refund = db::orders::refunds(&mut conn, &[order.id]).await?.into_iter().next();
+                templates::order_cancelled(&user, &order, refund.as_ref())
+            }
+        };
+        let to = mailbox(&user.name, &user.email, user.email_verified_at.is_some())
+            .map_err(|e| JobError::Malformed(e.to_string()))?;
+        Ok(Some((to, body)))
     }
 
     /// A fresh single-use token: the plain value goes into the link, only its hash is stored.

@@ -62,25 +62,25 @@ async fn main() -> ExitCode {
     }
 }
 
-fn init_logging(production: bool) {
-    use tracing_subscriber::{EnvFilter, fmt};
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let json = match std::env::var("LOG_FORMAT").as_deref() {
+/// JSON lines in production and tests unless `LOG_FORMAT` says otherwise.
+fn json_logs(production: bool) -> bool {
+    match std::env::var("LOG_FORMAT").as_deref() {
         Ok("json") => true,
         Ok("pretty") => false,
         _ => production || std::env::var("APP_ENV").as_deref().is_ok_and(|e| e == "test"),
-    };
-    let builder = fmt().with_env_filter(filter).with_target(false);
-    let _ = if json {
-        builder.json().flatten_event(true).try_init()
-    } else {
-        builder.compact().try_init()
-    };
+    }
 }
 
 async fn dispatch(command: Command) -> anyhow::Result<()> {
     let config = WorkerConfig::from_env()?;
-    init_logging(config.production);
+    // Kept to the end of `dispatch`: dropping it exports the spans still buffered.
+    let _telemetry = telemetry::init(&telemetry::Settings {
+        service: "worker",
+        version: env!("CARGO_PKG_VERSION"),
+        json: json_logs(config.production),
+        current_span: true,
+        sentry: config.sentry.clone(),
+    });
     match command {
         Command::Run => {
             let stop = CancellationToken::new();

@@ -37,7 +37,7 @@ pub async fn dispatch_once(db: &PgPool, producer: &Producer) -> Result<usize, Db
                     continue;
                 }
             };
-            if let Err(e) = producer.push_outbox(row.id, row.epoch, &job).await {
+            if let Err(e) = producer.push_outbox(row.id, row.epoch, &job, row.trace_context()).await {
                 failed = Some((row.id, e.to_string()));
                 break;
             }

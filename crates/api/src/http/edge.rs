@@ -44,7 +44,20 @@ pub async fn edge(
     }
     let id = request_id::choose(req.headers().get(&request_id::HEADER).and_then(|v| v.to_str().ok()));
     RequestId::insert(&req, id.clone());
-    let span = tracing::info_span!("request", request.id = %id, http.method = %method);
+    let span = tracing::info_span!(
+        "request",
+        request.id = %id,
+        http.method = %method,
+        otel.name = %format_args!("{method}"),
+        otel.kind = "server",
+        http.request.method = %method,
+        http.route = tracing::field::Empty,
+        http.response.status_code = tracing::field::Empty,
+        otel.status_code = tracing::field::Empty,
+    );
+    // An incoming W3C `traceparent` makes this request part of the caller's trace (before the
+    // span is first entered; without traces configured this does nothing).
+    telemetry::set_parent_from(&span, &Headers(req.headers()));
     let started = Instant::now();
 
     let outcome = request_id::scope(
@@ -58,6 +71,11 @@ pub async fn edge(
         // The request was consumed by the inner service, so these two cases cannot build a
         // `ServiceResponse`; they return an error that renders the same problem body and header.
         Ok(Err(err)) => {
+            let status = err.as_response_error().status_code();
+            span.record("http.response.status_code", status.as_u16());
+            if status.is_server_error() {
+                span.record("otel.status_code", "ERROR");
+            }
             return Err(EdgeError {
                 inner: Some(err),
                 request_id: id,
@@ -65,6 +83,8 @@ pub async fn edge(
             .into());
         }
         Err(_panic) => {
+            span.record("http.response.status_code", 500);
+            span.record("otel.status_code", "ERROR");
             tracing::error!(parent: &span, "handler panicked");
             return Err(EdgeError {
                 inner: None,
@@ -76,6 +96,12 @@ pub async fn edge(
 
     let status = res.status();
     let route = res.request().match_pattern().unwrap_or_else(|| "<unmatched>".into());
+    telemetry::set_span_name(&span, || format!("{method} {route}"));
+    span.record("http.route", route.as_str());
+    span.record("http.response.status_code", status.as_u16());
+    if status.is_server_error() {
+        span.record("otel.status_code", "ERROR");
+    }
     tracing::debug!(
         parent: &span,
         http.route = %route,
@@ -85,6 +111,38 @@ pub async fn edge(
     );
     let (req, res) = res.into_parts();
     Ok(ServiceResponse::new(req, finish(res, &id)))
+}
+
+/// Tags the request's Sentry scope (the hub the Sentry middleware made for this request, see
+/// `startup.rs`) with the request id and route, so a 5xx, panic or `error!` event names them.
+pub async fn sentry_tags(
+    req: ServiceRequest,
+    next: Next<impl MessageBody + 'static>,
+) -> Result<ServiceResponse<impl MessageBody + 'static>, Error> {
+    let id = actix_web::HttpMessage::extensions(&req)
+        .get::<RequestId>()
+        .map(|r| r.0.clone());
+    let route = req.match_pattern().unwrap_or_else(|| "<unmatched>".into());
+    sentry::configure_scope(|scope| {
+        if let Some(id) = id {
+            scope.set_tag("request_id", id);
+        }
+        scope.set_tag("route", route);
+    });
+    next.call(req).await
+}
+
+/// The request's headers as an OpenTelemetry propagation carrier (`traceparent`, `tracestate`).
+struct Headers<'a>(&'a header::HeaderMap);
+
+impl telemetry::Extractor for Headers<'_> {
+    fn get(&self, key: &str) -> Option<&str> {
+        self.0.get(key).and_then(|v| v.to_str().ok())
+    }
+
+    fn keys(&self) -> Vec<&str> {
+        self.0.keys().map(HeaderName::as_str).collect()
+    }
 }
 
 /// Replaces a non-problem error body with the generic problem for its status, and sets the

@@ -10,6 +10,7 @@ use std::sync::Arc;
 
 use db::{PgPool, outbox::Pending};
 use jobs::Producer;
+use tracing::Instrument as _;
 
 #[derive(Clone)]
 pub struct Dispatcher {
@@ -27,7 +28,8 @@ impl Dispatcher {
             return;
         }
         let this = self.clone();
-        tokio::spawn(async move { this.dispatch(pending).await });
+        let span = tracing::info_span!("outbox push", otel.kind = "producer", jobs = pending.len());
+        tokio::spawn(async move { this.dispatch(pending).await }.instrument(span));
     }
 
     /// Pushes the jobs in order and marks the pushed ones. Stops at the first failure: the rest
@@ -35,7 +37,7 @@ impl Dispatcher {
     pub async fn dispatch(&self, pending: Vec<Pending>) {
         let mut pushed = Vec::with_capacity(pending.len());
         for p in &pending {
-            match self.producer.push_outbox(p.id, 0, &p.job).await {
+            match self.producer.push_outbox(p.id, 0, &p.job, p.trace.clone()).await {
                 Ok(()) => {
                     pushed.push(p.id);
                     crate::metrics::job_enqueued(p.job.queue().as_str());

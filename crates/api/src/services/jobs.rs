@@ -48,6 +48,7 @@ pub fn audit(
     let (target_type, target_id) = target.parts();
     Pending {
         id,
+        trace: None,
         job: Job::Audit(AuditJob {
             event: AuditEvent {
                 event_id: id,
@@ -69,6 +70,7 @@ pub fn email(message: EmailMessage) -> Pending {
     let id = Uuid::now_v7();
     Pending {
         id,
+        trace: None,
         job: Job::Email(EmailJob { key: id, message }),
     }
 }

@@ -22,6 +22,7 @@
 
 use db::{AsyncPgConnection, DbError, outbox::Pending};
 use diesel_async::{AnsiTransactionManager, TransactionManager};
+use tracing::Instrument as _;
 
 use crate::{services::Result, state::AppState};
 
@@ -40,7 +41,12 @@ impl Tx {
     }
 
     /// Stages a job: it is written to the outbox with this transaction and dispatched after commit.
-    pub fn enqueue(&mut self, job: Pending) {
+    /// The job carries the current trace context (the request's span, when traces are on), so
+    /// the worker's span for it continues the request's trace.
+    pub fn enqueue(&mut self, mut job: Pending) {
+        if job.trace.is_none() {
+            job.trace = telemetry::inject_current();
+        }
         self.jobs.push(job);
     }
 
@@ -64,6 +70,19 @@ impl Tx {
 /// Runs `work` in one transaction: commit on `Ok` (with the staged jobs written to the outbox),
 /// roll back on `Err`; after a commit, dispatch the jobs and bump the caches.
 pub async fn transaction<T, F>(state: &AppState, work: F) -> Result<T>
+where
+    F: AsyncFnOnce(&mut Tx) -> Result<T>,
+{
+    let span = tracing::info_span!(
+        "postgres",
+        otel.name = "unit of work",
+        otel.kind = "client",
+        db.system = "postgresql"
+    );
+    in_transaction(state, work).instrument(span).await
+}
+
+async fn in_transaction<T, F>(state: &AppState, work: F) -> Result<T>
 where
     F: AsyncFnOnce(&mut Tx) -> Result<T>,
 {

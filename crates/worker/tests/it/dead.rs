@@ -56,6 +56,7 @@ async fn a_malformed_job_is_dead_lettered_at_once() {
         attempt: 1,
         job: serde_json::json!({"key": "not-a-uuid", "message": {"kind": "bogus"}}),
         outbox_id: None,
+        trace: None,
     };
     producer.push_retry(Queue::Email, poison, Duration::ZERO).await.unwrap();
 

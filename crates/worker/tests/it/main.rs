@@ -7,6 +7,7 @@
 
 mod audit_batch;
 mod dead;
+mod errors;
 mod expiry;
 mod faults;
 mod metrics;
