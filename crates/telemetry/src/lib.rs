@@ -248,6 +248,9 @@ impl Extractor for MapReader<'_> {
 
 /// The current span's trace context, `None` when there is none (traces off, or no span).
 pub fn inject_current() -> Option<TraceContext> {
+    if !traces_on() {
+        return None;
+    }
     let cx = tracing::Span::current().context();
     let mut map = TraceContext::new();
     global::get_text_map_propagator(|p| p.inject_context(&cx, &mut MapCarrier(&mut map)));
@@ -257,6 +260,9 @@ pub fn inject_current() -> Option<TraceContext> {
 /// Makes `span` a child of the trace context in `map` (a job's payload). Call before the span
 /// is first entered; a missing or invalid context leaves it a root.
 pub fn set_parent_from_map(span: &tracing::Span, map: &TraceContext) {
+    if !traces_on() {
+        return;
+    }
     let cx = global::get_text_map_propagator(|p| p.extract(&MapReader(map)));
     set_parent(span, cx);
 }
@@ -264,6 +270,9 @@ pub fn set_parent_from_map(span: &tracing::Span, map: &TraceContext) {
 /// Makes `span` a child of the context an [`Extractor`] reads (HTTP headers). Call before the
 /// span is first entered.
 pub fn set_parent_from(span: &tracing::Span, carrier: &dyn Extractor) {
+    if !traces_on() {
+        return;
+    }
     let cx = global::get_text_map_propagator(|p| p.extract(carrier));
     set_parent(span, cx);
 }
@@ -280,7 +289,7 @@ fn set_parent(span: &tracing::Span, cx: opentelemetry::Context) {
 /// ignored by the layer): a request span is named by its route, known only at the end.
 pub fn set_span_name(span: &tracing::Span, name: impl FnOnce() -> String) {
     use opentelemetry::trace::TraceContextExt as _;
-    if !TRACES_ON.load(std::sync::atomic::Ordering::Relaxed) || span.is_disabled() {
+    if !traces_on() || span.is_disabled() {
         return;
     }
     span.context().span().update_name(name());
@@ -288,6 +297,11 @@ pub fn set_span_name(span: &tracing::Span, name: impl FnOnce() -> String) {
 
 /// Set once the OpenTelemetry layer is installed.
 static TRACES_ON: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Traces are exported: without them, no request or job pays for reading or writing a context.
+fn traces_on() -> bool {
+    TRACES_ON.load(std::sync::atomic::Ordering::Relaxed)
+}
 
 /// The current trace id (32 hex digits), when the current span belongs to a trace.
 pub fn current_trace_id() -> Option<String> {
