@@ -22,7 +22,7 @@
 //! | `REDIS_POOL_SIZE` | `16` | Redis pool size |
 //! | `CACHE_ENABLED` | `true` | cache-aside for shared reads (admin user list, users) |
 //! | `CACHE_TTL` | `60s` | lifetime of every cache entry |
-//! | `AUTH_CACHE_ENABLED` | `true` | per-instance cache of live sessions, exact through the users' auth epochs in Redis (see [`crate::infra::session_cache`]) |
+//! | `AUTH_CACHE_ENABLED` | `true` | per-instance cache of live sessions, exact through the users' auth epochs in Redis and the invalidation bus's leases (see [`crate::infra::session_cache`], [`crate::infra::bus`]) |
 //! | `AUTH_CACHE_MAX_AGE` | `60s` | longest a cached session is trusted without asking Postgres |
 //! | `RATE_LIMIT_ENABLED` | `true` | all rate limits on/off |
 //! | `RATE_LIMIT_<POLICY>` | see [`RateLimitConfig::DEFAULTS`] | `<count>/<seconds>` for LOGIN, SIGNUP, FORGOT, RESET, REFRESH, USER, ANON, OAUTH |

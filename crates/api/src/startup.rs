@@ -23,6 +23,7 @@ use crate::{
     config::{AppEnv, Config, JWT_AUDIENCE, WireSettings},
     http::{edge, extract, hardening, ratelimit::RequestLimit, wire},
     infra::{
+        bus::Bus,
         cache::{self, Cache},
         oidc::Providers,
         queue::Dispatcher,
@@ -54,8 +55,11 @@ pub async fn build_state(config: Config) -> anyhow::Result<AppState> {
     queues.visibility = config.outbox_visibility;
     let producer = Producer::new(config.redis_url.expose_secret(), queues);
     let jobs = Dispatcher::new(Arc::new(producer), db.clone());
+    // The invalidation bus behind both per-instance caches (its own thread and connections).
+    let bus = Bus::start(config.redis_url.expose_secret(), &config.redis_prefix).context("REDIS_URL is invalid")?;
     let cache = Cache::new(
         redis.clone(),
+        bus.clone(),
         &config.redis_prefix,
         config.cache_ttl,
         config.cache_enabled,
@@ -63,6 +67,7 @@ pub async fn build_state(config: Config) -> anyhow::Result<AppState> {
     let limits = RateLimiter::new(redis.clone(), &config.redis_prefix, config.rate_limits.clone());
     let sessions = SessionCache::new(
         redis.clone(),
+        bus.clone(),
         &config.redis_prefix,
         config.auth_cache.enabled,
         config.auth_cache.max_age,
@@ -83,6 +88,7 @@ pub async fn build_state(config: Config) -> anyhow::Result<AppState> {
         cache,
         limits,
         sessions,
+        bus,
         oidc,
         draining: Default::default(),
     })

@@ -11,7 +11,9 @@ use db::PgPool;
 pub use crate::infra::redis_pool::RedisPool;
 use crate::{
     config::Config,
-    infra::{cache::Cache, oidc::Providers, queue::Dispatcher, ratelimit::RateLimiter, session_cache::SessionCache},
+    infra::{
+        bus::Bus, cache::Cache, oidc::Providers, queue::Dispatcher, ratelimit::RateLimiter, session_cache::SessionCache,
+    },
 };
 
 #[derive(Clone)]
@@ -26,6 +28,8 @@ pub struct AppState {
     pub limits: RateLimiter,
     /// Live sessions, trusted while their user's auth epoch in Redis is unchanged.
     pub sessions: SessionCache,
+    /// The invalidation bus behind the session cache's and the cache's leases.
+    pub bus: Bus,
     /// The OpenID Connect providers (`OIDC_PROVIDERS`) and their cached discovery and keys.
     pub oidc: Providers,
     /// Set on SIGTERM: `/health/ready` answers 503 while the server still serves (`SHUTDOWN_DELAY`).

@@ -10,6 +10,14 @@
 //! also has a TTL (`CACHE_TTL`), which bounds staleness if a bump is lost (Redis unreachable at
 //! the moment of the write).
 //!
+//! **Near cache.** A hit read while the [invalidation bus](super::bus) is live is also kept in
+//! this instance's memory (at most `NEAR_BYTES` of bodies), under a bus lease taken before the
+//! generation was read, and for no longer than the Redis entry had left to live (`PTTL`). While
+//! the lease holds, the body is served from memory, as bytes, with no Redis round trip. A write's
+//! bump publishes on the bus in the same script and waits for every instance's acknowledgement,
+//! so no instance serves a body from before the bump once the write has answered (the bus module
+//! explains why, and what happens while it is not live).
+//!
 //! **Stampede.** On a miss, one request takes a short lock (`SET … NX PX`) and recomputes; the
 //! others poll for the value for up to 500 ms and only then fall back to Postgres themselves.
 //!
@@ -17,19 +25,42 @@
 //! for 2 s (reads go straight to Postgres, answered `X-Cache: miss`), then tried again, so it
 //! resumes by itself when Redis returns. Failures never turn into 5xx.
 
-use std::{future::Future, sync::Arc, time::Duration};
+use std::{
+    collections::HashMap,
+    future::Future,
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
 
-use crate::infra::redis_pool::{Bypass, RedisManager, RedisPool};
+use bytes::Bytes;
+
+use crate::infra::{
+    bus::{Bus, Lease, Topic},
+    redis_pool::{Bypass, RedisManager, RedisPool},
+};
 
 const OP_TIMEOUT: Duration = Duration::from_millis(250);
 const BYPASS_FOR: Duration = Duration::from_secs(2);
 const LOCK_TTL_MS: u64 = 3000;
 const WAIT_FOR_OTHER: Duration = Duration::from_millis(500);
 
-/// Reads the generation and the entry in one round trip. Returns {generation, value or false}.
+/// The near cache's budget: bodies kept in this instance's memory, in bytes.
+const NEAR_BYTES: usize = 4 << 20;
+
+/// Reads the generation and the entry in one round trip. Returns {generation, value or false,
+/// the entry's remaining life in ms}.
 const READ: &str = r"
 local gen = redis.call('GET', KEYS[1]) or '0'
-return {gen, redis.call('GET', ARGV[1] .. gen .. ':' .. ARGV[2])}
+local key = ARGV[1] .. gen .. ':' .. ARGV[2]
+local v = redis.call('GET', key)
+if not v then return {gen, false, 0} end
+return {gen, v, redis.call('PTTL', key)}
+";
+
+/// KEYS: the generation. ARGV: the bus channel and message. Returns the bus' receivers.
+const BUMP: &str = r"
+redis.call('INCR', KEYS[1])
+return redis.call('PUBLISH', ARGV[1], ARGV[2])
 ";
 
 /// Whether a response came from the cache (`X-Cache`).
@@ -51,22 +82,99 @@ impl CacheStatus {
 #[derive(Clone)]
 pub struct Cache {
     redis: RedisPool,
+    bus: Bus,
     prefix: String,
     ttl: Duration,
     enabled: bool,
     bypass: Arc<Bypass>,
     read: Arc<redis::Script>,
+    bump: Arc<redis::Script>,
+    near: Arc<Mutex<Near>>,
+}
+
+/// Bodies kept in memory under a bus lease, keyed `{ns}:{key}`.
+#[derive(Default)]
+struct Near {
+    entries: HashMap<String, NearEntry>,
+    bytes: usize,
+}
+
+struct NearEntry {
+    body: Bytes,
+    lease: Lease,
+    until: Instant,
+}
+
+impl Near {
+    /// The body under `key` while its lease holds and its Redis entry would still live.
+    fn get(&mut self, key: &str, bus: &Bus) -> Option<Bytes> {
+        let entry = self.entries.get(key)?;
+        if entry.until > Instant::now() && bus.holds(&entry.lease) {
+            return Some(entry.body.clone());
+        }
+        self.remove(key);
+        None
+    }
+
+    fn remove(&mut self, key: &str) {
+        if let Some(old) = self.entries.remove(key) {
+            self.bytes -= key.len() + old.body.len();
+        }
+    }
+
+    /// Keeps a body; a full near cache first drops what has expired, then everything.
+    fn insert(&mut self, key: String, entry: NearEntry) {
+        let size = key.len() + entry.body.len();
+        if size > NEAR_BYTES {
+            return;
+        }
+        self.remove(&key);
+        if self.bytes + size > NEAR_BYTES {
+            let now = Instant::now();
+            self.entries.retain(|_, e| e.until > now);
+            self.bytes = self.entries.iter().map(|(k, e)| k.len() + e.body.len()).sum();
+            if self.bytes + size > NEAR_BYTES {
+                self.entries.clear();
+                self.bytes = 0;
+            }
+        }
+        self.bytes += size;
+        self.entries.insert(key, entry);
+    }
 }
 
 impl Cache {
-    pub fn new(redis: RedisPool, prefix: &str, ttl: Duration, enabled: bool) -> Self {
+    pub fn new(redis: RedisPool, bus: Bus, prefix: &str, ttl: Duration, enabled: bool) -> Self {
         Self {
             redis,
+            bus,
             prefix: format!("{prefix}:cache"),
             ttl,
             enabled,
             bypass: Arc::new(Bypass::new(BYPASS_FOR)),
             read: Arc::new(redis::Script::new(READ)),
+            bump: Arc::new(redis::Script::new(BUMP)),
+            near: Arc::default(),
+        }
+    }
+
+    fn near(&self) -> std::sync::MutexGuard<'_, Near> {
+        self.near.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Keeps `body` in the near cache under `lease` for `life`, if there is a lease.
+    fn keep_near(&self, key: String, body: &Bytes, lease: Option<Lease>, life: Duration) {
+        if let Some(lease) = lease
+            && !life.is_zero()
+        {
+            self.near().insert(
+                key,
+                NearEntry {
+                    body: body.clone(),
+                    lease,
+                    until: Instant::now() + life,
+                },
+            );
         }
     }
 
@@ -110,17 +218,22 @@ impl Cache {
         }
     }
 
-    async fn read(&self, ns: &str, key: &str) -> Option<(String, Option<String>)> {
+    /// The generation, the entry under it (if any) and its remaining life.
+    async fn read(&self, ns: &str, key: &str) -> Option<(String, Option<Vec<u8>>, Duration)> {
         let mut conn = self.conn().await?;
         let mut invocation = self.read.key(format!("{}:{ns}:gen", self.prefix));
         invocation.arg(format!("{}:{ns}:", self.prefix)).arg(key);
         match tokio::time::timeout(
             OP_TIMEOUT,
-            invocation.invoke_async::<(String, Option<String>)>(&mut **conn),
+            invocation.invoke_async::<(String, Option<Vec<u8>>, i64)>(&mut **conn),
         )
         .await
         {
-            Ok(Ok(v)) => Some(v),
+            Ok(Ok((generation, value, pttl))) => Some((
+                generation,
+                value,
+                Duration::from_millis(u64::try_from(pttl).unwrap_or(0)),
+            )),
             Ok(Err(e)) => {
                 conn.mark_broken();
                 self.trip("read", &e.to_string());
@@ -135,20 +248,30 @@ impl Cache {
     }
 
     /// Cache-aside: the cached JSON for `ns`/`key`, or `load()`'s JSON (stored for next time).
-    pub async fn get_or_load<F, Fut, E>(&self, ns: &'static str, key: &str, load: F) -> Result<(String, CacheStatus), E>
+    pub async fn get_or_load<F, Fut, E>(&self, ns: &'static str, key: &str, load: F) -> Result<(Bytes, CacheStatus), E>
     where
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<String, E>>,
     {
         if !self.usable() {
-            return Ok((load().await?, CacheStatus::Miss));
+            return Ok((load().await?.into(), CacheStatus::Miss));
         }
-        let Some((generation, cached)) = self.read(ns, key).await else {
-            return Ok((load().await?, CacheStatus::Miss));
+        let near_key = format!("{ns}:{key}");
+        let near = self.near().get(&near_key, &self.bus);
+        if let Some(body) = near {
+            crate::metrics::cache_result(ns, true);
+            return Ok((body, CacheStatus::Hit));
+        }
+        // Taken before the generation is read: a bump announced after the read voids it.
+        let lease = self.bus.lease(Topic::Cache(ns));
+        let Some((generation, cached, life)) = self.read(ns, key).await else {
+            return Ok((load().await?.into(), CacheStatus::Miss));
         };
         if let Some(v) = cached {
+            let body = Bytes::from(v);
+            self.keep_near(near_key, &body, lease, life);
             crate::metrics::cache_result(ns, true);
-            return Ok((v, CacheStatus::Hit));
+            return Ok((body, CacheStatus::Hit));
         }
         crate::metrics::cache_result(ns, false);
         let full = format!("{}:{ns}:{generation}:{key}", self.prefix);
@@ -166,13 +289,19 @@ impl Cache {
             )
             .await;
         if matches!(got_lock, Some(Some(_))) {
-            let value = load().await;
+            let value = load().await.map(Bytes::from);
             if let Ok(v) = &value {
                 let ttl = ns::max_age(ns).map_or(self.ttl, |m| m.min(self.ttl));
                 let ttl_ms = (ttl.as_millis() as u64).max(1);
-                let _: Option<()> = self
-                    .run("set", redis::cmd("SET").arg(&full).arg(v).arg("PX").arg(ttl_ms).clone())
+                let stored: Option<()> = self
+                    .run(
+                        "set",
+                        redis::cmd("SET").arg(&full).arg(&v[..]).arg("PX").arg(ttl_ms).clone(),
+                    )
                     .await;
+                if stored.is_some() {
+                    self.keep_near(near_key, v, lease, ttl);
+                }
             }
             let _: Option<i64> = self.run("unlock", redis::cmd("DEL").arg(&lock).clone()).await;
             return Ok((value?, CacheStatus::Miss));
@@ -181,30 +310,32 @@ impl Cache {
         let deadline = tokio::time::Instant::now() + WAIT_FOR_OTHER;
         while got_lock.is_some() && tokio::time::Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(15)).await;
-            let v: Option<Option<String>> = self.run("poll", redis::cmd("GET").arg(&full).clone()).await;
+            let v: Option<Option<Vec<u8>>> = self.run("poll", redis::cmd("GET").arg(&full).clone()).await;
             match v {
-                Some(Some(v)) => return Ok((v, CacheStatus::Hit)),
+                Some(Some(v)) => return Ok((v.into(), CacheStatus::Hit)),
                 Some(None) => {}
                 None => break,
             }
         }
-        Ok((load().await?, CacheStatus::Miss))
+        Ok((load().await?.into(), CacheStatus::Miss))
     }
 
-    /// Invalidates every entry of the namespace. Call after the write has committed.
+    /// Invalidates every entry of the namespace, on every instance (Redis and near caches), before
+    /// it returns. Call after the write has committed.
     pub async fn invalidate(&self, ns: &'static str) {
         if !self.enabled {
             return;
         }
-        let key = format!("{}:{ns}:gen", self.prefix);
+        let announcement = self.bus.announce(&[Topic::Cache(ns)]);
+        let mut invocation = self.bump.key(format!("{}:{ns}:gen", self.prefix));
+        invocation.arg(announcement.channel()).arg(announcement.message());
         // Not gated by the bypass window: a bump should be attempted whenever possible.
         let bumped = match tokio::time::timeout(OP_TIMEOUT, self.redis.get()).await {
             Ok(Ok(mut conn)) => {
-                let bumped =
-                    tokio::time::timeout(OP_TIMEOUT, redis::cmd("INCR").arg(&key).query_async::<i64>(&mut **conn))
-                        .await
-                        .ok()
-                        .and_then(Result::ok);
+                let bumped = tokio::time::timeout(OP_TIMEOUT, invocation.invoke_async::<i64>(&mut **conn))
+                    .await
+                    .ok()
+                    .and_then(Result::ok);
                 if bumped.is_none() {
                     conn.mark_broken();
                 }
@@ -212,8 +343,12 @@ impl Cache {
             }
             _ => None,
         };
-        if bumped.is_none() {
-            tracing::warn!(cache = ns, "cache invalidation failed; entries expire within CACHE_TTL");
+        match bumped {
+            Some(receivers) => announcement.delivered(receivers).await,
+            None => {
+                tracing::warn!(cache = ns, "cache invalidation failed; entries expire within CACHE_TTL");
+                announcement.failed().await;
+            }
         }
     }
 }

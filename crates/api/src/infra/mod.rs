@@ -2,6 +2,7 @@
 //! limiter and the after-commit job dispatcher. They depend on `config` and `metrics` only, never
 //! on `state`, `error` or `http`.
 
+pub mod bus;
 pub mod cache;
 pub mod oidc;
 pub mod queue;

@@ -1,8 +1,14 @@
 //! The per-instance cache behind every authenticated request: session id → the live session's
 //! user row, trusted only while the user's **auth epoch** in Redis is the one it was cached under.
 //!
-//! **The read.** A request whose access token verifies reads its user's epoch in one Redis round
-//! trip (`{prefix}:auth:{<user>}:epoch`, and whether a change of that user is in flight:
+//! **The lease.** An entry confirmed against Redis while the [invalidation bus](super::bus) was
+//! live carries a bus lease; while the lease holds, the entry is used with no Redis round trip at
+//! all. Every change below is announced on the bus in the same script that moves the epoch, and
+//! the changing request waits for every instance's acknowledgement, so a lease never outlives the
+//! epoch it stands for (the bus module explains why, and what happens when it is not live).
+//!
+//! **The read.** A request whose access token verifies and whose entry holds no lease reads its
+//! user's epoch in one Redis round trip (`{prefix}:auth:{<user>}:epoch`, and whether a change of that user is in flight:
 //! `…:pending`). A cached entry is used when it was stored under that same epoch *of the same
 //! Redis server* (its `run_id`, read when a pooled connection is opened), the session has not
 //! expired, and the entry is younger than `AUTH_CACHE_MAX_AGE`. Otherwise the exact Postgres
@@ -12,7 +18,8 @@
 //! account deletion, any update of the user row (role, e-mail, verification) — is staged by the
 //! use case (`Tx::auth_changed`). The unit of work then, *before* its commit, marks the user
 //! pending (`INCR …:pending` with a TTL, and a fresh random epoch), commits, and *after* the
-//! commit ends the change (`DECR …:pending`, another fresh epoch) before the response is sent:
+//! commit ends the change (`DECR …:pending`, another fresh epoch) before the response is sent;
+//! both scripts also publish the change on the bus, and both wait for its acknowledgements:
 //! - a request that starts after the revoking response reads the new epoch, finds no entry
 //!   under it, and asks Postgres — on every instance, with nothing to broadcast or wait for;
 //! - while a change is pending nobody caches the user, so no entry can hold the state between
@@ -41,7 +48,10 @@ use db::users::User;
 use domain::{SessionId, UserId};
 use uuid::Uuid;
 
-use crate::infra::redis_pool::{Bypass, RedisPool};
+use crate::infra::{
+    bus::{Bus, Lease, Topic},
+    redis_pool::{Bypass, RedisPool},
+};
 
 /// The budget of every Redis call here: the check must stay cheaper than the Postgres one.
 const OP_TIMEOUT: Duration = Duration::from_millis(100);
@@ -65,26 +75,35 @@ end
 return {e, tonumber(redis.call('GET', KEYS[2]) or '0')}
 ";
 
-/// KEYS: epoch, pending. ARGV: a fresh epoch, its TTL (s), the pending TTL (ms).
+/// KEYS: epoch, pending. ARGV: a fresh epoch, its TTL (s), the bus channel and message, the
+/// pending TTL (ms). Returns how many instances the bus message reached.
 const BEGIN: &str = r"
 redis.call('INCR', KEYS[2])
-redis.call('PEXPIRE', KEYS[2], ARGV[3])
+redis.call('PEXPIRE', KEYS[2], ARGV[5])
 redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
-return 1
+return redis.call('PUBLISH', ARGV[3], ARGV[4])
 ";
 
-/// KEYS: epoch, pending. ARGV: a fresh epoch, its TTL (s).
+/// KEYS: epoch, pending. ARGV: a fresh epoch, its TTL (s), the bus channel and message.
 const END: &str = r"
 if redis.call('DECR', KEYS[2]) <= 0 then redis.call('DEL', KEYS[2]) end
 redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
-return 1
+return redis.call('PUBLISH', ARGV[3], ARGV[4])
 ";
 
-/// What an entry was validated against: the Redis server and the user's epoch there.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// What an entry was validated against: the Redis server and the user's epoch there, and the
+/// bus lease taken before reading them (if the bus was live).
+#[derive(Debug, Clone)]
 pub struct Stamp {
     server: Arc<str>,
     epoch: String,
+    lease: Option<Lease>,
+}
+
+impl Stamp {
+    fn same_truth(&self, other: &Stamp) -> bool {
+        self.server == other.server && self.epoch == other.epoch
+    }
 }
 
 struct Entry {
@@ -92,6 +111,12 @@ struct Entry {
     expires_at: DateTime<Utc>,
     stamp: Stamp,
     stored: Instant,
+}
+
+impl Entry {
+    fn usable(&self, user: UserId, max_age: Duration) -> bool {
+        self.user.id == user && self.expires_at > Utc::now() && self.stored.elapsed() < max_age
+    }
 }
 
 /// What [`SessionCache::lookup`] found.
@@ -108,6 +133,7 @@ pub struct SessionCache(Arc<Inner>);
 
 struct Inner {
     redis: RedisPool,
+    bus: Bus,
     prefix: String,
     enabled: bool,
     max_age: Duration,
@@ -123,9 +149,10 @@ fn fresh_epoch() -> String {
 }
 
 impl SessionCache {
-    pub fn new(redis: RedisPool, prefix: &str, enabled: bool, max_age: Duration) -> Self {
+    pub fn new(redis: RedisPool, bus: Bus, prefix: &str, enabled: bool, max_age: Duration) -> Self {
         Self(Arc::new(Inner {
             redis,
+            bus,
             prefix: format!("{prefix}:auth"),
             enabled,
             max_age,
@@ -187,6 +214,17 @@ impl SessionCache {
         if !self.0.enabled {
             return Lookup::Miss(None);
         }
+        // An entry under a lease that holds: no Redis at all.
+        let leased = self
+            .entries()
+            .get(&session)
+            .and_then(|e| self.holds(e, user).then(|| e.user.clone()));
+        if let Some(user) = leased {
+            crate::metrics::cache_result(CACHE, true);
+            return Lookup::Hit(Box::new(user));
+        }
+        // Taken before the epoch is read: a change announced after the read voids it.
+        let lease = self.0.bus.lease(Topic::User(user));
         let args = [fresh_epoch(), EPOCH_TTL_SECS.to_string()];
         let Some(((epoch, pending), server)) = self.invoke::<(String, i64)>(&self.0.read, user, &args, true).await
         else {
@@ -197,10 +235,12 @@ impl SessionCache {
             crate::metrics::cache_result(CACHE, false);
             return Lookup::Miss(None);
         }
-        let stamp = Stamp { server, epoch };
-        let hit = self.entries().get(&session).and_then(|e| {
-            (e.stamp == stamp && e.user.id == user && e.expires_at > Utc::now() && e.stored.elapsed() < self.0.max_age)
-                .then(|| e.user.clone())
+        let stamp = Stamp { server, epoch, lease };
+        let hit = self.entries().get_mut(&session).and_then(|e| {
+            (e.stamp.same_truth(&stamp) && e.usable(user, self.0.max_age)).then(|| {
+                e.stamp.lease = stamp.lease;
+                e.user.clone()
+            })
         });
         crate::metrics::cache_result(CACHE, hit.is_some());
         match hit {
@@ -237,18 +277,25 @@ impl SessionCache {
         matches!(self.lookup(session, user).await, Lookup::Hit(_))
     }
 
+    /// Whether the next request of this session would be answered with no Redis round trip: its
+    /// entry holds a bus lease (what tests look at).
+    pub fn leased(&self, session: SessionId, user: UserId) -> bool {
+        self.entries().get(&session).is_some_and(|e| self.holds(e, user))
+    }
+
+    /// Whether `entry` may answer for `user` under its lease, without Redis.
+    fn holds(&self, entry: &Entry, user: UserId) -> bool {
+        entry.stamp.lease.is_some_and(|l| self.0.bus.holds(&l)) && entry.usable(user, self.0.max_age)
+    }
+
     /// Before the commit of a change to these users' sessions or rows: no instance trusts (or
     /// fills) an entry of theirs until [`end_change`](Self::end_change) or `PENDING_TTL`. Returns
     /// whether every mark was written (a failure is logged; see the module's "partition of one").
     pub async fn begin_change(&self, users: &[UserId]) -> bool {
         let mut all = true;
         for &user in users {
-            let args = [
-                fresh_epoch(),
-                EPOCH_TTL_SECS.to_string(),
-                PENDING_TTL.as_millis().to_string(),
-            ];
-            if self.invoke::<i64>(&self.0.begin, user, &args, false).await.is_none() {
+            let extra = [PENDING_TTL.as_millis().to_string()];
+            if !self.announce(&self.0.begin, user, &extra).await {
                 tracing::warn!(user.id = %user, "auth epoch: Redis unavailable, the change is not announced");
                 all = false;
             }
@@ -256,12 +303,33 @@ impl SessionCache {
         all
     }
 
+    /// Runs a change script for `user` and waits for the bus' acknowledgements; whether it ran.
+    async fn announce(&self, script: &redis::Script, user: UserId, extra: &[String]) -> bool {
+        let announcement = self.0.bus.announce(&[Topic::User(user)]);
+        let mut args = vec![
+            fresh_epoch(),
+            EPOCH_TTL_SECS.to_string(),
+            announcement.channel().to_owned(),
+            announcement.message().to_owned(),
+        ];
+        args.extend_from_slice(extra);
+        match self.invoke::<i64>(script, user, &args, false).await {
+            Some((receivers, _)) => {
+                announcement.delivered(receivers).await;
+                true
+            }
+            None => {
+                announcement.failed().await;
+                false
+            }
+        }
+    }
+
     /// After the commit (or the rollback) of a change begun with [`begin_change`](Self::begin_change).
     pub async fn end_change(&self, users: &[UserId]) {
         self.entries().retain(|_, e| !users.contains(&e.user.id));
         for &user in users {
-            let args = [fresh_epoch(), EPOCH_TTL_SECS.to_string()];
-            if self.invoke::<i64>(&self.0.end, user, &args, false).await.is_none() {
+            if !self.announce(&self.0.end, user, &[]).await {
                 tracing::warn!(user.id = %user, "auth epoch: Redis unavailable at the end of a change");
             }
         }

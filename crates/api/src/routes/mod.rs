@@ -15,7 +15,7 @@ pub mod tasks;
 pub mod users;
 
 /// A cached (or freshly loaded) JSON body, with `X-Cache: hit|miss`.
-pub(crate) fn cached_json((body, status): (String, crate::infra::cache::CacheStatus)) -> actix_web::HttpResponse {
+pub(crate) fn cached_json((body, status): (bytes::Bytes, crate::infra::cache::CacheStatus)) -> actix_web::HttpResponse {
     actix_web::HttpResponse::Ok()
         .content_type("application/json")
         .insert_header(("X-Cache", status.header_value()))

@@ -1,9 +1,10 @@
-//! Authenticated reads are answered from each instance's session cache, and every revocation is
-//! still immediate on every instance (`infra::session_cache`): the invariants of issue 13.
+//! Authenticated reads are answered from each instance's session cache — under a bus lease, with
+//! no Redis round trip — and every revocation is still immediate on every instance
+//! (`infra::session_cache`, `infra::bus`): the invariants of issue 13.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use api::infra::session_cache::PENDING_TTL;
+use api::infra::{bus::ACK_WAIT, session_cache::PENDING_TTL};
 use serde_json::json;
 use testkit::{OwnRedis, PASSWORD, StatusCode, TestApp};
 
@@ -13,7 +14,15 @@ async fn answers_from_cache(app: &TestApp, access: &str) -> bool {
     app.state.sessions.answers(claims.sid, claims.sub).await
 }
 
-/// Reads `/v1/users/me` on `app` and checks that its session cache now answers for the session.
+/// Whether `app` would answer the next request with this access token without asking Redis.
+fn leased(app: &TestApp, access: &str) -> bool {
+    let claims = app.state.tokens.verify(access).unwrap();
+    app.state.sessions.leased(claims.sid, claims.sub)
+}
+
+/// Reads `/v1/users/me` on `app` and checks that its session cache now answers for the session,
+/// under a bus lease (so that what follows tests the lease path; the bus may take a moment to be
+/// live after start-up, or after a heartbeat delayed by a loaded machine).
 async fn cached(app: &TestApp, access: &str) {
     app.get("/v1/users/me", Some(access))
         .await
@@ -22,6 +31,14 @@ async fn cached(app: &TestApp, access: &str) {
         answers_from_cache(app, access).await,
         "the session is cached after a read"
     );
+    for _ in 0..200 {
+        if leased(app, access) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        answers_from_cache(app, access).await;
+    }
+    panic!("the session was never leased: the invalidation bus is not live");
 }
 
 fn refused(res: &testkit::Res, what: &str) {
@@ -132,6 +149,31 @@ async fn every_kind_of_change_applies_to_the_next_request_on_every_instance() {
         .await
         .expect_status(StatusCode::NO_CONTENT);
     refused(&b.get("/v1/users/me", Some(&doomed.access)).await, "account deletion");
+}
+
+#[tokio::test]
+async fn an_instance_that_never_acknowledges_delays_a_change_but_cannot_make_it_leak() {
+    let a = TestApp::spawn().await;
+    let b = a.sibling().await;
+    // A third instance that receives the bus' messages and never acknowledges them: stuck, or
+    // dead with its connection still open.
+    let client = redis::Client::open(testkit::redis_url()).unwrap();
+    let mut mute = client.get_async_pubsub().await.unwrap();
+    mute.subscribe(format!("{}:bus", a.state.config.redis_prefix))
+        .await
+        .unwrap();
+    a.signup("mute-peer@example.com").await;
+    let tokens = a.login("mute-peer@example.com", PASSWORD).await;
+    cached(&a, &tokens.access).await;
+    cached(&b, &tokens.access).await;
+    let started = Instant::now();
+    a.logout(&tokens.refresh).await;
+    assert!(
+        started.elapsed() >= ACK_WAIT,
+        "the logout waited out the missing acknowledgement"
+    );
+    refused(&b.get("/v1/users/me", Some(&tokens.access)).await, "mute peer");
+    refused(&a.get("/v1/users/me", Some(&tokens.access)).await, "mute peer");
 }
 
 #[tokio::test]

@@ -52,28 +52,26 @@ impl Smtp {
 
     /// Every message received so far, oldest first, as raw RFC 5322 text.
     pub fn messages(&self) -> Vec<String> {
-        let Ok(entries) = fs::read_dir(&self.dir) else {
-            return vec![];
-        };
-        let mut names: Vec<PathBuf> = entries
-            .filter_map(Result::ok)
-            .map(|e| e.path())
-            .filter(|p| p.extension().is_some_and(|x| x == "eml"))
-            .collect();
-        names.sort();
-        names.iter().map(|p| fs::read_to_string(p).unwrap()).collect()
+        self.files("eml")
     }
 
     /// The recipients of every RCPT TO received so far, oldest first: a send that has begun, even
     /// while the server holds its answer.
     pub fn recipients_seen(&self) -> Vec<String> {
+        self.files("rcpt")
+    }
+
+    /// The contents of the sink's finished `*.<ext>` files, oldest first. The sink writes each
+    /// to a hidden `.<name>` first and renames it when complete: those are not read.
+    fn files(&self, ext: &str) -> Vec<String> {
         let Ok(entries) = fs::read_dir(&self.dir) else {
             return vec![];
         };
         let mut names: Vec<PathBuf> = entries
             .filter_map(Result::ok)
             .map(|e| e.path())
-            .filter(|p| p.extension().is_some_and(|x| x == "rcpt"))
+            .filter(|p| p.extension().is_some_and(|x| x == ext))
+            .filter(|p| p.file_name().is_some_and(|n| !n.to_string_lossy().starts_with('.')))
             .collect();
         names.sort();
         names.iter().map(|p| fs::read_to_string(p).unwrap()).collect()
