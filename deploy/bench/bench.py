@@ -1081,6 +1081,42 @@ def run_section(name: str) -> None:
 
 # ---------------------------------------------------------------- report ---
 
+def aims_table() -> list[str]:
+    """Issue 13's table: every figure this run measured, against its aim (ratios to /health/live
+    of the same run; the tasks page against /health/live at TASKS_CONNS)."""
+    rows = []
+    def ratio_row(label: str, name: str, aim: float, health: str = HEALTH, extra: str = "") -> None:
+        if name in R and health in R and num(R[health]["rps"]) > 0:
+            r = num(R[name]["rps"]) / num(R[health]["rps"])
+            rows.append((label, f"{r:.2f} ({R[name]['rps']} / {R[health]['rps']} req/s){extra}", f"≥ {aim:.2f}",
+                         r >= aim))
+    ratio_row("`GET /v1/users/me`", ME, 0.40)
+    ratio_row("`GET /v1/users` (admin, cached)", "GET /v1/users (admin, cached: hit)", 0.35)
+    first = "GET /v1/tasks (first page, -created_at = default)"
+    if first in R:
+        health = HEALTH if K["TASKS_CONNS"] == K["CONNS"] else fill("GET /health/live (c={TASKS_CONNS})")
+        lists = [fill(r.name) for r in SCENARIOS if r.tag == "list" and fill(r.name) in R]
+        firsts = [n for n in lists if "first page" in n]
+        p99 = max(num(R[n]["p99"]) for n in firsts)
+        before = len(rows)
+        ratio_row(f"`GET /v1/tasks` first page at 1 M rows (c={K['TASKS_CONNS']})", first, 0.15, health,
+                  f", p99 ≤ {p99:g} ms over the {len(firsts)} first-page sorts")
+        if len(rows) > before:
+            label, value, aim, met = rows[-1]
+            rows[-1] = (label, value, f"{aim}, p99 < 20 ms", met and p99 < 20)
+    ratio_row("`GET /v1/products` (anonymous, cached)", "GET /v1/products (anonymous, cached)", 0.50)
+    for label, name, aim in (("audit jobs per worker process", "audit drain, 1 worker(s)", 5000),
+                             ("no-op jobs drained per worker process", "no-op drain, 1 worker", 10000)):
+        if name in R:
+            rate = num(R[name]["rate"])
+            rows.append((label, f"{rate:,.0f}/s", f"≥ {aim:,}/s", rate >= aim))
+    if API["peak_rss"]:
+        rows.append(("API RSS under all of the above", f"{API['peak_rss']:.1f} MB", "< 48 MB", API["peak_rss"] < 48))
+    if not rows:
+        return []
+    return ["", "| issue 13 figure | this run | aim | met |", "|---|---|---|---|",
+            *(f"| {label} | {value} | {aim} | {'yes' if met else 'no'} |" for label, value, aim, met in rows)]
+
 def report(sections: list[str], stamp: str, quick: bool) -> None:
     rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
     dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT,
@@ -1092,7 +1128,7 @@ def report(sections: list[str], stamp: str, quick: bool) -> None:
              f"DATABASE_POOL_SIZE={K['BENCH_DB_POOL']}; {NPROC} cores", "",
              "| scenario | req/s | p50 (ms) | p99 (ms) |", "|---|---:|---:|---:|",
              *(f"| {n} | {R[n]['rps']} | {R[n]['p50']} | {R[n]['p99']} |" for n in ORDER), "",
-             *(f"- {n}" for n in NOTES), *(f"- WARNING: {w}" for w in WARNINGS)]
+             *(f"- {n}" for n in NOTES), *(f"- WARNING: {w}" for w in WARNINGS), *aims_table()]
     block = "\n".join(lines)
     print(f"\n{block}", flush=True)
     path = OUT_DIR / f"results-{stamp}.md"

@@ -22,6 +22,7 @@
 //! | `db_pool_waited_total`, `db_pool_timeouts_total` | counter | – | checkouts that had to wait / gave up |
 //! | `redis_pool_connections`, `redis_pool_idle_connections`, `redis_pool_max_connections`, `redis_pool_waited_total`, `redis_pool_timeouts_total` | | | the same for the Redis pool |
 //! | `outbox_backlog` | gauge | – | outbox rows whose job is not finished yet (counted at scrape time, 1 s budget) |
+//! | `invalidation_bus_live` | gauge | – | 1 while the [invalidation bus](crate::infra::bus) is live (leases in use: sessions and cached bodies answered from memory), 0 while every lookup asks Redis (read at scrape time) |
 //! | `jobs_enqueued_total` | counter | `queue` | jobs pushed by this API after commit |
 //! | `cache_hits_total`, `cache_misses_total` | counter | `cache` | cache lookups |
 //! | `rate_limit_rejections_total` | counter | `policy` | 429s |
@@ -145,8 +146,15 @@ fn describe() {
         describe_counter!(format!("{pool}_pool_timeouts_total"), "Checkouts that timed out.");
     }
     describe_gauge!("outbox_backlog", "Outbox rows whose job is not finished yet.");
+    describe_gauge!(
+        "invalidation_bus_live",
+        "1 while the invalidation bus is live (cached sessions and bodies answer from memory), else 0."
+    );
     describe_counter!("jobs_enqueued_total", "Jobs pushed to their queue by the API.");
-    describe_counter!("cache_hits_total", "Cache lookups answered from Redis.");
+    describe_counter!(
+        "cache_hits_total",
+        "Cache lookups answered from Redis or from memory under a lease."
+    );
     describe_counter!("cache_misses_total", "Cache lookups that went to Postgres.");
     describe_counter!("rate_limit_rejections_total", "Requests refused with 429, by policy.");
     describe_counter!(

@@ -7,6 +7,7 @@
 pub mod audit;
 pub mod email;
 pub mod error;
+pub mod fragment;
 pub mod identities;
 pub mod orders;
 pub mod outbox;

@@ -41,6 +41,7 @@ pub async fn scrape(state: web::Data<AppState>) -> HttpResponse {
     pool_metrics("db", &state.db.state(), state.config.database_pool_size);
     pool_metrics("redis", &state.redis.state(), state.config.redis_pool_size);
     outbox_backlog(&state).await;
+    gauge!("invalidation_bus_live").set(if state.bus.live() { 1.0 } else { 0.0 });
     HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4; charset=utf-8")
         .body(handle.render())

@@ -1,7 +1,7 @@
 //! Tasks and categories of the signed-in user. Ownership is part of every query: another user's
 //! task or category is simply not found (404), for every verb. Admins have no back door here.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 
 use chrono::{DateTime, Utc};
 use db::tasks::{self, CategoryRow, NewTask, TaskChanges, TaskRow};
@@ -225,13 +225,8 @@ pub async fn list_page(
     query: &TaskListQuery,
 ) -> Result<Page<TaskView>> {
     let rows = tasks::list(conn, user_id, query, query.limit.get() + 1).await?;
-    let page = Page::from_overfetch(rows, query.limit, |r| cursor_of(query.sort, r));
-    let ids: Vec<TaskId> = page.items.iter().map(|r| r.id).collect();
-    let mut cats: HashMap<TaskId, Vec<(CategoryId, String)>> = tasks::categories_of(conn, &ids).await?;
-    Ok(page.map(|row| TaskView {
-        categories: cats.remove(&row.id).unwrap_or_default(),
-        row,
-    }))
+    let page = Page::from_overfetch(rows, query.limit, |(r, _)| cursor_of(query.sort, r));
+    Ok(page.map(|(row, categories)| TaskView { categories, row }))
 }
 
 pub async fn list(state: &AppState, user_id: UserId, query: &TaskListQuery) -> Result<Page<TaskView>> {

@@ -354,6 +354,8 @@ async fn metrics_count_requests_by_route_pattern() {
     }
     // The outbox backlog: the sign-up's two rows, unfinished (no worker runs here).
     assert_eq!(m.value("outbox_backlog", &[]), 2.0);
+    // The invalidation bus has been live since shortly after start-up (Redis answers).
+    assert_eq!(m.value("invalidation_bus_live", &[]), 1.0, "{}", m.text);
 }
 
 #[tokio::test]

@@ -546,7 +546,7 @@ async fn bad_list_parameters_are_422() {
 }
 
 #[tokio::test]
-async fn a_list_page_costs_two_statements_whatever_its_size() {
+async fn a_list_page_with_its_categories_is_one_statement_whatever_its_size() {
     use diesel_async::AsyncConnection;
     let app = TestApp::spawn().await;
     let s = app.signup("n-plus-one@example.com").await;
@@ -581,10 +581,42 @@ async fn a_list_page_costs_two_statements_whatever_its_size() {
             .items;
         assert_eq!(views.len(), limit);
         assert!(views.iter().all(|v| v.categories.len() == 2), "categories embedded");
+        for v in &views {
+            let names: Vec<&str> = v.categories.iter().map(|(_, n)| n.as_str()).collect();
+            let i: usize = v.row.title[1..].parse().unwrap();
+            let mut want = [["A", "B", "C"][i % 3], ["A", "B", "C"][(i + 1) % 3]];
+            want.sort_unstable();
+            assert_eq!(names, want, "{}: its own categories, by name", v.row.title);
+        }
         assert_eq!(
             count.load(Ordering::SeqCst),
-            2,
-            "limit {limit}: tasks + their categories"
+            1,
+            "limit {limit}: the page and its categories in one statement"
         );
     }
+    // …and that statement is prepared once per connection and reused (no `Parse`, no new plan),
+    // for every sort: nothing in it makes diesel refuse to cache it.
+    for sort in ["-created_at", "due_at", "-due_at", "priority"] {
+        let query = domain::tasks::TaskListQuery::parse([("sort", sort)]).unwrap();
+        for _ in 0..2 {
+            api::services::tasks::list_page(&mut conn, s.user_id, &query)
+                .await
+                .unwrap();
+        }
+    }
+    #[derive(diesel::QueryableByName)]
+    struct Prepared {
+        #[diesel(sql_type = diesel::sql_types::BigInt)]
+        n: i64,
+    }
+    let prepared: Prepared = diesel_async::RunQueryDsl::get_result(
+        diesel::sql_query(
+            "select count(*) as n from pg_prepared_statements \
+             where starts_with(statement, 'SELECT \"tasks\".\"id\"') and strpos(statement, 'array(select') > 0",
+        ),
+        &mut conn,
+    )
+    .await
+    .unwrap();
+    assert_eq!(prepared.n, 4, "one prepared statement per sort (limits are bound)");
 }
