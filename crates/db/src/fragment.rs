@@ -60,3 +60,82 @@ impl<ST, GB> ValidGrouping<GB> for StaticSql<ST> {
 impl<ST: TypedExpressionType, QS> SelectableExpression<QS> for StaticSql<ST> {}
 
 impl<ST: TypedExpressionType, QS> AppearsOnTable<QS> for StaticSql<ST> {}
+
+/// A keyset condition, `(<key>, <tie>) > (<bound>, $id)` (`<` when descending): the rows after a
+/// cursor in `ORDER BY <key>, <tie>`. `key` and `tie` are constant SQL (the very expressions the
+/// index is built on); the bound is a bind parameter, or a constant literal where the value
+/// cannot be carried (`'infinity'::timestamptz`). The text depends only on the constants, so the
+/// statement stays cacheable.
+#[derive(Debug, Clone)]
+pub struct After<ST, T> {
+    key: &'static str,
+    tie: &'static str,
+    descending: bool,
+    bound: Bound<T>,
+    id: uuid::Uuid,
+    sql_type: PhantomData<ST>,
+}
+
+/// The key's side of an [`After`] condition.
+#[derive(Debug, Clone)]
+pub enum Bound<T> {
+    Value(T),
+    Literal(&'static str),
+}
+
+pub const fn after<ST, T>(
+    key: &'static str,
+    tie: &'static str,
+    descending: bool,
+    bound: Bound<T>,
+    id: uuid::Uuid,
+) -> After<ST, T> {
+    After {
+        key,
+        tie,
+        descending,
+        bound,
+        id,
+        sql_type: PhantomData,
+    }
+}
+
+impl<ST, T> Expression for After<ST, T> {
+    type SqlType = diesel::sql_types::Bool;
+}
+
+impl<ST, T> QueryFragment<diesel::pg::Pg> for After<ST, T>
+where
+    ST: diesel::sql_types::SqlType,
+    diesel::pg::Pg: diesel::sql_types::HasSqlType<ST>,
+    T: diesel::serialize::ToSql<ST, diesel::pg::Pg>,
+{
+    fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, diesel::pg::Pg>) -> QueryResult<()> {
+        out.push_sql("(");
+        out.push_sql(self.key);
+        out.push_sql(", ");
+        out.push_sql(self.tie);
+        out.push_sql(if self.descending { ") < (" } else { ") > (" });
+        match &self.bound {
+            Bound::Value(v) => out.push_bind_param::<ST, T>(v)?,
+            Bound::Literal(l) => out.push_sql(l),
+        }
+        out.push_sql(", ");
+        out.push_bind_param::<diesel::sql_types::Uuid, uuid::Uuid>(&self.id)?;
+        out.push_sql(")");
+        Ok(())
+    }
+}
+
+impl<ST, T> QueryId for After<ST, T> {
+    type QueryId = ();
+    const HAS_STATIC_QUERY_ID: bool = false;
+}
+
+impl<ST, T, GB> ValidGrouping<GB> for After<ST, T> {
+    type IsAggregate = is_aggregate::Never;
+}
+
+impl<ST, T, QS> SelectableExpression<QS> for After<ST, T> {}
+
+impl<ST, T, QS> AppearsOnTable<QS> for After<ST, T> {}

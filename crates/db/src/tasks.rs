@@ -7,9 +7,9 @@ use chrono::{DateTime, Utc};
 use diesel::{
     AsChangeset, BoolExpressionMethods, ExpressionMethods, Insertable, OptionalExtension, PgTextExpressionMethods,
     QueryDsl, Queryable, Selectable, SelectableHelper,
-    dsl::{exists, sql},
+    dsl::exists,
     pg::Pg,
-    sql_types::{Array, Bool, Int2, Record, Text, Timestamptz},
+    sql_types::{Array, Int2, Record, Text, Timestamptz},
 };
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use domain::{
@@ -19,7 +19,7 @@ use domain::{
 
 use crate::{
     DbResult,
-    fragment::static_sql,
+    fragment::{Bound, after, static_sql},
     schema::{categories, task_categories, tasks},
 };
 
@@ -245,6 +245,8 @@ fn like_contains(q: &str) -> String {
     out
 }
 
+/// Ties of every sort are broken by id.
+const TIE: &str = "tasks.id";
 const DUE_ASC_KEY: &str = "coalesce(tasks.due_at, 'infinity'::timestamptz)";
 const DUE_DESC_KEY: &str = "coalesce(tasks.due_at, '-infinity'::timestamptz)";
 
@@ -295,47 +297,34 @@ pub async fn list(
         query = query.filter(tasks::title.ilike(like_contains(text)));
     }
     let desc = q.sort.descending();
-    let cmp = if desc { "<" } else { ">" };
     // The keyset condition compares the same expression the index is built on.
     if let Some(c) = &q.after {
-        let id = c.id;
+        let id = c.id.into_uuid();
         query = match q.sort {
-            TaskSort::CreatedAsc | TaskSort::CreatedDesc => query.filter(
-                sql::<Bool>(&format!("(tasks.created_at, tasks.id) {cmp} ("))
-                    .bind::<Timestamptz, _>(c.t.unwrap_or_default())
-                    .sql(", ")
-                    .bind::<diesel::sql_types::Uuid, _>(id)
-                    .sql(")"),
-            ),
+            TaskSort::CreatedAsc | TaskSort::CreatedDesc => query.filter(after::<Timestamptz, _>(
+                "tasks.created_at",
+                TIE,
+                desc,
+                Bound::Value(c.t.unwrap_or_default()),
+                id,
+            )),
             TaskSort::DueAsc | TaskSort::DueDesc => {
                 let (key, none) = if q.sort == TaskSort::DueAsc {
                     (DUE_ASC_KEY, "'infinity'::timestamptz")
                 } else {
                     (DUE_DESC_KEY, "'-infinity'::timestamptz")
                 };
-                match c.t {
-                    Some(t) => query.filter(
-                        sql::<Bool>(&format!("({key}, tasks.id) {cmp} ("))
-                            .bind::<Timestamptz, _>(t)
-                            .sql(", ")
-                            .bind::<diesel::sql_types::Uuid, _>(id)
-                            .sql(")"),
-                    ),
-                    // "No due date" sorts as ±infinity, which chrono cannot carry: a literal.
-                    None => query.filter(
-                        sql::<Bool>(&format!("({key}, tasks.id) {cmp} ({none}, "))
-                            .bind::<diesel::sql_types::Uuid, _>(id)
-                            .sql(")"),
-                    ),
-                }
+                // "No due date" sorts as ±infinity, which chrono cannot carry: a literal.
+                let bound = c.t.map_or(Bound::Literal(none), Bound::Value);
+                query.filter(after::<Timestamptz, _>(key, TIE, desc, bound, id))
             }
-            TaskSort::PriorityAsc | TaskSort::PriorityDesc => query.filter(
-                sql::<Bool>(&format!("(tasks.priority, tasks.id) {cmp} ("))
-                    .bind::<Int2, _>(c.p.unwrap_or(2))
-                    .sql(", ")
-                    .bind::<diesel::sql_types::Uuid, _>(id)
-                    .sql(")"),
-            ),
+            TaskSort::PriorityAsc | TaskSort::PriorityDesc => query.filter(after::<Int2, _>(
+                "tasks.priority",
+                TIE,
+                desc,
+                Bound::Value(c.p.unwrap_or(2)),
+                id,
+            )),
         };
     }
     query = match q.sort {

@@ -595,11 +595,17 @@ async fn a_list_page_with_its_categories_is_one_statement_whatever_its_size() {
         );
     }
     // …and that statement is prepared once per connection and reused (no `Parse`, no new plan),
-    // for every sort: nothing in it makes diesel refuse to cache it.
+    // for every sort, first pages and pages after a cursor alike: nothing in it makes diesel
+    // refuse to cache it.
     for sort in ["-created_at", "due_at", "-due_at", "priority"] {
-        let query = domain::tasks::TaskListQuery::parse([("sort", sort)]).unwrap();
+        let first = domain::tasks::TaskListQuery::parse([("sort", sort)]).unwrap();
         for _ in 0..2 {
-            api::services::tasks::list_page(&mut conn, s.user_id, &query)
+            let page = api::services::tasks::list_page(&mut conn, s.user_id, &first)
+                .await
+                .unwrap();
+            let cursor = page.next_cursor.expect("60 tasks: a second page");
+            let next = domain::tasks::TaskListQuery::parse([("sort", sort), ("cursor", cursor.as_str())]).unwrap();
+            api::services::tasks::list_page(&mut conn, s.user_id, &next)
                 .await
                 .unwrap();
         }
@@ -618,5 +624,8 @@ async fn a_list_page_with_its_categories_is_one_statement_whatever_its_size() {
     )
     .await
     .unwrap();
-    assert_eq!(prepared.n, 4, "one prepared statement per sort (limits are bound)");
+    assert_eq!(
+        prepared.n, 8,
+        "one prepared statement per sort and per first or later page (limits are bound)"
+    );
 }
