@@ -10,8 +10,9 @@
 //! a cache generation) *and* publishes `c <instance> <change> <slots>` on `{prefix}:bus` in the
 //! same atomic step; `PUBLISH` answers how many instances received it. Each instance's bus thread
 //! reads its subscription in order, bumps the slots' counters (every lease on them is void from
-//! then on), and acknowledges on the announcer's own channel. The announcing request waits for
-//! as many acknowledgements as there were receivers, or [`ACK_WAIT`] at most.
+//! then on), and acknowledges on the announcer's own channel (the announcer counts its own
+//! processing directly). The announcing request waits for as many acknowledgements as there were
+//! receivers, or [`ACK_WAIT`] at most.
 //!
 //! **Liveness.** Every [`HEARTBEAT`] the instance publishes the time (its own monotonic clock) on
 //! its own channel, which the same subscription connection reads: Redis delivers a connection's
@@ -231,16 +232,25 @@ impl Bus {
                         counter.fetch_add(1, Ordering::AcqRel);
                     }
                 }
+                // This instance's own change: acknowledged here, without a round trip.
+                if from == self.0.instance {
+                    self.acknowledged(change.parse().ok()?);
+                    return None;
+                }
                 Some((format!("{}:{from}", self.0.channel), format!("a {change}")))
             }
             "a" => {
-                let change: u64 = parts.next()?.parse().ok()?;
-                if let Some(tx) = self.waiting().get(&change) {
-                    tx.send_modify(|n| *n += 1);
-                }
+                self.acknowledged(parts.next()?.parse().ok()?);
                 None
             }
             _ => None,
+        }
+    }
+
+    /// One more instance has processed this instance's change `change`.
+    fn acknowledged(&self, change: u64) {
+        if let Some(tx) = self.waiting().get(&change) {
+            tx.send_modify(|n| *n += 1);
         }
     }
 
