@@ -8,32 +8,36 @@
 //!
 //! **Changes.** A change is announced by a Redis script that updates Redis' truth (an auth epoch,
 //! a cache generation) *and* publishes `c <instance> <change> <slots>` on `{prefix}:bus` in the
-//! same atomic step; `PUBLISH` answers how many instances received it. Each instance's bus thread
-//! reads its subscription in order, bumps the slots' counters (every lease on them is void from
-//! then on), and acknowledges on the announcer's own channel (the announcer counts its own
-//! processing directly). The announcing request waits for as many acknowledgements as there were
-//! receivers, or [`ACK_WAIT`] at most.
+//! same atomic step ([`ANNOUNCE`] ends every such script). Each instance's bus thread reads its
+//! subscription in order, bumps the slots' counters (every lease on them is void from then on),
+//! and acknowledges on the announcer's own channel (the announcer counts its own processing
+//! directly). The script also returns every instance **registered** in the last [`REGISTERED_FOR`]
+//! (`{prefix}:bus:instances`, a sorted set each heartbeat refreshes with Redis' clock), and the
+//! announcing request waits for each of them to acknowledge, or [`ACK_WAIT`] at most. (Not for
+//! `PUBLISH`'s count of receivers: an instance whose subscription died without its noticing is
+//! not counted, yet may still believe itself live.)
 //!
-//! **Liveness.** Every [`HEARTBEAT`] the instance publishes the time (its own monotonic clock) on
-//! its own channel, which the same subscription connection reads: Redis delivers a connection's
+//! **Liveness.** Every [`HEARTBEAT`] the instance registers itself and publishes the time (its own
+//! monotonic clock) on its own channel, which the same subscription connection reads: Redis delivers a connection's
 //! messages in the order it executed the `PUBLISH`es, so when a heartbeat sent at `t` has been
 //! read back, every change published before `t` has been processed. The bus is live while the
 //! newest heartbeat read back was sent less than [`LIVE_FOR`] ago.
 //!
 //! **Why no request can miss a change.** Say a change's message was published at `t_c` and the
-//! announcer answered once all receivers acknowledged, or once [`ACK_WAIT`] (> [`LIVE_FOR`]) had
-//! passed. An instance that acknowledged had voided its leases before. One that did not has read
-//! back no heartbeat sent after `t_c` (it would have read the change first), so from
-//! `t_c + LIVE_FOR` on — before the response — it is not live and its leases are not used: its
-//! requests read Redis (and, behind that, Postgres) as without the bus. An instance that was not
-//! subscribed at `t_c` took all its leases before its subscription started (they are voided by
-//! the subscription's start). A script that fails (Redis unreachable) makes the announcer wait
+//! announcer answered once every registered instance acknowledged, or once [`ACK_WAIT`]
+//! (> [`LIVE_FOR`]) had passed. An instance that acknowledged had voided its leases before. One
+//! that did not has read back no heartbeat sent after `t_c` (it would have read the change
+//! first), so from `t_c + LIVE_FOR` on — before the response — it is not live and its leases are
+//! not used: its requests read Redis (and, behind that, Postgres) as without the bus. An instance
+//! live at `t_c` registered itself less than `LIVE_FOR` before, so it was waited for. An instance
+//! that was not subscribed at `t_c` took all its leases after its subscription started (earlier
+//! ones are voided by that start), so after the change. A script that fails (Redis unreachable) makes the announcer wait
 //! [`LIVE_FOR`] too: if Redis is down for everyone, every bus has stopped being live by then.
 //! The window left is the one the Redis truth already had: an announcer cut off from a Redis
 //! that everyone else still reaches.
 
 use std::{
-    collections::HashMap,
+    collections::{HashMap, HashSet},
     fmt::Write as _,
     sync::{
         Arc, Mutex, Weak,
@@ -53,12 +57,37 @@ pub const HEARTBEAT: Duration = Duration::from_millis(50);
 pub const LIVE_FOR: Duration = Duration::from_millis(500);
 /// How long an announcer waits for acknowledgements at most (more than `LIVE_FOR`).
 pub const ACK_WAIT: Duration = Duration::from_millis(600);
+/// An instance whose last heartbeat registered less than this ago is waited for (more than
+/// `LIVE_FOR`: clocks of two machines may run at slightly different rates).
+pub const REGISTERED_FOR: Duration = Duration::from_millis(1000);
+/// How long a registration is kept at all (older ones are trimmed by every heartbeat).
+const REGISTRATION_KEPT_MS: u64 = 60_000;
 /// The budget of each Redis call of the bus thread.
 const OP_TIMEOUT: Duration = Duration::from_millis(500);
 /// The pause before the bus thread subscribes again after a failure.
 const RETRY: Duration = Duration::from_millis(200);
 /// Topics are spread over this many counters: a change voids the leases of its slot only.
 const SLOTS: usize = 64;
+
+/// The end of every script that announces a change; [`Announcement::append_to`] adds its key
+/// (the registry, last of `KEYS`) and arguments (channel, message, window in ms: last of `ARGV`).
+/// Publishes the change and returns the instances that must acknowledge it.
+pub const ANNOUNCE: &str = r"
+local n = #ARGV
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+redis.call('PUBLISH', ARGV[n - 2], ARGV[n - 1])
+return redis.call('ZRANGEBYSCORE', KEYS[#KEYS], now - tonumber(ARGV[n]), '+inf')
+";
+
+/// KEYS: the registry. ARGV: this instance, its channel, the heartbeat, the registrations' life (ms).
+const HEARTBEAT_SCRIPT: &str = r"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+redis.call('ZADD', KEYS[1], now, ARGV[1])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - tonumber(ARGV[4]))
+return redis.call('PUBLISH', ARGV[2], ARGV[3])
+";
 
 /// What a change is about; leases on other slots survive it.
 #[derive(Debug, Clone, Copy)]
@@ -108,14 +137,16 @@ struct Inner {
     channel: String,
     /// `{prefix}:bus:<instance>`: this instance's heartbeats and the acknowledgements of its changes.
     own: String,
+    /// `{prefix}:bus:instances`: instance → Redis time (ms) of its last heartbeat.
+    registry: String,
     started: Instant,
     /// Nanoseconds since `started` at which the newest heartbeat read back was sent (0: none).
     confirmed: AtomicU64,
     generation: AtomicU64,
     slots: [AtomicU64; SLOTS],
     next_change: AtomicU64,
-    /// Acknowledgements received for this instance's changes in flight.
-    waiting: Mutex<HashMap<u64, watch::Sender<usize>>>,
+    /// The instances that acknowledged each of this instance's changes in flight.
+    waiting: Mutex<HashMap<u64, watch::Sender<HashSet<String>>>>,
 }
 
 /// A change being announced: build the script's `PUBLISH` from [`channel`](Self::channel) and
@@ -124,7 +155,7 @@ pub struct Announcement {
     bus: Bus,
     id: u64,
     message: String,
-    acks: watch::Receiver<usize>,
+    acks: watch::Receiver<HashSet<String>>,
 }
 
 impl Bus {
@@ -154,6 +185,7 @@ impl Bus {
             client,
             channel: format!("{prefix}:bus"),
             own: format!("{prefix}:bus:{instance}"),
+            registry: format!("{prefix}:bus:instances"),
             instance,
             started: Instant::now(),
             confirmed: AtomicU64::new(0),
@@ -202,7 +234,7 @@ impl Bus {
             let sep = if i == 0 { "" } else { "," };
             let _ = write!(message, "{sep}{}", t.slot());
         }
-        let (tx, acks) = watch::channel(0);
+        let (tx, acks) = watch::channel(HashSet::new());
         self.waiting().insert(id, tx);
         Announcement {
             bus: self.clone(),
@@ -212,7 +244,7 @@ impl Bus {
         }
     }
 
-    fn waiting(&self) -> std::sync::MutexGuard<'_, HashMap<u64, watch::Sender<usize>>> {
+    fn waiting(&self) -> std::sync::MutexGuard<'_, HashMap<u64, watch::Sender<HashSet<String>>>> {
         self.0.waiting.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
@@ -234,23 +266,29 @@ impl Bus {
                 }
                 // This instance's own change: acknowledged here, without a round trip.
                 if from == self.0.instance {
-                    self.acknowledged(change.parse().ok()?);
+                    self.acknowledged(change.parse().ok()?, from);
                     return None;
                 }
-                Some((format!("{}:{from}", self.0.channel), format!("a {change}")))
+                Some((
+                    format!("{}:{from}", self.0.channel),
+                    format!("a {change} {}", self.0.instance),
+                ))
             }
             "a" => {
-                self.acknowledged(parts.next()?.parse().ok()?);
+                let change = parts.next()?.parse().ok()?;
+                self.acknowledged(change, parts.next()?);
                 None
             }
             _ => None,
         }
     }
 
-    /// One more instance has processed this instance's change `change`.
-    fn acknowledged(&self, change: u64) {
+    /// Instance `by` has processed this instance's change `change`.
+    fn acknowledged(&self, change: u64, by: &str) {
         if let Some(tx) = self.waiting().get(&change) {
-            tx.send_modify(|n| *n += 1);
+            tx.send_modify(|acked| {
+                acked.insert(by.to_owned());
+            });
         }
     }
 
@@ -262,27 +300,34 @@ impl Bus {
 }
 
 impl Announcement {
-    /// The channel to `PUBLISH` on, in the same script as the change.
-    pub fn channel(&self) -> &str {
-        &self.bus.0.channel
+    /// Adds what [`ANNOUNCE`] reads to a script's invocation, after the script's own keys and
+    /// arguments: the registry (last key), the channel, the message and the window (last
+    /// arguments).
+    pub fn append_to(&self, invocation: &mut redis::ScriptInvocation<'_>) {
+        invocation
+            .key(&self.bus.0.registry)
+            .arg(&self.bus.0.channel)
+            .arg(&self.message)
+            .arg(REGISTERED_FOR.as_millis() as u64);
     }
 
-    pub fn message(&self) -> &str {
-        &self.message
-    }
-
-    /// The script ran and `PUBLISH` reached `receivers` instances: wait for their
-    /// acknowledgements (at most [`ACK_WAIT`]).
-    pub async fn delivered(mut self, receivers: i64) {
-        let wanted = usize::try_from(receivers).unwrap_or(0);
-        let acked = tokio::time::timeout(ACK_WAIT, self.acks.wait_for(|n| *n >= wanted))
-            .await
-            .is_ok_and(|r| r.is_ok());
+    /// The script ran: wait until every instance it named has acknowledged (at most
+    /// [`ACK_WAIT`]).
+    pub async fn delivered(mut self, expected: Vec<String>) {
+        let acked = tokio::time::timeout(
+            ACK_WAIT,
+            self.acks.wait_for(|acked| expected.iter().all(|i| acked.contains(i))),
+        )
+        .await
+        .is_ok_and(|r| r.is_ok());
         if !acked {
+            let missing: Vec<&String> = {
+                let acked = self.acks.borrow();
+                expected.iter().filter(|i| !acked.contains(*i)).collect()
+            };
             tracing::warn!(
-                receivers,
-                acknowledged = *self.acks.borrow(),
-                "invalidation bus: not every instance acknowledged; the others' leases lapsed"
+                ?missing,
+                "invalidation bus: not every instance acknowledged; their leases have lapsed"
             );
         }
     }
@@ -333,17 +378,25 @@ async fn subscription(bus: &Bus, weak: &Weak<Inner>) -> anyhow::Result<()> {
     let mut beat = tokio::time::interval(HEARTBEAT);
     beat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let own = bus.0.own.clone();
+    let heartbeat = Arc::new(redis::Script::new(HEARTBEAT_SCRIPT));
     loop {
         tokio::select! {
             _ = beat.tick() => {
                 if weak.strong_count() <= 1 {
+                    // The last user is gone: no announcer should wait for this instance.
+                    let mut conn = publisher.clone();
+                    let _ = timed("leave", redis::cmd("ZREM").arg(&bus.0.registry).arg(&bus.0.instance).query_async::<i64>(&mut conn)).await;
                     return Ok(());
                 }
                 // Sent from a task of its own: reading goes on while it is in flight.
                 let mut conn = publisher.clone();
-                let (channel, sent) = (own.clone(), format!("h {}", bus.now_nanos()));
+                let (script, registry, instance, own) =
+                    (heartbeat.clone(), bus.0.registry.clone(), bus.0.instance.clone(), own.clone());
+                let sent = format!("h {}", bus.now_nanos());
                 tokio::spawn(async move {
-                    let _ = timed("heartbeat", redis::cmd("PUBLISH").arg(channel).arg(sent).query_async::<i64>(&mut conn)).await;
+                    let mut call = script.key(registry);
+                    call.arg(instance).arg(own).arg(sent).arg(REGISTRATION_KEPT_MS);
+                    let _ = timed("heartbeat", call.invoke_async::<i64>(&mut conn)).await;
                 });
             }
             msg = messages.next() => {
@@ -383,7 +436,7 @@ mod tests {
         // Another slot's change leaves it alone.
         let other = (0..SLOTS).find(|&s| s != Topic::User(user).slot()).unwrap();
         let ack = bus.on_message(&format!("c peer 7 {other}"));
-        assert_eq!(ack, Some(("t:bus:peer".to_owned(), "a 7".to_owned())));
+        assert_eq!(ack, Some(("t:bus:peer".to_owned(), format!("a 7 {}", bus.0.instance))));
         assert!(bus.holds(&lease));
         // Its own slot's change voids it.
         let _ = bus.on_message(&format!("c peer 8 {other},{}", Topic::User(user).slot()));
@@ -417,24 +470,34 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn acknowledgements_are_counted_for_their_change() {
+    async fn a_change_waits_for_every_expected_instance_by_name() {
         let bus = Bus::off("t");
         let a = bus.announce(&[Topic::Cache("users")]);
-        assert!(a.message().starts_with(&format!("c {} {} ", bus.0.instance, a.id)));
+        assert!(a.message.starts_with(&format!("c {} {} ", bus.0.instance, a.id)));
         let id = a.id;
-        let _ = bus.on_message(&format!("a {id}"));
-        let _ = bus.on_message(&format!("a {}", id + 1000));
-        let _ = bus.on_message(&format!("a {id}"));
+        let _ = bus.on_message(&format!("a {id} peer-1"));
+        let _ = bus.on_message(&format!("a {} peer-2", id + 1000));
+        let _ = bus.on_message(&format!("a {id} peer-2"));
+        let _ = bus.on_message(&format!("a {id} peer-1"));
         let started = Instant::now();
-        a.delivered(2).await;
-        assert!(started.elapsed() < ACK_WAIT, "two acknowledgements were enough");
+        a.delivered(vec!["peer-1".into(), "peer-2".into()]).await;
+        assert!(started.elapsed() < ACK_WAIT, "both expected instances acknowledged");
         assert!(bus.waiting().is_empty(), "the waiter is gone with its announcement");
-        let b = bus.announce(&[Topic::Cache("users")]);
+        // Its own message counts as its own acknowledgement (no reply is sent for it).
+        let own = bus.announce(&[Topic::Cache("users")]);
+        assert_eq!(bus.on_message(&own.message), None);
         let started = Instant::now();
-        b.delivered(1).await;
+        own.delivered(vec![bus.0.instance.clone()]).await;
+        assert!(started.elapsed() < ACK_WAIT, "its own processing acknowledged it");
+        // Two acknowledgements from one instance are not two instances.
+        let b = bus.announce(&[Topic::Cache("users")]);
+        let _ = bus.on_message(&format!("a {} peer-1", b.id));
+        let _ = bus.on_message(&format!("a {} peer-1", b.id));
+        let started = Instant::now();
+        b.delivered(vec!["peer-1".into(), "peer-3".into()]).await;
         assert!(
             started.elapsed() >= ACK_WAIT,
-            "without its acknowledgement it waits it out"
+            "without peer-3's acknowledgement it waits it out"
         );
     }
 }

@@ -35,7 +35,7 @@ use std::{
 use bytes::Bytes;
 
 use crate::infra::{
-    bus::{Bus, Lease, Topic},
+    bus::{self, Bus, Lease, Topic},
     redis_pool::{Bypass, RedisManager, RedisPool},
 };
 
@@ -57,10 +57,10 @@ if not v then return {gen, false, 0} end
 return {gen, v, redis.call('PTTL', key)}
 ";
 
-/// KEYS: the generation. ARGV: the bus channel and message. Returns the bus' receivers.
+/// KEYS: the generation (then the bus' registry). ARGV: the bus' arguments. Ends with
+/// [`bus::ANNOUNCE`]: returns the instances that must acknowledge the bump.
 const BUMP: &str = r"
 redis.call('INCR', KEYS[1])
-return redis.call('PUBLISH', ARGV[1], ARGV[2])
 ";
 
 /// Whether a response came from the cache (`X-Cache`).
@@ -153,7 +153,7 @@ impl Cache {
             enabled,
             bypass: Arc::new(Bypass::new(BYPASS_FOR)),
             read: Arc::new(redis::Script::new(READ)),
-            bump: Arc::new(redis::Script::new(BUMP)),
+            bump: Arc::new(redis::Script::new(&format!("{BUMP}{}", bus::ANNOUNCE))),
             near: Arc::default(),
         }
     }
@@ -328,11 +328,11 @@ impl Cache {
         }
         let announcement = self.bus.announce(&[Topic::Cache(ns)]);
         let mut invocation = self.bump.key(format!("{}:{ns}:gen", self.prefix));
-        invocation.arg(announcement.channel()).arg(announcement.message());
+        announcement.append_to(&mut invocation);
         // Not gated by the bypass window: a bump should be attempted whenever possible.
         let bumped = match tokio::time::timeout(OP_TIMEOUT, self.redis.get()).await {
             Ok(Ok(mut conn)) => {
-                let bumped = tokio::time::timeout(OP_TIMEOUT, invocation.invoke_async::<i64>(&mut **conn))
+                let bumped = tokio::time::timeout(OP_TIMEOUT, invocation.invoke_async::<Vec<String>>(&mut **conn))
                     .await
                     .ok()
                     .and_then(Result::ok);
@@ -344,7 +344,7 @@ impl Cache {
             _ => None,
         };
         match bumped {
-            Some(receivers) => announcement.delivered(receivers).await,
+            Some(expected) => announcement.delivered(expected).await,
             None => {
                 tracing::warn!(cache = ns, "cache invalidation failed; entries expire within CACHE_TTL");
                 announcement.failed().await;

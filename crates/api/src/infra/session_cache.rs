@@ -49,7 +49,7 @@ use domain::{SessionId, UserId};
 use uuid::Uuid;
 
 use crate::infra::{
-    bus::{Bus, Lease, Topic},
+    bus::{self, Bus, Lease, Topic},
     redis_pool::{Bypass, RedisPool},
 };
 
@@ -75,20 +75,19 @@ end
 return {e, tonumber(redis.call('GET', KEYS[2]) or '0')}
 ";
 
-/// KEYS: epoch, pending. ARGV: a fresh epoch, its TTL (s), the bus channel and message, the
-/// pending TTL (ms). Returns how many instances the bus message reached.
+/// KEYS: epoch, pending (then the bus' registry). ARGV: a fresh epoch, its TTL (s), the pending
+/// TTL (ms) (then the bus' arguments). Ends with [`bus::ANNOUNCE`]: returns who must acknowledge.
 const BEGIN: &str = r"
 redis.call('INCR', KEYS[2])
-redis.call('PEXPIRE', KEYS[2], ARGV[5])
+redis.call('PEXPIRE', KEYS[2], ARGV[3])
 redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
-return redis.call('PUBLISH', ARGV[3], ARGV[4])
 ";
 
-/// KEYS: epoch, pending. ARGV: a fresh epoch, its TTL (s), the bus channel and message.
+/// KEYS: epoch, pending (then the bus' registry). ARGV: a fresh epoch, its TTL (s) (then the
+/// bus' arguments). Ends with [`bus::ANNOUNCE`].
 const END: &str = r"
 if redis.call('DECR', KEYS[2]) <= 0 then redis.call('DEL', KEYS[2]) end
 redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
-return redis.call('PUBLISH', ARGV[3], ARGV[4])
 ";
 
 /// What an entry was validated against: the Redis server and the user's epoch there, and the
@@ -159,8 +158,8 @@ impl SessionCache {
             entries: Mutex::new(HashMap::new()),
             bypass: Bypass::new(BYPASS_FOR),
             read: redis::Script::new(READ),
-            begin: redis::Script::new(BEGIN),
-            end: redis::Script::new(END),
+            begin: redis::Script::new(&format!("{BEGIN}{}", bus::ANNOUNCE)),
+            end: redis::Script::new(&format!("{END}{}", bus::ANNOUNCE)),
         }))
     }
 
@@ -181,6 +180,7 @@ impl SessionCache {
         script: &redis::Script,
         user: UserId,
         args: &[String],
+        announcement: Option<&bus::Announcement>,
         honour_bypass: bool,
     ) -> Option<(T, Arc<str>)> {
         if honour_bypass && self.0.bypass.active() {
@@ -193,6 +193,9 @@ impl SessionCache {
             call.key(pending_key);
             for a in args {
                 call.arg(a);
+            }
+            if let Some(announcement) = announcement {
+                announcement.append_to(&mut call);
             }
             match tokio::time::timeout(OP_TIMEOUT, call.invoke_async::<T>(&mut **conn)).await {
                 Ok(Ok(v)) => Some((v, conn.server())),
@@ -226,7 +229,9 @@ impl SessionCache {
         // Taken before the epoch is read: a change announced after the read voids it.
         let lease = self.0.bus.lease(Topic::User(user));
         let args = [fresh_epoch(), EPOCH_TTL_SECS.to_string()];
-        let Some(((epoch, pending), server)) = self.invoke::<(String, i64)>(&self.0.read, user, &args, true).await
+        let Some(((epoch, pending), server)) = self
+            .invoke::<(String, i64)>(&self.0.read, user, &args, None, true)
+            .await
         else {
             crate::metrics::cache_result(CACHE, false);
             return Lookup::Miss(None);
@@ -306,16 +311,14 @@ impl SessionCache {
     /// Runs a change script for `user` and waits for the bus' acknowledgements; whether it ran.
     async fn announce(&self, script: &redis::Script, user: UserId, extra: &[String]) -> bool {
         let announcement = self.0.bus.announce(&[Topic::User(user)]);
-        let mut args = vec![
-            fresh_epoch(),
-            EPOCH_TTL_SECS.to_string(),
-            announcement.channel().to_owned(),
-            announcement.message().to_owned(),
-        ];
+        let mut args = vec![fresh_epoch(), EPOCH_TTL_SECS.to_string()];
         args.extend_from_slice(extra);
-        match self.invoke::<i64>(script, user, &args, false).await {
-            Some((receivers, _)) => {
-                announcement.delivered(receivers).await;
+        match self
+            .invoke::<Vec<String>>(script, user, &args, Some(&announcement), false)
+            .await
+        {
+            Some((expected, _)) => {
+                announcement.delivered(expected).await;
                 true
             }
             None => {

@@ -155,11 +155,17 @@ async fn every_kind_of_change_applies_to_the_next_request_on_every_instance() {
 async fn an_instance_that_never_acknowledges_delays_a_change_but_cannot_make_it_leak() {
     let a = TestApp::spawn().await;
     let b = a.sibling().await;
-    // A third instance that receives the bus' messages and never acknowledges them: stuck, or
-    // dead with its connection still open.
+    // A third instance that is registered (its heartbeats reach Redis) but never acknowledges
+    // a change: stuck, or its subscription gone without its noticing — `PUBLISH` would not
+    // even count it as a receiver.
     let client = redis::Client::open(testkit::redis_url()).unwrap();
-    let mut mute = client.get_async_pubsub().await.unwrap();
-    mute.subscribe(format!("{}:bus", a.state.config.redis_prefix))
+    let mut r = client.get_multiplexed_async_connection().await.unwrap();
+    let (secs, micros): (u64, u64) = redis::cmd("TIME").query_async(&mut r).await.unwrap();
+    let _: () = redis::cmd("ZADD")
+        .arg(format!("{}:bus:instances", a.state.config.redis_prefix))
+        .arg(secs * 1000 + micros / 1000 + 60_000)
+        .arg("mute-peer")
+        .query_async(&mut r)
         .await
         .unwrap();
     a.signup("mute-peer@example.com").await;
