@@ -18,9 +18,9 @@
 //! not counted, yet may still believe itself live.)
 //!
 //! **Liveness.** Every [`HEARTBEAT`] the instance registers itself and publishes the time (its own
-//! monotonic clock) on its own channel, which the same subscription connection reads: Redis delivers a connection's
-//! messages in the order it executed the `PUBLISH`es, so when a heartbeat sent at `t` has been
-//! read back, every change published before `t` has been processed. The bus is live while the
+//! monotonic clock) on its own channel, which the same subscription connection reads: Redis
+//! delivers a connection's messages in the order it executed the `PUBLISH`es, so when a heartbeat
+//! sent at `t` has been read back, every change published before `t` has been processed. The bus is live while the
 //! newest heartbeat read back was sent less than [`LIVE_FOR`] ago.
 //!
 //! **Why no request can miss a change.** Say a change's message was published at `t_c` and the
@@ -31,8 +31,9 @@
 //! not used: its requests read Redis (and, behind that, Postgres) as without the bus. An instance
 //! live at `t_c` registered itself less than `LIVE_FOR` before, so it was waited for. An instance
 //! that was not subscribed at `t_c` took all its leases after its subscription started (earlier
-//! ones are voided by that start), so after the change. A script that fails (Redis unreachable) makes the announcer wait
-//! [`LIVE_FOR`] too: if Redis is down for everyone, every bus has stopped being live by then.
+//! ones are voided by that start), so after the change. A script that fails (Redis unreachable)
+//! makes the announcer wait [`LIVE_FOR`] too: if Redis is down for everyone, every bus has
+//! stopped being live by then.
 //! The window left is the one the Redis truth already had: an announcer cut off from a Redis
 //! that everyone else still reaches.
 
