@@ -22,7 +22,9 @@ small functions named in SECTIONS.
         priority+status and due_before, then POST /v1/tasks and PATCH of one task. Its database
         `taskshop_bench_tasks` is kept between runs and seeded (`api seed --users 1000 --tasks
         1000000`, ~45 s) only while it holds fewer than 1,000,000 tasks; the tasks the create run
-        adds are deleted again. Summary: max p99 of the list scenarios, list req/s vs /health/live.
+        adds are deleted again. Summary: max p99 of the list scenarios, list req/s vs /health/live,
+        and pgbench -M prepared (c=16) on the default first page's statement with and without its
+        categories column: what Postgres alone does with it (skipped with a warning without pgbench).
   cache GET /v1/users (admin) from the cache (X-Cache: hit), the same with CACHE_ENABLED=false,
         then a read-mostly mix: every CACHE_WRITE_EVERY-th request renames one user, and the wrk
         script counts X-Cache hit/miss of the GETs. The bench's Redis cache keys are deleted first.
@@ -955,6 +957,31 @@ def tasks_teardown() -> None:
     wait_idle()
     tasks_cleanup()
 
+# The default first page's statement as the API sends it (crates/db/src/tasks.rs), and the same
+# without its categories column: what Postgres alone does with it, the page's ceiling here.
+PAGE_SQL = ("SELECT tasks.id, tasks.user_id, tasks.title, tasks.description, tasks.status, tasks.priority, "
+            "tasks.due_at, tasks.completed_at, tasks.created_at, tasks.updated_at, tasks.deleted_at{cats} "
+            "FROM tasks WHERE tasks.user_id = '{user}' AND tasks.deleted_at IS NULL "
+            "ORDER BY tasks.created_at DESC, tasks.id DESC LIMIT 21;\n")
+PAGE_CATS = (", array(select (c.id, c.name) from task_categories tc join categories c on c.id = tc.category_id "
+             "where tc.task_id = tasks.id order by c.name, c.id)")
+
+def page_ceiling() -> None:
+    """pgbench -M prepared on the default first page's statement, with and without its categories
+    (c=16, TASKS_DURATION): Postgres' own rate for it on this machine, nothing else running."""
+    if not shutil.which("pgbench"):
+        add_warning("pgbench not found: the task page's Postgres ceiling was not measured")
+        return
+    user = pg_q(f"select id from users where email = '{FIXED['TASKS_EMAIL']}'", TASKS_DB)
+    for label, cats in (("with its categories", PAGE_CATS), ("without its categories", "")):
+        script = WORK / f"page-{len(cats)}.sql"
+        script.write_text(PAGE_SQL.format(cats=cats, user=user))
+        out = cmd(["pgbench", *(a for a in PG if a != "-w"), "-n", "-M", "prepared", "-c", "16", "-j", "2", "-T",
+                   str(int(dur_s(knob("TASKS_DURATION")))), "-f", str(script), TASKS_DB], what="pgbench")
+        m = re.search(r"^tps = ([\d.]+)", out, re.M)
+        V[f"pgbench {label}"] = f"{float(m.group(1)):.0f}" if m else "n/a"
+        log(f"pgbench, default first page {label}: {V[f'pgbench {label}']} statements/s")
+
 def tasks_summary() -> None:
     health = HEALTH if K["TASKS_CONNS"] == K["CONNS"] else fill("GET /health/live (c={TASKS_CONNS})")
     lists = [fill(r.name) for r in SCENARIOS if r.tag == "list"]
@@ -964,6 +991,11 @@ def tasks_summary() -> None:
     note("tasks data", f"{V['tasks_seed']}; as {FIXED['TASKS_EMAIL']}; c={K['TASKS_CONNS']}, "
          f"{K['TASKS_DURATION']} per scenario (warm-up: {K['WARMUP']} before the first, then {K['TASKS_WARMUP']})")
     note(f"tasks list p99, max over {len(lists)} list scenarios", f"{R[worst]['p99']} ms ({worst}; aim < 20 ms)")
+    page_ceiling()
+    if "pgbench with its categories" in V:
+        note("default first page in Postgres alone (pgbench -M prepared, c=16)",
+             f"{V['pgbench with its categories']} statements/s with its categories, "
+             f"{V['pgbench without its categories']} without; the API served {default} pages/s")
     note(f"tasks list req/s vs /health/live (c={K['TASKS_CONNS']}, {h} req/s)",
          f"default first page {default} = {pct(default, h)}; min {R[slowest]['rps']} = "
          f"{pct(R[slowest]['rps'], h)} ({slowest}); aim ≥ 25%")

@@ -132,7 +132,7 @@ pub struct Lease {
 pub struct Bus(Arc<Inner>);
 
 struct Inner {
-    client: Option<redis::Client>,
+    client: redis::Client,
     instance: String,
     /// `{prefix}:bus`: the changes every instance reads.
     channel: String,
@@ -162,7 +162,7 @@ pub struct Announcement {
 impl Bus {
     /// A bus over `redis_url` whose thread runs until the last clone is dropped.
     pub fn start(redis_url: &str, prefix: &str) -> anyhow::Result<Self> {
-        let bus = Self::new(Some(redis::Client::open(redis_url)?), prefix);
+        let bus = Self::new(redis::Client::open(redis_url)?, prefix);
         let weak = Arc::downgrade(&bus.0);
         std::thread::Builder::new()
             .name("invalidation-bus".into())
@@ -175,12 +175,9 @@ impl Bus {
         Ok(bus)
     }
 
-    /// A bus that is never live (every lease is refused): per-instance caches ask Redis each time.
-    pub fn off(prefix: &str) -> Self {
-        Self::new(None, prefix)
-    }
-
-    fn new(client: Option<redis::Client>, prefix: &str) -> Self {
+    /// A bus without its thread (what [`start`](Self::start) runs): never live until messages are
+    /// fed to it by hand, as the unit tests do.
+    fn new(client: redis::Client, prefix: &str) -> Self {
         let instance = Uuid::new_v4().simple().to_string();
         Self(Arc::new(Inner {
             client,
@@ -368,9 +365,7 @@ async fn timed<T>(what: &str, f: impl Future<Output = redis::RedisResult<T>>) ->
 
 /// One subscription's life; returns when it fails or the bus is dropped.
 async fn subscription(bus: &Bus, weak: &Weak<Inner>) -> anyhow::Result<()> {
-    let Some(client) = bus.0.client.clone() else {
-        anyhow::bail!("no Redis");
-    };
+    let client = &bus.0.client;
     let mut pubsub = timed("subscribe", client.get_async_pubsub()).await?;
     timed("subscribe", pubsub.subscribe(&[&bus.0.channel, &bus.0.own])).await?;
     let publisher = timed("connect", client.get_multiplexed_async_connection()).await?;
@@ -418,6 +413,11 @@ async fn subscription(bus: &Bus, weak: &Weak<Inner>) -> anyhow::Result<()> {
 mod tests {
     use super::*;
 
+    /// A bus whose thread is not running (nothing is ever connected).
+    fn idle() -> Bus {
+        Bus::new(redis::Client::open("redis://127.0.0.1:1").unwrap(), "t")
+    }
+
     fn live(bus: &Bus) {
         bus.resubscribed();
         let _ = bus.on_message(&format!("h {}", bus.now_nanos().max(1)));
@@ -425,7 +425,7 @@ mod tests {
 
     #[test]
     fn a_lease_holds_until_a_change_of_its_slot_or_a_new_subscription() {
-        let bus = Bus::off("t");
+        let bus = idle();
         assert!(
             bus.lease(Topic::Cache("users")).is_none(),
             "not live before a heartbeat"
@@ -452,7 +452,7 @@ mod tests {
 
     #[test]
     fn the_bus_stops_being_live_when_heartbeats_stop_coming_back() {
-        let bus = Bus::off("t");
+        let bus = idle();
         bus.resubscribed();
         let _ = bus.on_message(&format!("h {}", bus.now_nanos()));
         assert!(bus.live());
@@ -463,7 +463,7 @@ mod tests {
 
     #[test]
     fn malformed_messages_are_ignored() {
-        let bus = Bus::off("t");
+        let bus = idle();
         for m in ["", "x", "h", "h nan", "c", "c a", "a", "a nan", "c a 1 99999"] {
             let _ = bus.on_message(m);
         }
@@ -472,7 +472,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_change_waits_for_every_expected_instance_by_name() {
-        let bus = Bus::off("t");
+        let bus = idle();
         let a = bus.announce(&[Topic::Cache("users")]);
         assert!(a.message.starts_with(&format!("c {} {} ", bus.0.instance, a.id)));
         let id = a.id;
