@@ -44,6 +44,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
             ));
             tracing::info!(%addr, port, "api listening");
             server.await?;
+            state.bus.leave().await;
             tracing::info!("api stopped");
         }
         Command::Migrate => {
@@ -59,10 +60,12 @@ async fn run(command: Command) -> anyhow::Result<()> {
             if tasks > 0 {
                 seed::bulk(&state, users, tasks).await?;
             }
+            state.bus.leave().await;
         }
         Command::CreateAdmin { email, password, name } => {
             let state = startup::build_state(config).await?;
             let outcome = seed::ensure_account(&state, &email, &password, &name, domain::Role::Admin).await?;
+            state.bus.leave().await;
             println!("{outcome:?}");
         }
         Command::Healthcheck => healthcheck(config.api_addr).await?,

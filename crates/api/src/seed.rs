@@ -116,6 +116,9 @@ pub async fn bulk(state: &AppState, users: i64, tasks: i64) -> anyhow::Result<()
     let started = std::time::Instant::now();
     let mut conn = state.db.get().await.map_err(db::DbError::from)?;
     let (users, tasks) = db::seed::bulk(&mut conn, users, tasks, &hash).await?;
+    drop(conn);
+    // Written behind the unit of work's back, for many users at once: every task page goes.
+    state.cache.invalidate(crate::infra::cache::ns::TASKS).await;
     tracing::info!(users, tasks, secs = started.elapsed().as_secs_f64(), "bulk seed done");
     Ok(())
 }

@@ -407,6 +407,44 @@ impl TaskListQuery {
     }
 }
 
+impl TaskListQuery {
+    /// One string per distinct query, for caching its page: two queries have the same key exactly
+    /// when they select the same page (statuses and priorities are already sorted and deduplicated,
+    /// `q` lower-cased; `q` comes last, so whatever it holds cannot make two keys collide).
+    pub fn cache_key(&self) -> String {
+        use fmt::Write as _;
+        let time = |t: Option<DateTime<Utc>>| t.map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Nanos, true));
+        let mut key = String::with_capacity(96);
+        let statuses: Vec<&str> = self.statuses.iter().map(|s| s.as_str()).collect();
+        let priorities: Vec<i16> = self.priorities.iter().map(|p| p.rank()).collect();
+        let _ = write!(
+            key,
+            "o={};l={};d={};s={};p={:?};c={};b={};a={}",
+            self.sort,
+            self.limit.get(),
+            u8::from(self.include_deleted),
+            statuses.join(","),
+            priorities,
+            self.category_id.map(|c| c.to_string()).unwrap_or_default(),
+            time(self.due_before).unwrap_or_default(),
+            time(self.due_after).unwrap_or_default(),
+        );
+        if let Some(c) = &self.after {
+            let _ = write!(
+                key,
+                ";k={}/{}/{}",
+                time(c.t).unwrap_or_default(),
+                c.p.map(|p| p.to_string()).unwrap_or_default(),
+                c.id
+            );
+        }
+        if let Some(q) = &self.q {
+            let _ = write!(key, ";q={q}");
+        }
+        key
+    }
+}
+
 fn key_matches(c: &TaskCursor) -> bool {
     match c.s {
         TaskSort::CreatedAsc | TaskSort::CreatedDesc => c.t.is_some() && c.p.is_none(),
@@ -426,6 +464,62 @@ mod tests {
             .map(|p| p.split_once('=').unwrap_or((p, "")))
             .collect();
         TaskListQuery::parse(pairs)
+    }
+
+    #[test]
+    fn the_cache_key_is_the_same_for_the_same_page_and_differs_for_any_other() {
+        let key = |q: &str| parse(q).unwrap().cache_key();
+        assert_eq!(key(""), key("sort=-created_at&limit=20"), "defaults spelled out");
+        assert_eq!(
+            key("status=done,todo&priority=high"),
+            key("priority=high&status=todo&status=done&status=todo")
+        );
+        assert_eq!(
+            key("q=Report"),
+            key("q=%20report".replace("%20", " ").as_str()),
+            "trimmed, lower-cased"
+        );
+        let cursor = |s: TaskSort, t: Option<&str>, p: Option<i16>| {
+            let id = crate::TaskId::from_uuid(Uuid::from_u128(7));
+            let t = t.map(|t| DateTime::parse_from_rfc3339(t).unwrap().with_timezone(&Utc));
+            Cursor::encode(&TaskCursor { s, t, p, id })
+        };
+        let variants = [
+            String::new(),
+            "sort=due_at".into(),
+            "limit=21".into(),
+            "include_deleted=true".into(),
+            "status=todo".into(),
+            "status=todo,done".into(),
+            "priority=low".into(),
+            format!("category_id={}", Uuid::from_u128(1)),
+            "due_before=2026-01-01T00:00:00Z".into(),
+            "due_after=2026-01-01T00:00:00Z".into(),
+            "due_after=2026-01-01T00:00:00.000000001Z".into(),
+            "q=report".into(),
+            "q=report;k=x".into(),
+            format!(
+                "cursor={}",
+                cursor(TaskSort::CreatedDesc, Some("2026-01-01T00:00:00Z"), None)
+            ),
+            format!(
+                "cursor={}",
+                cursor(TaskSort::CreatedDesc, Some("2026-01-01T00:00:01Z"), None)
+            ),
+            format!("sort=due_at&cursor={}", cursor(TaskSort::DueAsc, None, None)),
+            format!(
+                "sort=due_at&cursor={}",
+                cursor(TaskSort::DueAsc, Some("2026-01-01T00:00:00Z"), None)
+            ),
+            format!("sort=priority&cursor={}", cursor(TaskSort::PriorityAsc, None, Some(1))),
+            format!("sort=priority&cursor={}", cursor(TaskSort::PriorityAsc, None, Some(2))),
+        ];
+        let keys: Vec<String> = variants.iter().map(|q| key(q)).collect();
+        for (i, a) in keys.iter().enumerate() {
+            for (j, b) in keys.iter().enumerate().skip(i + 1) {
+                assert_ne!(a, b, "{:?} and {:?} select different pages", variants[i], variants[j]);
+            }
+        }
     }
 
     fn fields(r: Result<TaskListQuery, DomainError>) -> Vec<String> {

@@ -146,6 +146,8 @@ struct Inner {
     generation: AtomicU64,
     slots: [AtomicU64; SLOTS],
     next_change: AtomicU64,
+    /// Set by [`Bus::leave`]: the bus thread stops registering this instance.
+    leaving: std::sync::atomic::AtomicBool,
     /// The instances that acknowledged each of this instance's changes in flight.
     waiting: Mutex<HashMap<u64, watch::Sender<HashSet<String>>>>,
 }
@@ -190,12 +192,41 @@ impl Bus {
             generation: AtomicU64::new(0),
             slots: std::array::from_fn(|_| AtomicU64::new(0)),
             next_change: AtomicU64::new(1),
+            leaving: std::sync::atomic::AtomicBool::new(false),
             waiting: Mutex::new(HashMap::new()),
         }))
     }
 
     fn now_nanos(&self) -> u64 {
         u64::try_from(self.0.started.elapsed().as_nanos()).unwrap_or(u64::MAX)
+    }
+
+    /// This instance's name on the bus (in the registry and in its acknowledgements).
+    pub fn instance(&self) -> &str {
+        &self.0.instance
+    }
+
+    /// Deregisters this instance when it stops for good (after its last request): from then on
+    /// announcers do not wait for it. Without this, every change announced in the
+    /// [`REGISTERED_FOR`] after an instance's exit would wait [`ACK_WAIT`] for it. Heartbeats stop
+    /// first; one already in flight has had two heartbeat periods to land before the removal.
+    pub async fn leave(&self) {
+        self.0.leaving.store(true, Ordering::Release);
+        tokio::time::sleep(HEARTBEAT * 2).await;
+        let removed = async {
+            let mut conn = timed("leave", self.0.client.get_multiplexed_async_connection()).await?;
+            timed(
+                "leave",
+                redis::cmd("ZREM")
+                    .arg(&self.0.registry)
+                    .arg(&self.0.instance)
+                    .query_async::<i64>(&mut conn),
+            )
+            .await
+        };
+        if let Err(e) = removed.await {
+            tracing::warn!(error = %e, "invalidation bus: could not deregister; announcers wait for this instance for another second");
+        }
     }
 
     /// Whether a heartbeat sent less than [`LIVE_FOR`] ago has been read back.
@@ -383,6 +414,9 @@ async fn subscription(bus: &Bus, weak: &Weak<Inner>) -> anyhow::Result<()> {
                     let mut conn = publisher.clone();
                     let _ = timed("leave", redis::cmd("ZREM").arg(&bus.0.registry).arg(&bus.0.instance).query_async::<i64>(&mut conn)).await;
                     return Ok(());
+                }
+                if bus.0.leaving.load(Ordering::Acquire) {
+                    continue;
                 }
                 // Sent from a task of its own: reading goes on while it is in flight.
                 let mut conn = publisher.clone();

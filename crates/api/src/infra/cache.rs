@@ -1,8 +1,12 @@
 //! A small cache-aside layer over Redis (bb8-redis), shared by every cached endpoint.
 //!
-//! **Keys and invalidation.** Entries live in namespaces (`users`, later `products`). Each
+//! **Keys and invalidation.** Entries live in namespaces (`users`, `products`, `tasks`). Each
 //! namespace has a generation counter `{prefix}:cache:{ns}:gen`; an entry's key embeds the
-//! generation it was read under: `{prefix}:cache:{ns}:{gen}:{key}`. A write *commits first*, then
+//! generation it was read under: `{prefix}:cache:{ns}:{gen}:{key}`. A namespace of per-user data
+//! (`tasks`) is also split by owner ([`Scope::owned`]): each owner's part has its own generation
+//! `{prefix}:cache:{ns}:{owner}:gen`, and its entries' keys embed both,
+//! `{prefix}:cache:{ns}:{gen}:{owner}:{owner's gen}:{key}`, so that one user's write voids that
+//! user's pages only, while a bump of the whole namespace still voids everyone's. A write *commits first*, then
 //! bumps the generation (`INCR`). A reader reads the generation and the entry in one script, and
 //! only then reads Postgres on a miss; if a write commits and bumps in between, the reader stores
 //! its (possibly stale) value under the *old* generation, which nobody reads any more. So a slow
@@ -47,21 +51,63 @@ const WAIT_FOR_OTHER: Duration = Duration::from_millis(500);
 /// The near cache's budget: bodies kept in this instance's memory, in bytes.
 const NEAR_BYTES: usize = 4 << 20;
 
-/// Reads the generation and the entry in one round trip. Returns {generation, value or false,
-/// the entry's remaining life in ms}.
+/// Reads the generation(s) and the entry in one round trip. KEYS: the namespace's generation,
+/// then the owner's (scoped reads). ARGV: the namespace's key prefix, the key, then the owner.
+/// Returns {generation, value or false, the entry's remaining life in ms}.
 const READ: &str = r"
 local gen = redis.call('GET', KEYS[1]) or '0'
+if #KEYS > 1 then gen = gen .. ':' .. ARGV[3] .. ':' .. (redis.call('GET', KEYS[2]) or '0') end
 local key = ARGV[1] .. gen .. ':' .. ARGV[2]
 local v = redis.call('GET', key)
 if not v then return {gen, false, 0} end
 return {gen, v, redis.call('PTTL', key)}
 ";
 
-/// KEYS: the generation (then the bus' registry). ARGV: the bus' arguments. Ends with
-/// [`bus::ANNOUNCE`]: returns the instances that must acknowledge the bump.
+/// KEYS: the generation (then the bus' registry). ARGV: the generation's life in ms, then the
+/// bus' arguments. Ends with [`bus::ANNOUNCE`]: returns the instances that must acknowledge the
+/// bump. A generation outlives by far every entry stored under it (see [`GENERATION_LIFE`]), so
+/// one that expires (a user who stopped writing) and restarts from 0 finds nothing left of its
+/// earlier values.
 const BUMP: &str = r"
 redis.call('INCR', KEYS[1])
+redis.call('PEXPIRE', KEYS[1], ARGV[1])
 ";
+
+/// How much longer than `CACHE_TTL` a generation lives after its last bump: more than any load
+/// can take between reading a generation and storing under it.
+const GENERATION_LIFE: Duration = Duration::from_secs(3600);
+
+/// A set of entries invalidated together: a whole namespace, or one owner's part of it.
+/// Invalidating the namespace also voids every owner's part.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Scope {
+    ns: &'static str,
+    owner: Option<uuid::Uuid>,
+}
+
+impl Scope {
+    /// One owner's part of a namespace (a user's task pages).
+    pub fn owned(ns: &'static str, owner: domain::UserId) -> Self {
+        Self {
+            ns,
+            owner: Some(owner.into_uuid()),
+        }
+    }
+
+    /// The bus topic its changes are announced on: the namespace's, or the owner's part's.
+    fn topic_name(self) -> String {
+        match self.owner {
+            None => self.ns.to_owned(),
+            Some(owner) => format!("{}:{owner}", self.ns),
+        }
+    }
+}
+
+impl From<&'static str> for Scope {
+    fn from(ns: &'static str) -> Self {
+        Self { ns, owner: None }
+    }
+}
 
 /// Whether a response came from the cache (`X-Cache`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -101,15 +147,36 @@ struct Near {
 
 struct NearEntry {
     body: Bytes,
-    lease: Lease,
+    /// The namespace's lease, then the owner's part's (scoped entries): all must hold.
+    leases: Leases,
     until: Instant,
+}
+
+/// The bus leases an entry was read under.
+#[derive(Clone, Copy)]
+struct Leases([Option<Lease>; 2]);
+
+impl Leases {
+    /// Taken before the generations are read; `None` unless the bus grants every lease needed.
+    fn take(bus: &Bus, scope: Scope, topic: &str) -> Option<Self> {
+        let ns = bus.lease(Topic::Cache(scope.ns))?;
+        let owner = match scope.owner {
+            None => None,
+            Some(_) => Some(bus.lease(Topic::Cache(topic))?),
+        };
+        Some(Self([Some(ns), owner]))
+    }
+
+    fn hold(&self, bus: &Bus) -> bool {
+        self.0.iter().flatten().all(|l| bus.holds(l))
+    }
 }
 
 impl Near {
     /// The body under `key` while its lease holds and its Redis entry would still live.
     fn get(&mut self, key: &str, bus: &Bus) -> Option<Bytes> {
         let entry = self.entries.get(key)?;
-        if entry.until > Instant::now() && bus.holds(&entry.lease) {
+        if entry.until > Instant::now() && entry.leases.hold(bus) {
             return Some(entry.body.clone());
         }
         self.remove(key);
@@ -162,16 +229,16 @@ impl Cache {
         self.near.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// Keeps `body` in the near cache under `lease` for `life`, if there is a lease.
-    fn keep_near(&self, key: String, body: &Bytes, lease: Option<Lease>, life: Duration) {
-        if let Some(lease) = lease
+    /// Keeps `body` in the near cache under `leases` for `life`, if there are leases.
+    fn keep_near(&self, key: String, body: &Bytes, leases: Option<Leases>, life: Duration) {
+        if let Some(leases) = leases
             && !life.is_zero()
         {
             self.near().insert(
                 key,
                 NearEntry {
                     body: body.clone(),
-                    lease,
+                    leases,
                     until: Instant::now() + life,
                 },
             );
@@ -218,11 +285,19 @@ impl Cache {
         }
     }
 
-    /// The generation, the entry under it (if any) and its remaining life.
-    async fn read(&self, ns: &str, key: &str) -> Option<(String, Option<Vec<u8>>, Duration)> {
+    /// The key of a scope's generation.
+    fn generation_key(&self, scope: Scope) -> String {
+        format!("{}:{}:gen", self.prefix, scope.topic_name())
+    }
+
+    /// The generation(s), the entry under them (if any) and its remaining life.
+    async fn read(&self, scope: Scope, key: &str) -> Option<(String, Option<Vec<u8>>, Duration)> {
         let mut conn = self.conn().await?;
-        let mut invocation = self.read.key(format!("{}:{ns}:gen", self.prefix));
-        invocation.arg(format!("{}:{ns}:", self.prefix)).arg(key);
+        let mut invocation = self.read.key(self.generation_key(scope.ns.into()));
+        invocation.arg(format!("{}:{}:", self.prefix, scope.ns)).arg(key);
+        if let Some(owner) = scope.owner {
+            invocation.key(self.generation_key(scope)).arg(owner.to_string());
+        }
         match tokio::time::timeout(
             OP_TIMEOUT,
             invocation.invoke_async::<(String, Option<Vec<u8>>, i64)>(&mut **conn),
@@ -247,8 +322,14 @@ impl Cache {
         }
     }
 
-    /// Cache-aside: the cached JSON for `ns`/`key`, or `load()`'s JSON (stored for next time).
-    pub async fn get_or_load<F, Fut, E>(&self, ns: &'static str, key: &str, load: F) -> Result<(Bytes, CacheStatus), E>
+    /// Cache-aside: the cached JSON for `key` in `scope`, or `load()`'s JSON (stored for next
+    /// time).
+    pub async fn get_or_load<F, Fut, E>(
+        &self,
+        scope: impl Into<Scope>,
+        key: &str,
+        load: F,
+    ) -> Result<(Bytes, CacheStatus), E>
     where
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<String, E>>,
@@ -256,15 +337,18 @@ impl Cache {
         if !self.usable() {
             return Ok((load().await?.into(), CacheStatus::Miss));
         }
-        let near_key = format!("{ns}:{key}");
+        let scope = scope.into();
+        let ns = scope.ns;
+        let topic = scope.topic_name();
+        let near_key = format!("{topic}:{key}");
         let near = self.near().get(&near_key, &self.bus);
         if let Some(body) = near {
             crate::metrics::cache_result(ns, true);
             return Ok((body, CacheStatus::Hit));
         }
-        // Taken before the generation is read: a bump announced after the read voids it.
-        let lease = self.bus.lease(Topic::Cache(ns));
-        let Some((generation, cached, life)) = self.read(ns, key).await else {
+        // Taken before the generations are read: a bump announced after the read voids them.
+        let lease = Leases::take(&self.bus, scope, &topic);
+        let Some((generation, cached, life)) = self.read(scope, key).await else {
             return Ok((load().await?.into(), CacheStatus::Miss));
         };
         if let Some(v) = cached {
@@ -320,14 +404,18 @@ impl Cache {
         Ok((load().await?.into(), CacheStatus::Miss))
     }
 
-    /// Invalidates every entry of the namespace, on every instance (Redis and near caches), before
+    /// Invalidates every entry of the scope, on every instance (Redis and near caches), before
     /// it returns. Call after the write has committed.
-    pub async fn invalidate(&self, ns: &'static str) {
+    pub async fn invalidate(&self, scope: impl Into<Scope>) {
         if !self.enabled {
             return;
         }
-        let announcement = self.bus.announce(&[Topic::Cache(ns)]);
-        let mut invocation = self.bump.key(format!("{}:{ns}:gen", self.prefix));
+        let scope = scope.into();
+        let ns = scope.ns;
+        let topic = scope.topic_name();
+        let announcement = self.bus.announce(&[Topic::Cache(&topic)]);
+        let mut invocation = self.bump.key(self.generation_key(scope));
+        invocation.arg((self.ttl + GENERATION_LIFE).as_millis() as u64);
         announcement.append_to(&mut invocation);
         // Not gated by the bypass window: a bump should be attempted whenever possible.
         let bumped = match tokio::time::timeout(OP_TIMEOUT, self.redis.get()).await {
@@ -364,8 +452,12 @@ pub mod ns {
     /// order's stock change shows in cached reads within 1 s.
     pub const PRODUCTS: &str = "products";
 
+    /// Each user's task list pages, split by owner ([`super::Scope::owned`]): a user's task or
+    /// category write voids that user's pages only.
+    pub const TASKS: &str = "tasks";
+
     /// Every namespace (their hit and miss counters exist from the start). A new one belongs here.
-    pub const ALL: [&str; 2] = [USERS, PRODUCTS];
+    pub const ALL: [&str; 3] = [USERS, PRODUCTS, TASKS];
 
     /// A namespace's own upper bound on an entry's life (below `CACHE_TTL`), if it has one.
     pub fn max_age(ns: &str) -> Option<Duration> {

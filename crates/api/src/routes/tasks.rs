@@ -14,7 +14,7 @@ use uuid::Uuid;
 
 use crate::{
     dto::Page,
-    error::{ApiResult, Problem},
+    error::{ApiError, ApiResult, Problem},
     http::extract::{AuthUser, ClientMeta, IdPath, JsonBody, ValidJson},
     services::tasks::{self as svc, NewTaskInput, TaskView},
     state::AppState,
@@ -183,17 +183,23 @@ pub async fn create(
     Ok(HttpResponse::Created().json(TaskResponse::from(task)))
 }
 
-/// List your tasks: filters, sort, cursor pagination. Each task embeds its categories.
+/// List your tasks: filters, sort, cursor pagination. Each task embeds its categories. Pages are
+/// cached per user (`X-Cache: hit|miss`); any write of yours to a task or a category invalidates
+/// your pages on every instance before that write answers, so a page read afterwards shows it.
 #[utoipa::path(get, path = "/v1/tasks", tag = "tasks", security(("bearer" = [])), params(TaskListParams), responses(
-    (status = 200, body = Page<TaskResponse>),
+    (status = 200, body = Page<TaskResponse>, headers(("X-Cache" = String, description = "`hit` or `miss`"))),
     (status = 401, body = Problem, content_type = "application/problem+json"),
     (status = 422, body = Problem, content_type = "application/problem+json", description = "Unknown parameter, bad filter value, unknown sort, or a tampered cursor"),
 ))]
 pub async fn list(state: web::Data<AppState>, me: AuthUser, req: HttpRequest) -> ApiResult<HttpResponse> {
     let pairs = crate::http::extract::query_pairs(req.query_string())?;
     let query = TaskListQuery::parse(pairs.iter().map(|(k, v)| (k.as_str(), v.as_str())))?;
-    let page = svc::list(&state, me.id(), &query).await?;
-    Ok(HttpResponse::Ok().json(Page::of(page, TaskResponse::from)))
+    let key = query.cache_key();
+    let cached = state.cache.get_or_load(svc::pages_of(me.id()), &key, || async {
+        let page = svc::list(&state, me.id(), &query).await?;
+        serde_json::to_string(&Page::of(page, TaskResponse::from)).map_err(ApiError::internal)
+    });
+    Ok(crate::routes::cached_json(cached.await?))
 }
 
 /// One of your tasks.

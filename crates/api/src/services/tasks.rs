@@ -13,6 +13,7 @@ use domain::{
 use serde_json::json;
 
 use crate::{
+    infra::cache::{Scope, ns},
     services::{
         Error, RequestMeta, Result,
         jobs::{Target, audit},
@@ -21,6 +22,12 @@ use crate::{
     },
     state::AppState,
 };
+
+/// The cache scope of the user's task list pages: every write of theirs to a task or to a
+/// category a page shows invalidates it (after commit, on every instance, before it answers).
+pub fn pages_of(user_id: UserId) -> Scope {
+    Scope::owned(ns::TASKS, user_id)
+}
 
 /// A task with its categories (id, name), as the API shows it.
 #[derive(Debug)]
@@ -109,7 +116,8 @@ pub async fn create(state: &AppState, user_id: UserId, input: NewTaskInput) -> R
         )
         .await?;
         link_categories(conn, row.id, &category_ids).await?;
-        view(conn, row).await
+        tx.invalidate(pages_of(user_id));
+        view(tx.conn(), row).await
     })
     .await
 }
@@ -153,7 +161,8 @@ pub async fn update(state: &AppState, user_id: UserId, id: TaskId, patch: TaskPa
         if let Some(ids) = &category_ids {
             link_categories(conn, id, ids).await?;
         }
-        view(conn, row).await
+        tx.invalidate(pages_of(user_id));
+        view(tx.conn(), row).await
     })
     .await
 }
@@ -164,6 +173,7 @@ pub async fn delete(state: &AppState, user_id: UserId, id: TaskId, meta: &Reques
         tasks::set_deleted(tx.conn(), user_id, id, true)
             .await?
             .ok_or(Error::NotFound)?;
+        tx.invalidate(pages_of(user_id));
         tx.enqueue(audit(Ev::TaskDeleted, Some(user_id), Target::Task(id), meta, json!({})));
         Ok(())
     })
@@ -182,6 +192,7 @@ pub async fn restore(state: &AppState, user_id: UserId, id: TaskId, meta: &Reque
         let row = tasks::set_deleted(tx.conn(), user_id, id, false)
             .await?
             .ok_or(Error::NotFound)?;
+        tx.invalidate(pages_of(user_id));
         tx.enqueue(audit(
             Ev::TaskRestored,
             Some(user_id),
@@ -257,17 +268,27 @@ pub async fn create_category(state: &AppState, user_id: UserId, name: &str) -> R
         .map_err(on_constraint(tasks::CATEGORY_NAME_UNIQUE, category_exists))
 }
 
+/// Renames the category; the user's task pages (which embed its name) are invalidated.
 pub async fn rename_category(state: &AppState, user_id: UserId, id: CategoryId, name: &str) -> Result<CategoryRow> {
-    tasks::rename_category(&mut *conn(state).await?, user_id, id, name)
-        .await
-        .map_err(on_constraint(tasks::CATEGORY_NAME_UNIQUE, category_exists))?
-        .ok_or(Error::NotFound)
+    work::transaction(state, async |tx| {
+        let row = tasks::rename_category(tx.conn(), user_id, id, name)
+            .await
+            .map_err(on_constraint(tasks::CATEGORY_NAME_UNIQUE, category_exists))?
+            .ok_or(Error::NotFound)?;
+        tx.invalidate(pages_of(user_id));
+        Ok(row)
+    })
+    .await
 }
 
+/// Deletes the category and its task links; the user's task pages are invalidated.
 pub async fn delete_category(state: &AppState, user_id: UserId, id: CategoryId) -> Result<()> {
-    if tasks::delete_category(&mut *conn(state).await?, user_id, id).await? {
+    work::transaction(state, async |tx| {
+        if !tasks::delete_category(tx.conn(), user_id, id).await? {
+            return Err(Error::NotFound);
+        }
+        tx.invalidate(pages_of(user_id));
         Ok(())
-    } else {
-        Err(Error::NotFound)
-    }
+    })
+    .await
 }

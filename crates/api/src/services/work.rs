@@ -1,6 +1,7 @@
 //! The unit of work: one transaction per use case. The use case does its reads and guarded
 //! writes through [`Tx::conn`] and stages what its change implies with [`Tx::enqueue`] (a job:
-//! written to the outbox in the same transaction) and [`Tx::invalidate`] (a cache namespace).
+//! written to the outbox in the same transaction) and [`Tx::invalidate`] (a cache namespace, or
+//! one user's part of one).
 //! After commit — and only then — the jobs are handed to the dispatcher and the caches bumped.
 //! Nothing outside Postgres is called inside the transaction. A change to a user's sessions or
 //! row ([`Tx::auth_changed`]) is announced around the commit: marked pending in Redis just
@@ -24,13 +25,13 @@ use db::{AsyncPgConnection, DbError, outbox::Pending};
 use diesel_async::{AnsiTransactionManager, TransactionManager};
 use tracing::Instrument as _;
 
-use crate::{services::Result, state::AppState};
+use crate::{infra::cache::Scope, services::Result, state::AppState};
 
 /// An open transaction and what to do after it commits.
 pub struct Tx {
     conn: db::pool::PooledConn<'static>,
     jobs: Vec<Pending>,
-    invalidate: Vec<&'static str>,
+    invalidate: Vec<Scope>,
     auth_changed: Vec<domain::UserId>,
 }
 
@@ -50,10 +51,12 @@ impl Tx {
         self.jobs.push(job);
     }
 
-    /// Bumps a cache namespace after commit (so no reader can cache the old value afterwards).
-    pub fn invalidate(&mut self, namespace: &'static str) {
-        if !self.invalidate.contains(&namespace) {
-            self.invalidate.push(namespace);
+    /// Bumps a cache namespace, or one user's part of it, after commit (so no reader can cache
+    /// the old value afterwards).
+    pub fn invalidate(&mut self, scope: impl Into<Scope>) {
+        let scope = scope.into();
+        if !self.invalidate.contains(&scope) {
+            self.invalidate.push(scope);
         }
     }
 
@@ -128,8 +131,8 @@ where
     } = tx;
     drop(conn);
     state.jobs.after_commit(jobs);
-    for namespace in invalidate {
-        state.cache.invalidate(namespace).await;
+    for scope in invalidate {
+        state.cache.invalidate(scope).await;
     }
     Ok(value)
 }

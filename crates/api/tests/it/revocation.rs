@@ -4,7 +4,10 @@
 
 use std::time::{Duration, Instant};
 
-use api::infra::{bus::ACK_WAIT, session_cache::PENDING_TTL};
+use api::infra::{
+    bus::{ACK_WAIT, HEARTBEAT},
+    session_cache::PENDING_TTL,
+};
 use serde_json::json;
 use testkit::{OwnRedis, PASSWORD, StatusCode, TestApp};
 
@@ -180,6 +183,37 @@ async fn an_instance_that_never_acknowledges_delays_a_change_but_cannot_make_it_
     );
     refused(&b.get("/v1/users/me", Some(&tokens.access)).await, "mute peer");
     refused(&a.get("/v1/users/me", Some(&tokens.access)).await, "mute peer");
+}
+
+/// An instance that stops (`api serve` after its last request, a CLI command at its end)
+/// deregisters, and no later heartbeat registers it again: changes announced right after its
+/// exit do not wait out [`ACK_WAIT`] for it.
+#[tokio::test]
+async fn an_instance_that_leaves_is_not_waited_for() {
+    let a = TestApp::spawn().await;
+    let b = a.sibling().await;
+    let registry = format!("{}:bus:instances", a.state.config.redis_prefix);
+    let client = redis::Client::open(testkit::redis_url()).unwrap();
+    let r = client.get_multiplexed_async_connection().await.unwrap();
+    let registered = async |who: &str| {
+        let score: Option<f64> = redis::cmd("ZSCORE")
+            .arg(&registry)
+            .arg(who)
+            .query_async(&mut r.clone())
+            .await
+            .unwrap();
+        score.is_some()
+    };
+    let b_name = b.state.bus.instance().to_owned();
+    testkit::eventually(Duration::from_secs(5), "b registered", async || {
+        registered(&b_name).await.then_some(())
+    })
+    .await;
+    b.state.bus.leave().await;
+    assert!(!registered(&b_name).await, "b deregistered");
+    tokio::time::sleep(HEARTBEAT * 4).await;
+    assert!(!registered(&b_name).await, "no heartbeat registered b again");
+    assert!(registered(a.state.bus.instance()).await, "a stays registered");
 }
 
 #[tokio::test]

@@ -629,3 +629,98 @@ async fn a_list_page_with_its_categories_is_one_statement_whatever_its_size() {
         "one prepared statement per sort and per first or later page (limits are bound)"
     );
 }
+
+/// A page read twice on `app`: the first read is whatever it is (returned), the second a hit
+/// with the same body.
+async fn read_twice(app: &TestApp, s: &Session, path: &str) -> (Option<String>, Value) {
+    let first = app.get(path, Some(&s.access)).await;
+    first.expect_status(StatusCode::OK);
+    let again = app.get(path, Some(&s.access)).await;
+    assert_eq!(again.header("x-cache"), Some("hit"), "{path}: cached after one read");
+    assert_eq!(again.body, first.body, "{path}: the hit is the page just read");
+    (first.header("x-cache").map(str::to_owned), first.body)
+}
+
+fn page_titles(body: &Value) -> Vec<&str> {
+    body["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["title"].as_str().unwrap())
+        .collect()
+}
+
+/// Task pages are cached per user; every kind of write of theirs (task create, update, delete,
+/// restore; category rename, delete) voids them on every instance before it answers, so the
+/// next read on the other instance shows it; another user's writes leave them cached, and the
+/// same query by another user is another page.
+#[tokio::test]
+async fn task_pages_are_cached_per_user_and_every_write_of_theirs_shows_at_once_on_every_instance() {
+    let a = TestApp::spawn().await;
+    let b = a.sibling().await;
+    let s = a.signup("pages-owner@example.com").await;
+    let other = a.signup("pages-other@example.com").await;
+    let home = category(&a, &s, "Home").await;
+    let first = task(&a, &s, NewTask::titled("first").categories(&[home])).await;
+    let pages = ["/v1/tasks", "/v1/tasks?sort=priority&limit=5", "/v1/tasks?q=fir"];
+    for path in pages {
+        read_twice(&b, &s, path).await;
+    }
+    // After each write on a: b's next read of every page misses and shows the write.
+    let check = async |what: &str, titles: &[&str], categories: Value| {
+        let (status, body) = read_twice(&b, &s, "/v1/tasks").await;
+        assert_eq!(
+            status.as_deref(),
+            Some("miss"),
+            "{what} voids b's page before it answers"
+        );
+        assert_eq!(page_titles(&body), titles, "after {what}");
+        let first = body["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|t| t["id"] == json!(first.id));
+        assert_eq!(first.unwrap()["categories"], categories, "after {what}");
+        for path in &pages[1..] {
+            let res = b.get(path, Some(&s.access)).await;
+            assert_eq!(res.header("x-cache"), Some("miss"), "{what}: {path}");
+            b.get(path, Some(&s.access)).await;
+        }
+    };
+    let house = |name: &str| json!([{"id": home, "name": name}]);
+    let second = task(&a, &s, NewTask::titled("second")).await.id;
+    check("a create", &["second", "first"], house("Home")).await;
+    a.update_task(&s.access, first.id, json!({"title": "first renamed"}))
+        .await;
+    check("an update", &["second", "first renamed"], house("Home")).await;
+    a.patch(
+        &format!("/v1/categories/{home}"),
+        Some(&s.access),
+        json!({"name": "House"}),
+    )
+    .await
+    .expect_status(StatusCode::OK);
+    check("a category rename", &["second", "first renamed"], house("House")).await;
+    a.delete(&format!("/v1/tasks/{second}"), Some(&s.access))
+        .await
+        .expect_status(StatusCode::NO_CONTENT);
+    check("a delete", &["first renamed"], house("House")).await;
+    a.post(&format!("/v1/tasks/{second}/restore"), Some(&s.access), json!({}))
+        .await
+        .expect_status(StatusCode::OK);
+    check("a restore", &["second", "first renamed"], house("House")).await;
+    a.delete(&format!("/v1/categories/{home}"), Some(&s.access))
+        .await
+        .expect_status(StatusCode::NO_CONTENT);
+    check("a category delete", &["second", "first renamed"], json!([])).await;
+    // Another user's writes leave these pages cached; their own page is theirs.
+    task(&a, &other, NewTask::titled("someone else's")).await;
+    let still = b.get("/v1/tasks", Some(&s.access)).await;
+    assert_eq!(still.header("x-cache"), Some("hit"), "another user's write");
+    let (_, theirs) = read_twice(&b, &other, "/v1/tasks").await;
+    assert_eq!(page_titles(&theirs), ["someone else's"]);
+    // Voiding the whole namespace (what `api seed` does) voids every user's pages.
+    a.state.cache.invalidate(api::infra::cache::ns::TASKS).await;
+    let res = b.get("/v1/tasks", Some(&s.access)).await;
+    assert_eq!(res.header("x-cache"), Some("miss"), "the namespace's bump");
+}
