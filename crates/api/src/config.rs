@@ -20,7 +20,7 @@
 //! | `OTEL_EXPORTER_OTLP_ENDPOINT`, other `OTEL_*` | – (traces off) | read by the OpenTelemetry SDK itself (`telemetry::OTEL_ENV`) |
 //! | `DATABASE_POOL_SIZE` | `16` | Postgres pool size |
 //! | `REDIS_POOL_SIZE` | `16` | Redis pool size |
-//! | `CACHE_ENABLED` | `true` | cache-aside for shared reads (admin user list, users) |
+//! | `CACHE_ENABLED` | `true` | cache-aside in Redis plus the near cache: admin user list and users, the catalogue, each user's task pages (see [`crate::infra::cache`]) |
 //! | `CACHE_TTL` | `60s` | lifetime of every cache entry |
 //! | `AUTH_CACHE_ENABLED` | `true` | per-instance cache of live sessions, exact through the users' auth epochs in Redis and the invalidation bus's leases (see [`crate::infra::session_cache`], [`crate::infra::bus`]) |
 //! | `AUTH_CACHE_MAX_AGE` | `60s` | longest a cached session is trusted without asking Postgres |

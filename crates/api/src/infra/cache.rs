@@ -15,7 +15,8 @@
 //! the moment of the write).
 //!
 //! **Near cache.** A hit read while the [invalidation bus](super::bus) is live is also kept in
-//! this instance's memory (at most `NEAR_BYTES` of bodies), under a bus lease taken before the
+//! this instance's memory (at most `NEAR_BYTES` of bodies per namespace, so that many users' task
+//! pages cannot push the catalogue out), under a bus lease taken before the
 //! generation was read, and for no longer than the Redis entry had left to live (`PTTL`). While
 //! the lease holds, the body is served from memory, as bytes, with no Redis round trip. A write's
 //! bump publishes on the bus in the same script and waits for every instance's acknowledgement,
@@ -48,7 +49,7 @@ const BYPASS_FOR: Duration = Duration::from_secs(2);
 const LOCK_TTL_MS: u64 = 3000;
 const WAIT_FOR_OTHER: Duration = Duration::from_millis(500);
 
-/// The near cache's budget: bodies kept in this instance's memory, in bytes.
+/// The near cache's budget per namespace: bodies kept in this instance's memory, in bytes.
 const NEAR_BYTES: usize = 4 << 20;
 
 /// Reads the generation(s) and the entry in one round trip. KEYS: the namespace's generation,
@@ -135,7 +136,7 @@ pub struct Cache {
     bypass: Arc<Bypass>,
     read: Arc<redis::Script>,
     bump: Arc<redis::Script>,
-    near: Arc<Mutex<Near>>,
+    near: Arc<Mutex<HashMap<&'static str, Near>>>,
 }
 
 /// Bodies kept in memory under a bus lease, keyed `{ns}:{key}`.
@@ -225,23 +226,27 @@ impl Cache {
         }
     }
 
-    fn near(&self) -> std::sync::MutexGuard<'_, Near> {
-        self.near.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    /// Runs `f` on the namespace's near cache, locked.
+    fn near<T>(&self, ns: &'static str, f: impl FnOnce(&mut Near) -> T) -> T {
+        let mut all = self.near.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        f(all.entry(ns).or_default())
     }
 
-    /// Keeps `body` in the near cache under `leases` for `life`, if there are leases.
-    fn keep_near(&self, key: String, body: &Bytes, leases: Option<Leases>, life: Duration) {
+    /// Keeps `body` in the namespace's near cache under `leases` for `life`, if there are leases.
+    fn keep_near(&self, ns: &'static str, key: String, body: &Bytes, leases: Option<Leases>, life: Duration) {
         if let Some(leases) = leases
             && !life.is_zero()
         {
-            self.near().insert(
-                key,
-                NearEntry {
-                    body: body.clone(),
-                    leases,
-                    until: Instant::now() + life,
-                },
-            );
+            self.near(ns, |near| {
+                near.insert(
+                    key,
+                    NearEntry {
+                        body: body.clone(),
+                        leases,
+                        until: Instant::now() + life,
+                    },
+                )
+            });
         }
     }
 
@@ -341,7 +346,7 @@ impl Cache {
         let ns = scope.ns;
         let topic = scope.topic_name();
         let near_key = format!("{topic}:{key}");
-        let near = self.near().get(&near_key, &self.bus);
+        let near = self.near(ns, |near| near.get(&near_key, &self.bus));
         if let Some(body) = near {
             crate::metrics::cache_result(ns, true);
             return Ok((body, CacheStatus::Hit));
@@ -353,7 +358,7 @@ impl Cache {
         };
         if let Some(v) = cached {
             let body = Bytes::from(v);
-            self.keep_near(near_key, &body, lease, life);
+            self.keep_near(ns, near_key, &body, lease, life);
             crate::metrics::cache_result(ns, true);
             return Ok((body, CacheStatus::Hit));
         }
@@ -384,7 +389,7 @@ impl Cache {
                     )
                     .await;
                 if stored.is_some() {
-                    self.keep_near(near_key, v, lease, ttl);
+                    self.keep_near(ns, near_key, v, lease, ttl);
                 }
             }
             let _: Option<i64> = self.run("unlock", redis::cmd("DEL").arg(&lock).clone()).await;
