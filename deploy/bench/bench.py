@@ -253,6 +253,24 @@ function done(summary, latency, requests)
 end
 """
 
+# A read-mostly mix: every CACHE_WRITE_EVERY-th request PATCHes WRITE_PATH (BODY_A and BODY_B in
+# turn), the others GET READ_PATH; counts X-Cache over all threads.
+READ_WRITE_MIX_LUA = COUNT_CACHE_LUA + """local every, path = {CACHE_WRITE_EVERY}, "WRITE_PATH"
+local n, get_headers, patch_headers = 0, {}, {}
+function init(args)
+    for k, v in pairs(wrk.headers) do get_headers[k] = v; patch_headers[k] = v end
+    patch_headers["Content-Type"] = "application/json"
+end
+function request()
+    n = n + 1
+    if n % every == 0 then
+        local body = ((n / every) % 2 == 0) and 'BODY_A' or 'BODY_B'
+        return wrk.format("PATCH", path, patch_headers, body)
+    end
+    return wrk.format("GET", "READ_PATH", get_headers, nil)
+end
+"""
+
 LUA = {
     "checkout_hot": CHECKOUT_LUA.replace("{PRODUCT_LIST}", '"{hot_id}"'),
     "checkout_spread": CHECKOUT_LUA.replace("{PRODUCT_LIST}", "{spread_ids}"),
@@ -299,38 +317,12 @@ function request()
 end
 """,
     # Every CACHE_WRITE_EVERY-th request flips the status of one of the user's tasks (voiding the
-    # user's cached pages); the others read the first page; counts X-Cache over all threads.
-    "tasks_mix": COUNT_CACHE_LUA + """local every, path = {CACHE_WRITE_EVERY}, "/v1/tasks/{task_id}"
-local n, get_headers, patch_headers = 0, {}, {}
-function init(args)
-    for k, v in pairs(wrk.headers) do get_headers[k] = v; patch_headers[k] = v end
-    patch_headers["Content-Type"] = "application/json"
-end
-function request()
-    n = n + 1
-    if n % every == 0 then
-        local body = ((n / every) % 2 == 0) and '{"status":"done"}' or '{"status":"todo"}'
-        return wrk.format("PATCH", path, patch_headers, body)
-    end
-    return wrk.format("GET", "/v1/tasks", get_headers, nil)
-end
-""",
-    # Every CACHE_WRITE_EVERY-th request renames one user; counts X-Cache over all threads.
-    "cache_mix": COUNT_CACHE_LUA + """local every, path = {CACHE_WRITE_EVERY}, "/v1/users/{cache_target}"
-local n, get_headers, patch_headers = 0, {}, {}
-function init(args)
-    for k, v in pairs(wrk.headers) do get_headers[k] = v; patch_headers[k] = v end
-    patch_headers["Content-Type"] = "application/json"
-end
-function request()
-    n = n + 1
-    if n % every == 0 then
-        local name = ((n / every) % 2 == 0) and "Bench Rename A" or "Bench Rename B"
-        return wrk.format("PATCH", path, patch_headers, '{"name":"' .. name .. '"}')
-    end
-    return wrk.format("GET", "/v1/users", get_headers, nil)
-end
-""",
+    # user's cached pages); the others read the first page.
+    "tasks_mix": READ_WRITE_MIX_LUA.replace("READ_PATH", "/v1/tasks").replace("WRITE_PATH", "/v1/tasks/{task_id}")
+        .replace("BODY_A", '{"status":"done"}').replace("BODY_B", '{"status":"todo"}'),
+    # Every CACHE_WRITE_EVERY-th request renames one user; the others read the admin list.
+    "cache_mix": READ_WRITE_MIX_LUA.replace("READ_PATH", "/v1/users").replace("WRITE_PATH", "/v1/users/{cache_target}")
+        .replace("BODY_A", '{"name":"Bench Rename A"}').replace("BODY_B", '{"name":"Bench Rename B"}'),
 }
 
 # ----------------------------------------------------------------- state ---
