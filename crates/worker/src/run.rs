@@ -84,6 +84,28 @@ pub async fn shutdown_signal() {
     let _ = tokio::signal::ctrl_c().await;
 }
 
+/// The worker every lane of this process runs, up to its data and handler: polling `lane` on
+/// `conn`, `concurrency` jobs at once, our own retries (re-push with backoff, see handlers; apalis'
+/// in-process retry stays off), a timeout per job, a span per job, a panic caught as a failure.
+/// `name` must be unique per process and per restart: apalis refuses a name whose previous
+/// holder is still within its heartbeat window. (A macro: apalis' layered builder types cannot
+/// be named in a function's signature.)
+macro_rules! lane_worker {
+    ($name:expr, $conn:expr, $lane:expr, $concurrency:expr) => {
+        WorkerBuilder::new($name)
+            .backend(
+                RedisStorage::<Lenient>::new($conn.clone())
+                    .with_config($lane)
+                    .poll_with_interval(POLL_INTERVAL),
+            )
+            .concurrency($concurrency)
+            .retry(RetryPolicy::retries(0))
+            .timeout(JOB_TIMEOUT)
+            .enable_tracing()
+            .catch_panic()
+    };
+}
+
 /// Runs until `stop` is cancelled, then drains in-flight jobs and returns.
 pub async fn run(config: WorkerConfig, stop: CancellationToken) -> anyhow::Result<()> {
     if let Some(addr) = config.metrics_addr {
@@ -139,25 +161,12 @@ pub async fn run(config: WorkerConfig, stop: CancellationToken) -> anyhow::Resul
             Queue::Email => config.concurrency,
         };
         monitor = monitor.register(move |run: usize| {
-            let backend = RedisStorage::<Lenient>::new(conn.clone())
-                .with_config(settings.config(queue))
-                .poll_with_interval(POLL_INTERVAL);
-            // A unique name per process and per restart: apalis refuses a name whose previous
-            // holder is still within its heartbeat window.
-            let builder = WorkerBuilder::new(format!("{base}-{run}"))
-                .backend(backend)
-                .concurrency(concurrency)
-                // Retries are ours (re-push with backoff, see handlers); apalis' in-process
-                // retry stays off.
-                .retry(RetryPolicy::retries(0))
-                .timeout(JOB_TIMEOUT)
-                .enable_tracing()
-                .catch_panic()
+            lane_worker!(format!("{base}-{run}"), &conn, settings.config(queue), concurrency)
                 .data(QueueCtx {
                     queue,
                     ctx: ctx.clone(),
-                });
-            builder.build(handlers::handle)
+                })
+                .build(handlers::handle)
         });
     }
     if config.bench_noop {
@@ -166,19 +175,9 @@ pub async fn run(config: WorkerConfig, stop: CancellationToken) -> anyhow::Resul
         let lane = settings.config_named(jobs::NOOP_QUEUE);
         let base = format!("{}-{}", config.name, jobs::NOOP_QUEUE);
         let concurrency = config.concurrency;
+        // The same worker as the real queues', with a handler that does nothing.
         monitor = monitor.register(move |run: usize| {
-            let backend = RedisStorage::<Lenient>::new(conn.clone())
-                .with_config(lane.clone())
-                .poll_with_interval(POLL_INTERVAL);
-            // The same worker as the real queues', with a handler that does nothing.
-            WorkerBuilder::new(format!("{base}-{run}"))
-                .backend(backend)
-                .concurrency(concurrency)
-                .retry(RetryPolicy::retries(0))
-                .timeout(JOB_TIMEOUT)
-                .enable_tracing()
-                .catch_panic()
-                .build(handlers::noop)
+            lane_worker!(format!("{base}-{run}"), &conn, lane.clone(), concurrency).build(handlers::noop)
         });
     }
     let monitor = monitor.should_restart(|worker, error| {
