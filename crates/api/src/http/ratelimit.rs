@@ -6,17 +6,19 @@
 use std::sync::Arc;
 
 use actix_web::{
-    HttpMessage, HttpRequest,
+    FromRequest, HttpMessage, HttpRequest,
     body::{BoxBody, MessageBody},
-    dev::{ServiceRequest, ServiceResponse},
+    dev::{Payload, ServiceRequest, ServiceResponse},
     middleware::Next,
+    web,
 };
 use auth::TokenIssuer;
 
 use crate::{
     error::ApiError,
     http::extract::bearer,
-    infra::ratelimit::{Decision, Policy, RateLimiter},
+    infra::ratelimit::{Decision, Policy, RateLimitConfig, RateLimiter},
+    state::AppState,
 };
 
 /// The most restrictive decision of a request so far, reported in its response headers.
@@ -36,7 +38,7 @@ fn record(req: &HttpRequest, d: Decision) {
 }
 
 /// Records a decision for the response headers; a rejection becomes a 429 error.
-pub fn enforce(req: &HttpRequest, decision: Option<Decision>) -> Result<(), ApiError> {
+fn enforce(req: &HttpRequest, decision: Option<Decision>) -> Result<(), ApiError> {
     let Some(d) = decision else { return Ok(()) };
     record(req, d);
     if d.allowed {
@@ -48,19 +50,71 @@ pub fn enforce(req: &HttpRequest, decision: Option<Decision>) -> Result<(), ApiE
 
 /// The 429 of a refusal a use case made with its own policy (`services::Error::RateLimited`),
 /// recorded for the response headers as [`enforce`] does.
-pub fn refused(req: &HttpRequest, d: Decision) -> ApiError {
+fn refused(req: &HttpRequest, d: Decision) -> ApiError {
     record(req, d);
     ApiError::RateLimited(d)
 }
 
 /// Checks `policy` for `subject` and enforces the result (see [`enforce`]).
-pub async fn limit(req: &HttpRequest, limiter: &RateLimiter, policy: Policy, subject: &str) -> Result<(), ApiError> {
+async fn limit(req: &HttpRequest, limiter: &RateLimiter, policy: Policy, subject: &str) -> Result<(), ApiError> {
     enforce(req, limiter.check(policy, subject).await)
 }
 
 /// Checks `policy` for the client's address and enforces the result.
-pub async fn limit_ip(req: &HttpRequest, limiter: &RateLimiter, policy: Policy) -> Result<(), ApiError> {
+async fn limit_ip(req: &HttpRequest, limiter: &RateLimiter, policy: Policy) -> Result<(), ApiError> {
     enforce(req, limiter.check_ip(policy, req).await)
+}
+
+/// The limiter bound to the request being handled, for the per-endpoint checks (an extractor:
+/// it checks nothing by itself, so a handler charges its policies where it chooses — after the
+/// body has parsed). Every decision is recorded for the response's `RateLimit` headers and a
+/// refusal is the 429.
+pub struct Limits {
+    req: HttpRequest,
+    limiter: RateLimiter,
+}
+
+impl FromRequest for Limits {
+    type Error = ApiError;
+    type Future = std::future::Ready<Result<Self, ApiError>>;
+
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        std::future::ready(
+            req.app_data::<web::Data<AppState>>()
+                .map(|state| Limits {
+                    req: req.clone(),
+                    limiter: state.limits.clone(),
+                })
+                .ok_or_else(|| ApiError::internal(anyhow::anyhow!("no application state"))),
+        )
+    }
+}
+
+impl Limits {
+    /// The configured policies.
+    pub fn policies(&self) -> &RateLimitConfig {
+        &self.limiter.config
+    }
+
+    /// Charges `policy` to the client's address.
+    pub async fn per_ip(&self, policy: Policy) -> Result<(), ApiError> {
+        limit_ip(&self.req, &self.limiter, policy).await
+    }
+
+    /// Charges `policy` to `subject` (an account, a token).
+    pub async fn per_subject(&self, policy: Policy, subject: &str) -> Result<(), ApiError> {
+        limit(&self.req, &self.limiter, policy, subject).await
+    }
+
+    /// Records a decision a use case made with its own policy; a rejection is the 429.
+    pub fn enforce(&self, decision: Option<Decision>) -> Result<(), ApiError> {
+        enforce(&self.req, decision)
+    }
+
+    /// The 429 of a refusal a use case made with its own policy.
+    pub fn refused(&self, d: Decision) -> ApiError {
+        refused(&self.req, d)
+    }
 }
 
 fn exempt(path: &str) -> bool {

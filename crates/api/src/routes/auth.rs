@@ -1,6 +1,6 @@
 //! `/v1/auth/*`: sign-up, login, refresh, logout and the caller's sessions.
 
-use actix_web::{HttpRequest, HttpResponse, http::header, web};
+use actix_web::{HttpResponse, http::header, web};
 use chrono::{DateTime, Utc};
 use garde::Validate;
 use serde::{Deserialize, Serialize};
@@ -11,7 +11,7 @@ use crate::{
     dto::UserResponse,
     error::{ApiResult, Problem},
     http::extract::{AuthUser, ClientMeta, IdPath, ValidJson},
-    http::ratelimit::{enforce, limit, limit_ip, refused},
+    http::ratelimit::Limits,
     infra::ratelimit::{account_subject, token_subject},
     services::{self, auth::NewAccount},
     state::AppState,
@@ -110,11 +110,11 @@ fn no_store(status: actix_web::http::StatusCode) -> actix_web::HttpResponseBuild
 ))]
 pub async fn signup(
     state: web::Data<AppState>,
-    req: HttpRequest,
+    limits: Limits,
     meta: ClientMeta,
     ValidJson(body): ValidJson<SignupRequest>,
 ) -> ApiResult<HttpResponse> {
-    limit_ip(&req, &state.limits, state.limits.config.signup).await?;
+    limits.per_ip(limits.policies().signup).await?;
     let account = NewAccount {
         email: Email::parse(&body.email)?,
         password: Password::parse(body.password, "password")?,
@@ -137,15 +137,15 @@ pub async fn signup(
 ))]
 pub async fn login(
     state: web::Data<AppState>,
-    req: HttpRequest,
+    limits: Limits,
     meta: ClientMeta,
     ValidJson(body): ValidJson<LoginRequest>,
 ) -> ApiResult<HttpResponse> {
     // Per client IP and per account (the normalised address, so case variants share a budget).
-    let policy = state.limits.config.login;
-    limit_ip(&req, &state.limits, policy).await?;
+    let policy = limits.policies().login;
+    limits.per_ip(policy).await?;
     let account = Email::parse(&body.email).map_or_else(|_| body.email.trim().to_lowercase(), String::from);
-    limit(&req, &state.limits, policy, &account_subject(&account)).await?;
+    limits.per_subject(policy, &account_subject(&account)).await?;
     let tokens = services::auth::login(&state, &body.email, &body.password, &meta).await?;
     Ok(no_store(actix_web::http::StatusCode::OK).json(TokenResponse::from(tokens)))
 }
@@ -158,7 +158,7 @@ pub async fn login(
 ))]
 pub async fn refresh(
     state: web::Data<AppState>,
-    req: HttpRequest,
+    limits: Limits,
     meta: ClientMeta,
     ValidJson(body): ValidJson<RefreshRequest>,
 ) -> ApiResult<HttpResponse> {
@@ -167,10 +167,10 @@ pub async fn refresh(
     let refreshed = services::auth::refresh(&state, &body.refresh_token, &meta)
         .await
         .map_err(|e| match e {
-            services::Error::RateLimited(d) => refused(&req, d),
+            services::Error::RateLimited(d) => limits.refused(d),
             e => e.into(),
         })?;
-    enforce(&req, refreshed.limit)?;
+    limits.enforce(refreshed.limit)?;
     Ok(no_store(actix_web::http::StatusCode::OK).json(TokenResponse::from(refreshed.tokens)))
 }
 
@@ -274,11 +274,11 @@ pub async fn verify_email(
 ))]
 pub async fn forgot_password(
     state: web::Data<AppState>,
-    req: HttpRequest,
+    limits: Limits,
     meta: ClientMeta,
     ValidJson(body): ValidJson<ForgotRequest>,
 ) -> ApiResult<HttpResponse> {
-    limit_ip(&req, &state.limits, state.limits.config.forgot).await?;
+    limits.per_ip(limits.policies().forgot).await?;
     services::auth::forgot_password(&state, &body.email, &meta).await?;
     Ok(HttpResponse::Accepted().finish())
 }
@@ -292,14 +292,14 @@ pub async fn forgot_password(
 ))]
 pub async fn reset_password(
     state: web::Data<AppState>,
-    req: HttpRequest,
+    limits: Limits,
     meta: ClientMeta,
     ValidJson(body): ValidJson<ResetRequest>,
 ) -> ApiResult<HttpResponse> {
     let password = Password::parse(body.new_password, "new_password")?;
-    let policy = state.limits.config.reset;
-    limit_ip(&req, &state.limits, policy).await?;
-    limit(&req, &state.limits, policy, &token_subject(&body.token)).await?;
+    let policy = limits.policies().reset;
+    limits.per_ip(policy).await?;
+    limits.per_subject(policy, &token_subject(&body.token)).await?;
     services::auth::reset_password(&state, &body.token, &password, &meta).await?;
     Ok(HttpResponse::NoContent().finish())
 }

@@ -11,7 +11,7 @@ use uuid::Uuid;
 use crate::{
     error::{ApiResult, Problem},
     http::extract::{AuthUser, ClientMeta, IdPath, ValidJson, ValidQuery},
-    http::ratelimit::limit_ip,
+    http::ratelimit::Limits,
     routes::auth::{SignupResponse, TokenResponse},
     services::{self, oauth::Callback},
     state::AppState,
@@ -73,11 +73,11 @@ pub struct IdentityList {
     ))]
 pub async fn authorize(
     state: web::Data<AppState>,
-    req: HttpRequest,
+    limits: Limits,
     provider: web::Path<String>,
     ValidQuery(q): ValidQuery<AuthorizeQuery>,
 ) -> ApiResult<HttpResponse> {
-    limit_ip(&req, &state.limits, state.limits.config.oauth).await?;
+    limits.per_ip(limits.policies().oauth).await?;
     let url = services::oauth::authorize(&state, &provider, q.return_to.as_deref()).await?;
     Ok(HttpResponse::Found()
         .insert_header((header::LOCATION, url))
@@ -102,10 +102,11 @@ pub async fn authorize(
 pub async fn callback(
     state: web::Data<AppState>,
     req: HttpRequest,
+    limits: Limits,
     meta: ClientMeta,
     provider: web::Path<String>,
 ) -> ApiResult<HttpResponse> {
-    limit_ip(&req, &state.limits, state.limits.config.oauth).await?;
+    limits.per_ip(limits.policies().oauth).await?;
     // Read leniently: providers add parameters of their own (`iss`, `scope`, `authuser`…), and
     // a malformed callback is a 400 of the flow, not a 422.
     let mut q = Callback::default();
@@ -142,11 +143,11 @@ pub async fn callback(
 ))]
 pub async fn exchange(
     state: web::Data<AppState>,
-    req: HttpRequest,
+    limits: Limits,
     meta: ClientMeta,
     ValidJson(body): ValidJson<ExchangeRequest>,
 ) -> ApiResult<HttpResponse> {
-    limit_ip(&req, &state.limits, state.limits.config.oauth).await?;
+    limits.per_ip(limits.policies().oauth).await?;
     let (user, tokens) = services::oauth::exchange(&state, &body.login_code, &meta).await?;
     Ok(HttpResponse::build(StatusCode::OK)
         .insert_header((header::CACHE_CONTROL, "no-store"))

@@ -1,6 +1,6 @@
 //! `/v1/users/*`: the caller's profile and user administration (admins only).
 
-use actix_web::{HttpRequest, HttpResponse, web};
+use actix_web::{HttpResponse, web};
 use garde::Validate;
 use serde::Deserialize;
 use utoipa::{IntoParams, ToSchema};
@@ -10,7 +10,7 @@ use crate::{
     error::{ApiError, ApiResult, Problem},
     http::{
         extract::{AdminUser, AuthUser, ClientMeta, IdPath, ValidJson, ValidQuery},
-        ratelimit::limit,
+        ratelimit::Limits,
     },
     infra::{cache::ns, ratelimit::account_subject},
     services::{
@@ -101,7 +101,7 @@ pub async fn get_me(me: AuthUser) -> HttpResponse {
 ))]
 pub async fn patch_me(
     state: web::Data<AppState>,
-    req: HttpRequest,
+    limits: Limits,
     me: AuthUser,
     meta: ClientMeta,
     ValidJson(body): ValidJson<UpdateMeRequest>,
@@ -123,13 +123,9 @@ pub async fn patch_me(
     if password.is_some() {
         // A current-password check is a password guess: it spends the account's login budget
         // before bcrypt runs, so an access token is not an unlimited oracle.
-        limit(
-            &req,
-            &state.limits,
-            state.limits.config.login,
-            &account_subject(&me.user.email),
-        )
-        .await?;
+        limits
+            .per_subject(limits.policies().login, &account_subject(&me.user.email))
+            .await?;
     }
     let user = services::users::update_me(&state, &me.actor(), name, password, &meta).await?;
     Ok(HttpResponse::Ok().json(UserResponse::from(user)))
