@@ -6,7 +6,9 @@
 Sections (default: all, in this order): auth jobs tasks cache shop. Every measurement is one row of
 SCENARIOS below; the runner interprets that table, and a section's setup and summary lines are the
 small functions named in SECTIONS.
-  auth  /health/live, /v1/users/me (with the session cache and without it), login throughput vs the bcrypt ceiling, health under logins
+  auth  /health/live, /v1/users/me (with the session cache and without it, and with the request-wide
+        rate limits on: USER/ANON budgets of 10^9 a minute, so the limiter's cost and no 429s),
+        login throughput vs the bcrypt ceiling, health under logins
   jobs  audit jobs/s of one and of two `worker` processes (JOBS_N synthetic jobs each; jobs/s =
         jobs / (last row's recorded_at - worker start), "first row after" is the start-up share),
         then no-op jobs/s of one worker (JOBS_N jobs on the bench-only queue {prefix}:jobs:noop,
@@ -34,8 +36,8 @@ small functions named in SECTIONS.
   shop  single-line checkouts (POST /v1/orders, a fresh Idempotency-Key each) on one hot product
         and spread over SHOP_PRODUCTS products at SHOP_CONNS; signed payment.succeeded webhooks
         for distinct pending orders (bodies signed in Python just before the run, cycled by wrk:
-        each applies one transition); the catalogue first page cached and with
-        CACHE_ENABLED=false; then catalogue reads and checkouts at once, counting X-Cache of the
+        each applies one transition); the catalogue first page cached (also with the rate limits
+        on, as in auth) and with CACHE_ENABLED=false; then catalogue reads and checkouts at once, counting X-Cache of the
         reads (the hit rate under a checkout load). Products are inserted in SQL with a stock no
         run can exhaust.
 
@@ -143,12 +145,18 @@ AT_SIGNUP_COST = {"BCRYPT_COST": "{SIGNUP_BCRYPT_COST}"}
 TASK = dict(section="tasks", auth="seed", conns="TASKS_CONNS", duration="TASKS_DURATION",
             warmup="TASKS_WARMUP")
 LIST = dict(TASK, before="page_nonempty", tag="list")
+# The request-wide USER and ANON limits on, with budgets no run exhausts: what the limiter costs.
+LIMITS_ON = {"RATE_LIMIT_ENABLED": "true", "RATE_LIMIT_USER": "1000000000/60",
+             "RATE_LIMIT_ANON": "1000000000/60"}
+ME_LIMITED = "GET /v1/users/me (auth, RATE_LIMIT_ENABLED=true)"
+PRODUCTS_LIMITED = "GET /v1/products (anonymous, cached, RATE_LIMIT_ENABLED=true)"
 
 SCENARIOS = [
     Run("auth", HEALTH, kind="baseline"),
     Run("auth", ME, "/v1/users/me", auth="bench"),
     Run("auth", "GET /v1/users/me (auth, AUTH_CACHE_ENABLED=false)", "/v1/users/me", auth="bench",
         api={"AUTH_CACHE_ENABLED": "false"}),
+    Run("auth", ME_LIMITED, "/v1/users/me", auth="bench", api=LIMITS_ON),
     # bcrypt-bound from the first request (one hash per core, the rest queue): no warm-up.
     Run("auth", "POST /v1/auth/login (c={LOGIN_CONNS})", "/v1/auth/login", "POST", body=LOGIN_BODY,
         conns="LOGIN_CONNS", duration="LOGIN_DURATION", warmup="0", ramp_ok=True, cpu=True),
@@ -208,6 +216,7 @@ SCENARIOS = [
     Run("shop", "POST /v1/webhooks/payments (c={SHOP_CONNS})", "/v1/webhooks/payments",
         script="webhooks", conns="SHOP_CONNS", warmup="0", before="sign_webhooks"),
     Run("shop", "GET /v1/products (anonymous, cached)", "/v1/products"),
+    Run("shop", PRODUCTS_LIMITED, "/v1/products", api=LIMITS_ON),
     Run("shop", "GET /v1/products (anonymous, CACHE_ENABLED=false)", "/v1/products",
         api={"CACHE_ENABLED": "false"}),
     Run("shop", "GET /v1/products/{hot_id} during checkouts (c=16)", "/v1/products/{hot_id}",
@@ -1157,6 +1166,7 @@ def aims_table() -> list[str]:
             rows.append((label, f"{r:.2f} ({R[name]['rps']} / {R[health]['rps']} req/s){extra}", f"≥ {aim:.2f}",
                          r >= aim))
     ratio_row("`GET /v1/users/me`", ME, 0.40)
+    ratio_row("`GET /v1/users/me`, rate limits on (production default)", ME_LIMITED, 0.40)
     ratio_row("`GET /v1/users` (admin, cached)", "GET /v1/users (admin, cached: hit)", 0.35)
     first = "GET /v1/tasks (first page, -created_at = default)"
     if first in R:
@@ -1177,6 +1187,7 @@ def aims_table() -> list[str]:
             label, value, aim, met = rows[-1]
             rows[-1] = (label, value, f"{aim}, p99 < 20 ms", met and p99 < 20)
     ratio_row("`GET /v1/products` (anonymous, cached)", "GET /v1/products (anonymous, cached)", 0.50)
+    ratio_row("`GET /v1/products` (anonymous, cached), rate limits on", PRODUCTS_LIMITED, 0.50)
     for label, name, aim in (("audit jobs per worker process", "audit drain, 1 worker(s)", 5000),
                              ("no-op jobs drained per worker process", "no-op drain, 1 worker", 10000)):
         if name in R:

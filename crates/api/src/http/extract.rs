@@ -4,7 +4,7 @@
 use std::{future::Future, pin::Pin};
 
 use actix_web::{
-    FromRequest, HttpRequest,
+    FromRequest, HttpMessage, HttpRequest,
     dev::Payload,
     http::header,
     web::{self, Bytes},
@@ -364,6 +364,11 @@ impl AuthUser {
     }
 }
 
+/// The claims of this request's bearer token, verified already by the request-wide rate limit
+/// (which must know whose token it is before anything else runs).
+#[derive(Debug, Clone)]
+pub(crate) struct Verified(pub auth::AccessClaims);
+
 /// The token of an `Authorization: Bearer …` header, if there is one (unverified).
 pub(crate) fn bearer(req: &HttpRequest) -> Option<String> {
     let value = req.headers().get(header::AUTHORIZATION)?.to_str().ok()?;
@@ -380,13 +385,19 @@ impl FromRequest for AuthUser {
 
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
         let state = req.app_data::<web::Data<AppState>>().cloned();
-        let token = bearer(req);
+        let verified = req.extensions().get::<Verified>().map(|v| v.0.clone());
+        let token = if verified.is_some() { None } else { bearer(req) };
         Box::pin(async move {
             let state = state.ok_or_else(|| ApiError::internal(anyhow::anyhow!("AppState missing")))?;
-            let token = token.ok_or_else(ApiError::unauthorized)?;
-            // The per-user limit was charged by the rate-limit middleware, keyed by this same
-            // verified subject, before any database work.
-            let claims = state.tokens.verify(&token).map_err(|_| ApiError::invalid_token())?;
+            // With rate limits on, the request-wide limit verified the token (and charged its
+            // subject) before any database work; otherwise it is verified here.
+            let claims = match verified {
+                Some(claims) => claims,
+                None => {
+                    let token = token.ok_or_else(ApiError::unauthorized)?;
+                    state.tokens.verify(&token).map_err(|_| ApiError::invalid_token())?
+                }
+            };
             // The epoch is read before Postgres: what Postgres says is cached under it.
             let stamp = match state.sessions.lookup(claims.sid, claims.sub).await {
                 Lookup::Hit(user) => {

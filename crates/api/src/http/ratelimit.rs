@@ -16,7 +16,7 @@ use auth::TokenIssuer;
 
 use crate::{
     error::ApiError,
-    http::extract::bearer,
+    http::extract::{Verified, bearer},
     infra::ratelimit::{Decision, Policy, RateLimitConfig, RateLimiter},
     state::AppState,
 };
@@ -143,9 +143,12 @@ impl RequestLimit {
         let (limiter, tokens) = &*self.0;
         if !exempt(req.path()) && limiter.config.enabled {
             // A signature check only (no database): cheap enough to run before anything else.
-            let user = bearer(req.request())
-                .and_then(|t| tokens.verify(&t).ok())
-                .map(|claims| claims.sub);
+            // The claims go on to the `AuthUser` extractor, so a token is verified once.
+            let claims = bearer(req.request()).and_then(|t| tokens.verify(&t).ok());
+            let user = claims.as_ref().map(|c| c.sub);
+            if let Some(claims) = claims {
+                req.extensions_mut().insert(Verified(claims));
+            }
             let decision = limiter.check_request(user, req.request()).await;
             if let Err(e) = enforce(req.request(), decision) {
                 let res = actix_web::ResponseError::error_response(&e);

@@ -1,7 +1,9 @@
 //! Per-endpoint rate limits shared through Redis: GCRA in one Lua script (atomic, exact across
 //! any number of API instances, clocked by Redis' own `TIME` so instance clocks do not matter).
-//! This module is the limiter ([`RateLimiter`]: checks, counts, the in-process fallback, the
-//! `rate_limit_rejections_total` counter) and the subjects it counts against; the policies'
+//! The two budgets every request spends (`USER`, `ANON`) are taken in batches that an instance
+//! spends from memory ([`Reservations`]: never more admitted than the policy, one round trip per
+//! batch instead of per request). This module is the limiter ([`RateLimiter`]: checks, counts,
+//! reservations, the in-process fallback, the `rate_limit_rejections_total` counter) and the subjects it counts against; the policies'
 //! settings are [`crate::config::RateLimitConfig`], and [`crate::http::ratelimit`] applies the
 //! decisions to requests (the request-wide middleware, 429s, the `RateLimit` headers).
 //!
@@ -28,7 +30,10 @@ use std::{
     collections::HashMap,
     net::{IpAddr, Ipv6Addr, SocketAddr},
     str::FromStr,
-    sync::{Arc, Mutex},
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicU64, Ordering},
+    },
     time::{Duration, Instant},
 };
 
@@ -168,23 +173,185 @@ impl Decision {
     }
 }
 
+/// GCRA, taking up to `ARGV[3]` tokens at once after giving back `ARGV[4]` unused ones (a
+/// reservation that expired: as if those requests had never been made). Returns the tokens
+/// granted (0 = refused), the tokens left after them, the milliseconds until the next one and
+/// until the budget is full again. With 1 and 0 it is the plain one-request check.
 const GCRA: &str = r"
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local interval = tonumber(ARGV[1])
 local tolerance = tonumber(ARGV[2])
-local tat = tonumber(redis.call('GET', KEYS[1]) or now)
+local want = tonumber(ARGV[3])
+local unused = tonumber(ARGV[4])
+local stored = redis.call('GET', KEYS[1])
+local tat = tonumber(stored or now) - unused * interval
 if tat < now then tat = now end
 if tat - now > tolerance then
+  if unused > 0 then redis.call('SET', KEYS[1], tat, 'PX', tat - now) end
   return {0, 0, tat - now - tolerance, tat - now}
 end
-local new_tat = tat + interval
+local available = math.floor((now + tolerance - tat) / interval) + 1
+local granted = math.min(want, available)
+local new_tat = tat + granted * interval
 redis.call('SET', KEYS[1], new_tat, 'PX', new_tat - now)
-return {1, math.floor((now + tolerance - new_tat) / interval) + 1, 0, new_tat - now}
+return {granted, available - granted, 0, new_tat - now}
 ";
+
+/// What one run of [`GCRA`] answered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Taken {
+    granted: u32,
+    /// Tokens the budget has left after the grant.
+    left: u64,
+    retry_ms: u64,
+    reset_ms: u64,
+}
+
+impl Taken {
+    fn decision(self, policy: Policy) -> Decision {
+        Decision {
+            policy,
+            allowed: self.granted > 0,
+            remaining: self.left,
+            reset_secs: ceil_secs(self.reset_ms),
+            retry_after_secs: ceil_secs(self.retry_ms),
+        }
+    }
+}
 
 fn ceil_secs(ms: u64) -> u64 {
     ms.div_ceil(1000)
+}
+
+/// How long an instance may spend tokens it reserved; whatever is left then goes back to the
+/// shared budget with the subject's next take.
+const RESERVE_FOR: Duration = Duration::from_secs(1);
+/// The most tokens one take reserves (and never more than a sixteenth of the policy's burst).
+const RESERVE_MAX: u32 = 64;
+/// Subjects held at once; past it the idle ones are dropped, their unused tokens with them.
+const RESERVE_SUBJECTS: usize = 50_000;
+
+/// The request-wide budgets (`USER`, `ANON`) are charged on every request, so checking them one
+/// Redis round trip at a time would cost every request a round trip. Instead an instance
+/// *reserves* tokens of a subject's shared budget in one take and spends them from memory: the
+/// first take of a subject is one token (a client that makes one request costs exactly what it
+/// did), a batch spent before its second is up doubles the next one (up to [`RESERVE_MAX`], and a
+/// sixteenth of the burst), a batch that expires sets the next to what was used of it, and unused
+/// tokens go back to Redis with the next take (the script counts them as never spent). A refusal
+/// stands locally until Redis said the next token comes.
+///
+/// So no subject is ever admitted more than its policy allows across all instances (every
+/// admitted request spent a token taken from the one budget in Redis); what the batching can do
+/// is refuse early, while another instance holds tokens it has not spent — at most one batch per
+/// instance, for at most [`RESERVE_FOR`]. The `RateLimit` header's remaining count is the budget
+/// as of this instance's last take plus what it still holds.
+#[derive(Default)]
+struct Reservations {
+    held: HashMap<String, Held>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Held {
+    /// Reserved and not spent yet.
+    tokens: u32,
+    /// How many the last take asked for.
+    batch: u32,
+    /// Until when `tokens` may be spent.
+    until: Instant,
+    /// What the budget had left after the last take.
+    left: u64,
+    /// When the budget is full again, as of the last take.
+    full_at: Instant,
+    /// A refusal that stands until then.
+    refused_until: Option<Instant>,
+}
+
+#[derive(Debug, PartialEq, Eq)]
+enum Admit {
+    /// Decided from this instance's reservation.
+    Here(Decision),
+    /// Ask Redis for `want` tokens, giving back `unused` ones.
+    Take { want: u32, unused: u32 },
+}
+
+fn ms_until(later: Instant, now: Instant) -> u64 {
+    later.saturating_duration_since(now).as_millis() as u64
+}
+
+impl Reservations {
+    fn max_batch(policy: Policy) -> u32 {
+        (policy.count / 16).clamp(1, RESERVE_MAX)
+    }
+
+    fn admit(&mut self, key: &str, policy: Policy, now: Instant) -> Admit {
+        let Some(h) = self.held.get_mut(key) else {
+            return Admit::Take { want: 1, unused: 0 };
+        };
+        if h.until > now && h.tokens > 0 {
+            h.tokens -= 1;
+            return Admit::Here(Decision {
+                policy,
+                allowed: true,
+                remaining: h.left + u64::from(h.tokens),
+                reset_secs: ceil_secs(ms_until(h.full_at, now)),
+                retry_after_secs: 0,
+            });
+        }
+        if let Some(until) = h.refused_until.filter(|&u| u > now) {
+            return Admit::Here(Decision {
+                policy,
+                allowed: false,
+                remaining: 0,
+                reset_secs: ceil_secs(ms_until(h.full_at, now)),
+                retry_after_secs: ceil_secs(ms_until(until, now)),
+            });
+        }
+        let want = if h.until > now {
+            h.batch.saturating_mul(2) // spent in time: demand outruns the batch
+        } else {
+            h.batch - h.tokens.min(h.batch) // expired: what was used of it
+        };
+        let unused = std::mem::take(&mut h.tokens);
+        Admit::Take {
+            want: want.clamp(1, Self::max_batch(policy)),
+            unused,
+        }
+    }
+
+    /// Keeps what a take granted beyond the one token the request spends, and answers for it.
+    fn record(&mut self, key: &str, policy: Policy, taken: Taken, now: Instant) -> Decision {
+        if self.held.len() >= RESERVE_SUBJECTS && !self.held.contains_key(key) {
+            self.held
+                .retain(|_, h| h.until > now || h.refused_until.is_some_and(|u| u > now));
+            if self.held.len() >= RESERVE_SUBJECTS {
+                self.held.clear();
+            }
+        }
+        let h = self.held.entry(key.to_owned()).or_insert(Held {
+            tokens: 0,
+            batch: 1,
+            until: now,
+            left: 0,
+            full_at: now,
+            refused_until: None,
+        });
+        h.left = taken.left;
+        h.full_at = now + Duration::from_millis(taken.reset_ms);
+        if taken.granted > 0 {
+            h.tokens += taken.granted - 1;
+            h.batch = taken.granted;
+            h.until = now + RESERVE_FOR;
+            h.refused_until = None;
+        } else {
+            h.batch = 1;
+            h.refused_until = Some(now + Duration::from_millis(taken.retry_ms));
+        }
+        Decision {
+            remaining: h.left + u64::from(h.tokens),
+            ..taken.decision(policy)
+        }
+    }
 }
 
 /// The limiter: Redis first, an in-process fallback for the policies that must not fail open.
@@ -195,6 +362,8 @@ pub struct RateLimiter {
     pub config: Arc<RateLimitConfig>,
     script: Arc<redis::Script>,
     local: Arc<Mutex<HashMap<String, u64>>>,
+    reserved: Arc<Mutex<Reservations>>,
+    round_trips: Arc<AtomicU64>,
     started: Instant,
 }
 
@@ -206,36 +375,33 @@ impl RateLimiter {
             config: Arc::new(config),
             script: Arc::new(redis::Script::new(GCRA)),
             local: Arc::new(Mutex::new(HashMap::new())),
+            reserved: Arc::default(),
+            round_trips: Arc::default(),
             started: Instant::now(),
         }
     }
 
-    /// Checks (and counts) one request against `policy` for `subject` (an IP, a user id…).
-    /// `None` when rate limiting is disabled.
+    /// How many times this limiter has run its script in Redis (for tests and diagnostics).
+    pub fn round_trips(&self) -> u64 {
+        self.round_trips.load(Ordering::Relaxed)
+    }
+
+    fn key(&self, policy: Policy, subject: &str) -> String {
+        format!("{}:{}:{subject}", self.prefix, policy.name)
+    }
+
+    /// Checks (and counts) one request against `policy` for `subject` (an IP, a user id…), in
+    /// Redis. `None` when rate limiting is disabled.
     pub async fn check(&self, policy: Policy, subject: &str) -> Option<Decision> {
         if !self.config.enabled {
             return None;
         }
-        let key = format!("{}:{}:{subject}", self.prefix, policy.name);
-        let decision = match self.remote(policy, &key).await {
-            Ok(d) => Some(d),
-            Err(e) => match policy.name {
-                "login" | "signup" | "forgot" | "reset" => {
-                    tracing::warn!(error = %e, policy = policy.name, "rate limiter: Redis unavailable, using the local fallback");
-                    Some(self.local(policy, &key))
-                }
-                _ => {
-                    tracing::debug!(error = %e, policy = policy.name, "rate limiter: Redis unavailable, failing open");
-                    None
-                }
-            },
+        let key = self.key(policy, subject);
+        let decision = match self.remote(policy, &key, 1, 0).await {
+            Ok(taken) => Some(taken.decision(policy)),
+            Err(e) => self.unavailable(policy, &key, &e),
         };
-        if let Some(d) = &decision
-            && !d.allowed
-        {
-            crate::metrics::rate_limited(d.policy.name);
-        }
-        decision
+        counted(decision)
     }
 
     /// Checks `policy` for the client's address (see [`client_subject`]).
@@ -244,30 +410,68 @@ impl RateLimiter {
     }
 
     /// The request-wide budget: `USER` for the subject of a verified access token (`user`), `ANON`
-    /// for the client's address otherwise.
+    /// for the client's address otherwise — spent from this instance's reservation of it (see
+    /// [`Reservations`]).
     pub async fn check_request(&self, user: Option<domain::UserId>, req: &HttpRequest) -> Option<Decision> {
-        match user {
-            Some(id) => self.check(self.config.user, &id.to_string()).await,
-            None => self.check_ip(self.config.anon, req).await,
+        if !self.config.enabled {
+            return None;
+        }
+        let (policy, subject) = match user {
+            Some(id) => (self.config.user, id.to_string()),
+            None => (self.config.anon, client_subject(req, &self.config)),
+        };
+        let key = self.key(policy, &subject);
+        let admit = self.reservations().admit(&key, policy, Instant::now());
+        let decision = match admit {
+            Admit::Here(d) => Some(d),
+            Admit::Take { want, unused } => match self.remote(policy, &key, want, unused).await {
+                Ok(taken) => Some(self.reservations().record(&key, policy, taken, Instant::now())),
+                Err(e) => self.unavailable(policy, &key, &e),
+            },
+        };
+        counted(decision)
+    }
+
+    fn reservations(&self) -> std::sync::MutexGuard<'_, Reservations> {
+        self.reserved.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Redis could not answer: the local fallback for the policies that guard credentials and
+    /// mail, nothing (fail open) for the others.
+    fn unavailable(&self, policy: Policy, key: &str, e: &anyhow::Error) -> Option<Decision> {
+        match policy.name {
+            "login" | "signup" | "forgot" | "reset" => {
+                tracing::warn!(error = %e, policy = policy.name, "rate limiter: Redis unavailable, using the local fallback");
+                Some(self.local(policy, key))
+            }
+            _ => {
+                tracing::debug!(error = %e, policy = policy.name, "rate limiter: Redis unavailable, failing open");
+                None
+            }
         }
     }
 
-    async fn remote(&self, policy: Policy, key: &str) -> anyhow::Result<Decision> {
+    async fn remote(&self, policy: Policy, key: &str, want: u32, unused: u32) -> anyhow::Result<Taken> {
+        self.round_trips.fetch_add(1, Ordering::Relaxed);
         let budget = Duration::from_millis(250);
         let mut conn = tokio::time::timeout(budget, self.redis.get()).await??;
         let mut invocation = self.script.key(key);
-        invocation.arg(policy.emission_ms()).arg(policy.tolerance_ms());
+        invocation
+            .arg(policy.emission_ms())
+            .arg(policy.tolerance_ms())
+            .arg(want)
+            .arg(unused);
         let result = tokio::time::timeout(budget, invocation.invoke_async(&mut **conn)).await;
         if !matches!(result, Ok(Ok(_))) {
             conn.mark_broken();
         }
-        let (allowed, remaining, retry_ms, reset_ms): (i64, i64, i64, i64) = result??;
-        Ok(Decision {
-            policy,
-            allowed: allowed == 1,
-            remaining: remaining.max(0) as u64,
-            reset_secs: ceil_secs(reset_ms.max(0) as u64),
-            retry_after_secs: ceil_secs(retry_ms.max(0) as u64),
+        let (granted, left, retry_ms, reset_ms): (i64, i64, i64, i64) = result??;
+        let non_negative = |v: i64| v.max(0) as u64;
+        Ok(Taken {
+            granted: u32::try_from(granted.max(0)).unwrap_or(u32::MAX),
+            left: non_negative(left),
+            retry_ms: non_negative(retry_ms),
+            reset_ms: non_negative(reset_ms),
         })
     }
 
@@ -299,6 +503,16 @@ impl RateLimiter {
             retry_after_secs: 0,
         }
     }
+}
+
+/// Counts a refusal in `rate_limit_rejections_total`.
+fn counted(decision: Option<Decision>) -> Option<Decision> {
+    if let Some(d) = &decision
+        && !d.allowed
+    {
+        crate::metrics::rate_limited(d.policy.name);
+    }
+    decision
 }
 
 #[cfg(test)]
@@ -440,6 +654,114 @@ mod tests {
             ip_subject(ip("2001:db8:1:2::1"), 56)
         );
         assert_eq!(ip_subject(ip("2001:db8::1"), 128), "2001:db8::1/128");
+    }
+
+    fn granted(granted: u32, left: u64) -> Taken {
+        Taken {
+            granted,
+            left,
+            retry_ms: 0,
+            reset_ms: 5_000,
+        }
+    }
+
+    #[test]
+    fn reservations_double_while_spent_in_time_up_to_a_sixteenth_of_the_burst() {
+        let user = Policy::parse("user", "1200/60").unwrap();
+        assert_eq!(Reservations::max_batch(user), RESERVE_MAX);
+        assert_eq!(Reservations::max_batch(Policy::parse("anon", "300/60").unwrap()), 18);
+        assert_eq!(Reservations::max_batch(Policy::parse("user", "3/60").unwrap()), 1);
+
+        let (mut r, t0) = (Reservations::default(), Instant::now());
+        let mut left = 1200;
+        let mut wants = vec![];
+        let mut here = 0;
+        for _ in 0..400 {
+            match r.admit("u", user, t0) {
+                Admit::Take { want, unused } => {
+                    assert_eq!(unused, 0);
+                    wants.push(want);
+                    left -= u64::from(want);
+                    let d = r.record("u", user, granted(want, left), t0);
+                    assert!(d.allowed);
+                    assert_eq!(d.remaining, left + u64::from(want - 1));
+                }
+                Admit::Here(d) => {
+                    assert!(d.allowed);
+                    here += 1;
+                }
+            }
+        }
+        // One request, then 2, 4, … tokens per take, never more than the cap.
+        assert_eq!(&wants[..7], &[1, 2, 4, 8, 16, 32, 64]);
+        assert!(wants[7..].iter().all(|&w| w == RESERVE_MAX), "{wants:?}");
+        assert_eq!(wants.iter().sum::<u32>(), 400 + r.held["u"].tokens);
+        assert_eq!(here + wants.len(), 400);
+    }
+
+    #[test]
+    fn an_expired_reservation_gives_back_what_it_did_not_spend() {
+        let user = Policy::parse("user", "1200/60").unwrap();
+        let (mut r, t0) = (Reservations::default(), Instant::now());
+        r.admit("u", user, t0);
+        r.record("u", user, granted(1, 1199), t0);
+        assert_eq!(r.admit("u", user, t0), Admit::Take { want: 2, unused: 0 });
+        r.record("u", user, granted(2, 1197), t0);
+        assert!(matches!(r.admit("u", user, t0), Admit::Here(d) if d.allowed && d.remaining == 1197));
+        assert_eq!(r.admit("u", user, t0), Admit::Take { want: 4, unused: 0 });
+        r.record("u", user, granted(4, 1193), t0);
+        assert!(matches!(r.admit("u", user, t0), Admit::Here(d) if d.allowed && d.remaining == 1195));
+        // Two of the four spent, two held when the reservation runs out: they go back, and the
+        // next take asks for what was used.
+        let later = t0 + RESERVE_FOR;
+        assert_eq!(r.admit("u", user, later), Admit::Take { want: 2, unused: 2 });
+        assert_eq!(r.held["u"].tokens, 0, "given back, not spent twice");
+        // A subject of its own is not touched.
+        assert_eq!(r.admit("v", user, later), Admit::Take { want: 1, unused: 0 });
+    }
+
+    #[test]
+    fn a_refusal_stands_until_the_next_token() {
+        let anon = Policy::parse("anon", "300/60").unwrap();
+        let (mut r, t0) = (Reservations::default(), Instant::now());
+        let refused = Taken {
+            granted: 0,
+            left: 0,
+            retry_ms: 1_500,
+            reset_ms: 60_000,
+        };
+        let d = r.record("ip", anon, refused, t0);
+        assert!(!d.allowed);
+        assert_eq!((d.retry_after_secs, d.reset_secs), (2, 60));
+        let soon = r.admit("ip", anon, t0 + Duration::from_millis(1_000));
+        assert!(
+            matches!(soon, Admit::Here(d) if !d.allowed && d.retry_after_secs == 1 && d.remaining == 0),
+            "{soon:?}"
+        );
+        assert_eq!(
+            r.admit("ip", anon, t0 + Duration::from_millis(1_500)),
+            Admit::Take { want: 1, unused: 0 }
+        );
+    }
+
+    #[test]
+    fn reservations_are_bounded() {
+        let user = Policy::parse("user", "1200/60").unwrap();
+        let (mut r, t0) = (Reservations::default(), Instant::now());
+        for i in 0..RESERVE_SUBJECTS {
+            r.record(&i.to_string(), user, granted(1, 10), t0);
+        }
+        // All still within their second: the table is full, so a newcomer clears it.
+        r.record("new", user, granted(1, 10), t0);
+        assert_eq!(r.held.len(), 1);
+        for i in 1..RESERVE_SUBJECTS {
+            r.record(&i.to_string(), user, granted(1, 10), t0);
+        }
+        // A second later they are idle: only they are dropped.
+        let later = t0 + RESERVE_FOR;
+        r.record("newer", user, granted(1, 10), later);
+        assert_eq!(r.held.len(), 1);
+        assert!(r.held.contains_key("newer"));
     }
 
     #[tokio::test]

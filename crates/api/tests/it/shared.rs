@@ -381,6 +381,49 @@ async fn forwarded_for_is_believed_from_a_trusted_proxy() {
     assert_eq!(other.status.as_u16(), 401, "{:?} {}", other.headers, other.body);
 }
 
+/// The request-wide budget is spent from each instance's reservation of it — a Redis round trip
+/// per batch of tokens, not per request — and still admits no more than the policy across
+/// instances.
+#[tokio::test]
+async fn the_per_user_limit_holds_across_two_instances_with_a_round_trip_per_batch() {
+    // 320 a day: no token comes back while the test runs; batches of up to 320/16 = 20.
+    let a = TestApp::spawn_with(|c| {
+        c.rate_limits.enabled = true;
+        c.rate_limits.user = Policy::parse("user", "320/86400").unwrap();
+        c.rate_limits.signup = Policy::parse("signup", "100/60").unwrap();
+    })
+    .await;
+    let b = a.sibling().await;
+    let s = a.signup("reserved@example.com").await;
+    let trips = || a.state.limits.round_trips() + b.state.limits.round_trips();
+    let before = trips();
+    let (mut passed, mut limited) = ([0usize; 2], 0);
+    for i in 0..800 {
+        let res = [&a, &b][i % 2].get("/v1/users/me", Some(&s.access)).await;
+        match res.status {
+            StatusCode::OK => passed[i % 2] += 1,
+            StatusCode::TOO_MANY_REQUESTS => {
+                limited += 1;
+                res.assert_problem(429, "rate_limited");
+                assert!(res.header("retry-after").is_some());
+                assert_eq!(res.header("ratelimit-policy"), Some("\"user\";q=320;w=86400"));
+            }
+            other => panic!("{other}: {}", res.body),
+        }
+    }
+    let round_trips = trips() - before;
+    // Never more than the policy; and not fewer either, since each instance went on receiving
+    // requests and so spent (or gave back) every token it had reserved.
+    assert_eq!(passed[0] + passed[1], 320, "{passed:?}");
+    assert!(
+        passed.iter().all(|&p| p >= 140),
+        "both instances admitted their share: {passed:?}"
+    );
+    assert_eq!(limited, 480);
+    // One request → one, then 2, 4, 8, 16, 20 … tokens per take; refusals stand locally.
+    assert!(round_trips <= 40, "{round_trips} round trips for 800 requests");
+}
+
 #[tokio::test]
 async fn per_user_and_anonymous_limits() {
     let app = TestApp::spawn_with(|c| {
