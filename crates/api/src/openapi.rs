@@ -146,8 +146,9 @@ impl Modify for ResponseDescriptions {
 /// What holds for every operation, written once: each GET also answers HEAD (same status and
 /// headers, no body); every `/v1` operation may answer 503 (a backing service down, or the request
 /// not handled within `REQUEST_TIMEOUT`) and 500; one with a body 400/408/413/415/422 (the edge's
-/// own rejections); one with a bearer requirement 401; one with parameters 422; every 503 carries
-/// `Retry-After`.
+/// own rejections); one with a bearer requirement 401; one with parameters 422; every `/v1`
+/// operation may answer 429 (the request-wide `USER`/`ANON` budget, charged on every request);
+/// every 503 and 429 carries `Retry-After`.
 struct HttpConformance;
 
 impl Modify for HttpConformance {
@@ -204,14 +205,23 @@ impl Modify for HttpConformance {
                             problem("A path or query parameter is invalid, unknown or repeated (`validation_failed`)")
                         });
                     }
+                    responses.entry("429".to_owned()).or_insert_with(|| {
+                        problem(
+                            "Too many requests (`rate_limited`): the request-wide budget is spent — `USER` per \
+                             user for a verified access token, `ANON` per client address otherwise; retry after \
+                             `Retry-After` seconds",
+                        )
+                    });
                     responses.entry("500".to_owned()).or_insert_with(|| {
                         problem("An unexpected error (`internal_error`); the detail is logged, not sent")
                     });
                 }
-                if let Some(RefOr::T(unavailable)) = responses.get_mut("503") {
-                    unavailable
-                        .headers
-                        .insert("Retry-After".to_owned(), RefOr::T(retry_after.clone()));
+                for status in ["429", "503"] {
+                    if let Some(RefOr::T(refused)) = responses.get_mut(status) {
+                        refused
+                            .headers
+                            .insert("Retry-After".to_owned(), RefOr::T(retry_after.clone()));
+                    }
                 }
             }
             if let (Some(get), None) = (&item.get, &item.head) {

@@ -3,8 +3,8 @@
 //! The two budgets every request spends (`USER`, `ANON`) are taken in batches that an instance
 //! spends from memory ([`Reservations`]: never more admitted than the policy, one round trip per
 //! batch instead of per request). This module is the limiter ([`RateLimiter`]: checks, counts,
-//! reservations, the in-process fallback, the `rate_limit_rejections_total` counter) and the subjects it counts against; the policies'
-//! settings are [`crate::config::RateLimitConfig`], and [`crate::http::ratelimit`] applies the
+//! reservations, the in-process fallback, the `rate_limit_rejections_total` counter) and the
+//! subjects it counts against; the policies' settings are [`crate::config::RateLimitConfig`], and [`crate::http::ratelimit`] applies the
 //! decisions to requests (the request-wide middleware, 429s, the `RateLimit` headers).
 //!
 //! Policies (`RATE_LIMIT_<POLICY>=<count>/<seconds>`; `RATE_LIMIT_ENABLED=false` turns all off):
@@ -157,6 +157,26 @@ pub struct Decision {
 }
 
 impl Decision {
+    fn allowed(policy: Policy, remaining: u64, reset_ms: u64) -> Self {
+        Self {
+            policy,
+            allowed: true,
+            remaining,
+            reset_secs: ceil_secs(reset_ms),
+            retry_after_secs: 0,
+        }
+    }
+
+    fn refused(policy: Policy, reset_ms: u64, retry_ms: u64) -> Self {
+        Self {
+            policy,
+            allowed: false,
+            remaining: 0,
+            reset_secs: ceil_secs(reset_ms),
+            retry_after_secs: ceil_secs(retry_ms),
+        }
+    }
+
     pub fn write_headers(&self, headers: &mut HeaderMap) {
         let p = &self.policy;
         if let Ok(v) = HeaderValue::from_str(&format!("\"{}\";q={};w={}", p.name, p.count, p.period.as_secs())) {
@@ -209,13 +229,13 @@ struct Taken {
 }
 
 impl Taken {
-    fn decision(self, policy: Policy) -> Decision {
-        Decision {
-            policy,
-            allowed: self.granted > 0,
-            remaining: self.left,
-            reset_secs: ceil_secs(self.reset_ms),
-            retry_after_secs: ceil_secs(self.retry_ms),
+    /// The decision for the request that made the take, `remaining` what the budget has left
+    /// plus what this instance holds of it.
+    fn decision(self, policy: Policy, held: u32) -> Decision {
+        if self.granted > 0 {
+            Decision::allowed(policy, self.left + u64::from(held), self.reset_ms)
+        } else {
+            Decision::refused(policy, self.reset_ms, self.retry_ms)
         }
     }
 }
@@ -290,22 +310,12 @@ impl Reservations {
         };
         if h.until > now && h.tokens > 0 {
             h.tokens -= 1;
-            return Admit::Here(Decision {
-                policy,
-                allowed: true,
-                remaining: h.left + u64::from(h.tokens),
-                reset_secs: ceil_secs(ms_until(h.full_at, now)),
-                retry_after_secs: 0,
-            });
+            let remaining = h.left + u64::from(h.tokens);
+            return Admit::Here(Decision::allowed(policy, remaining, ms_until(h.full_at, now)));
         }
         if let Some(until) = h.refused_until.filter(|&u| u > now) {
-            return Admit::Here(Decision {
-                policy,
-                allowed: false,
-                remaining: 0,
-                reset_secs: ceil_secs(ms_until(h.full_at, now)),
-                retry_after_secs: ceil_secs(ms_until(until, now)),
-            });
+            let (reset_ms, retry_ms) = (ms_until(h.full_at, now), ms_until(until, now));
+            return Admit::Here(Decision::refused(policy, reset_ms, retry_ms));
         }
         let want = if h.until > now {
             h.batch.saturating_mul(2) // spent in time: demand outruns the batch
@@ -347,10 +357,7 @@ impl Reservations {
             h.batch = 1;
             h.refused_until = Some(now + Duration::from_millis(taken.retry_ms));
         }
-        Decision {
-            remaining: h.left + u64::from(h.tokens),
-            ..taken.decision(policy)
-        }
+        taken.decision(policy, h.tokens)
     }
 }
 
@@ -381,12 +388,13 @@ impl RateLimiter {
         }
     }
 
-    /// How many times this limiter has run its script in Redis (for tests and diagnostics).
+    /// How many times this limiter has called on Redis to run its script, answered or not (for
+    /// tests and diagnostics).
     pub fn round_trips(&self) -> u64 {
         self.round_trips.load(Ordering::Relaxed)
     }
 
-    fn key(&self, policy: Policy, subject: &str) -> String {
+    fn key(&self, policy: Policy, subject: impl std::fmt::Display) -> String {
         format!("{}:{}:{subject}", self.prefix, policy.name)
     }
 
@@ -398,7 +406,7 @@ impl RateLimiter {
         }
         let key = self.key(policy, subject);
         let decision = match self.remote(policy, &key, 1, 0).await {
-            Ok(taken) => Some(taken.decision(policy)),
+            Ok(taken) => Some(taken.decision(policy, 0)),
             Err(e) => self.unavailable(policy, &key, &e),
         };
         counted(decision)
@@ -416,11 +424,13 @@ impl RateLimiter {
         if !self.config.enabled {
             return None;
         }
-        let (policy, subject) = match user {
-            Some(id) => (self.config.user, id.to_string()),
-            None => (self.config.anon, client_subject(req, &self.config)),
+        let (policy, key) = match user {
+            Some(id) => (self.config.user, self.key(self.config.user, id)),
+            None => (
+                self.config.anon,
+                self.key(self.config.anon, client_subject(req, &self.config)),
+            ),
         };
-        let key = self.key(policy, &subject);
         let admit = self.reservations().admit(&key, policy, Instant::now());
         let decision = match admit {
             Admit::Here(d) => Some(d),
@@ -485,23 +495,12 @@ impl RateLimiter {
         }
         let tat = map.get(key).copied().unwrap_or(now).max(now);
         if tat - now > tolerance {
-            return Decision {
-                policy,
-                allowed: false,
-                remaining: 0,
-                reset_secs: ceil_secs(tat - now),
-                retry_after_secs: ceil_secs(tat - now - tolerance),
-            };
+            return Decision::refused(policy, tat - now, tat - now - tolerance);
         }
         let new_tat = tat + interval;
         map.insert(key.to_owned(), new_tat);
-        Decision {
-            policy,
-            allowed: true,
-            remaining: (now + tolerance + interval).saturating_sub(new_tat) / interval,
-            reset_secs: ceil_secs(new_tat - now),
-            retry_after_secs: 0,
-        }
+        let remaining = (now + tolerance + interval).saturating_sub(new_tat) / interval;
+        Decision::allowed(policy, remaining, new_tat - now)
     }
 }
 

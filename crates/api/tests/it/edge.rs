@@ -72,6 +72,19 @@ async fn openapi_covers_every_route_and_docs_render() {
             "{method} {path} has no responses"
         );
     }
+    // The request-wide rate limit is charged on every /v1 operation: each documents its 429.
+    for (path, item) in paths.iter().filter(|(p, _)| p.starts_with("/v1/")) {
+        let ops = item.as_object().unwrap().iter();
+        for (method, op) in ops.filter(|(m, _)| ["get", "head", "post", "put", "patch", "delete"].contains(&m.as_str()))
+        {
+            let limited = &op["responses"]["429"];
+            assert!(limited.is_object(), "{method} {path}: no 429");
+            assert!(
+                limited["headers"]["Retry-After"].is_object(),
+                "{method} {path}: 429 without Retry-After"
+            );
+        }
+    }
     assert!(doc.body["components"]["schemas"]["Problem"].is_object());
     let ui = app.client.get(app.url("/docs/")).send().await.unwrap();
     assert_eq!(ui.status(), StatusCode::OK);
